@@ -1,0 +1,659 @@
+//! `weir import`: stream a CSV, JSON-lines or Parquet file into a running
+//! server over the gRPC streaming write, the same path services use.
+//!
+//! Rows are read, typed and checked here; a row that cannot be (bad time,
+//! wrong number of CSV fields, a value of the wrong type) is rejected with
+//! its line number and the rest go on. Batches the server rejects count as
+//! rejected rows with the server's reason. The exit code is non-zero when
+//! anything was rejected.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, TimeUnit};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use weir_proto::v1::write_service_client::WriteServiceClient;
+use weir_proto::v1::{Field, Point, WriteRequest, field};
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// The file to import.
+    file: PathBuf,
+    /// Table to write into.
+    #[arg(long)]
+    table: String,
+    /// The file's column holding each row's time.
+    #[arg(long, default_value = "time")]
+    time_column: String,
+    /// Columns to store as tags (the series identity); others become fields.
+    #[arg(long = "tag", value_delimiter = ',')]
+    tags: Vec<String>,
+    /// File format; by default from the extension (.csv, .jsonl/.ndjson/.json, .parquet).
+    #[arg(long, value_enum)]
+    format: Option<FileFormat>,
+    /// Unit of numeric times.
+    #[arg(long, value_enum, default_value = "ns")]
+    time_unit: TimeUnitArg,
+    /// Rows per write batch.
+    #[arg(long, default_value_t = 5000)]
+    batch_rows: usize,
+    /// The server's gRPC address.
+    #[arg(long, env = "WEIR_GRPC_URL", default_value = "http://127.0.0.1:50051")]
+    server: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FileFormat {
+    Csv,
+    Jsonl,
+    Parquet,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TimeUnitArg {
+    S,
+    Ms,
+    Us,
+    Ns,
+}
+
+impl TimeUnitArg {
+    fn nanos(self) -> i64 {
+        match self {
+            TimeUnitArg::S => 1_000_000_000,
+            TimeUnitArg::Ms => 1_000_000,
+            TimeUnitArg::Us => 1_000,
+            TimeUnitArg::Ns => 1,
+        }
+    }
+}
+
+/// One value read from a file.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Str(String),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    /// Already nanoseconds since the epoch (Parquet timestamps).
+    Time(i64),
+}
+
+/// A row: its line (or row number) in the file, and cells by column name.
+struct Row {
+    line: usize,
+    cells: Vec<(String, Cell)>,
+}
+
+struct Rejection {
+    line: usize,
+    reason: String,
+}
+
+const SAMPLE_ROWS: usize = 1000;
+const MAX_IN_FLIGHT: usize = 16;
+const SHOW_REJECTIONS: usize = 10;
+
+pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if args.batch_rows == 0 {
+        bail!("--batch-rows must be at least 1");
+    }
+    let format = match args.format {
+        Some(f) => f,
+        None => guess_format(&args.file)?,
+    };
+    let (row_tx, mut row_rx) = mpsc::channel::<Result<Row, Rejection>>(args.batch_rows * 2);
+    let path = args.file.clone();
+    // Reading and parsing is blocking work: keep it off the async threads.
+    let reader = tokio::task::spawn_blocking(move || match format {
+        FileFormat::Csv => read_csv(&path, &row_tx),
+        FileFormat::Jsonl => read_jsonl(&path, &row_tx),
+        FileFormat::Parquet => read_parquet(&path, &row_tx),
+    });
+
+    let mut client = WriteServiceClient::connect(args.server.clone())
+        .await
+        .with_context(|| format!("cannot reach the server at {}", args.server))?
+        .max_encoding_message_size(256 << 20);
+    let (req_tx, req_rx) = mpsc::channel::<WriteRequest>(MAX_IN_FLIGHT);
+    let mut acks = client
+        .write_stream(ReceiverStream::new(req_rx))
+        .await
+        .context("opening the write stream")?
+        .into_inner();
+
+    let progress = ProgressBar::new_spinner();
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {pos} rows sent ({per_sec}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
+
+    let mut rejections: Vec<Rejection> = Vec::new();
+    let mut rejected_rows = 0u64;
+    let mut written_rows = 0u64;
+    let mut in_flight: HashMap<u64, (usize, usize)> = HashMap::new(); // sequence -> (rows, first line)
+    let mut batch = BatchBuilder::new(&args);
+    let mut sequence = 0u64;
+    let mut rows_done = false;
+
+    loop {
+        tokio::select! {
+            row = row_rx.recv(), if !rows_done && in_flight.len() < MAX_IN_FLIGHT => {
+                match row {
+                    Some(Ok(row)) => {
+                        if let Err(reason) = batch.push(&row) {
+                            rejected_rows += 1;
+                            rejections.push(Rejection { line: row.line, reason });
+                        }
+                    }
+                    Some(Err(rejection)) => {
+                        rejected_rows += 1;
+                        rejections.push(rejection);
+                    }
+                    None => rows_done = true,
+                }
+                if batch.len() >= args.batch_rows || (rows_done && batch.len() > 0) {
+                    sequence += 1;
+                    let (request, rows, first_line) = batch.take(sequence);
+                    in_flight.insert(sequence, (rows, first_line));
+                    req_tx.send(request).await.context("the server closed the write stream")?;
+                    progress.inc(rows as u64);
+                }
+            }
+            ack = acks.message(), if !in_flight.is_empty() => {
+                let ack = match ack {
+                    Ok(Some(ack)) => ack,
+                    Ok(None) => bail!("the server closed the write stream with {} batches unanswered", in_flight.len()),
+                    Err(status) => bail!("write stream failed: {}", status.message()),
+                };
+                let (rows, first_line) = in_flight.remove(&ack.sequence).unwrap_or((0, 0));
+                match ack.error {
+                    None => written_rows += ack.rows_written,
+                    Some(error) => {
+                        rejected_rows += rows as u64;
+                        rejections.push(Rejection {
+                            line: first_line,
+                            reason: format!("batch of {rows} rows from here rejected by the server: {}", error.message),
+                        });
+                    }
+                }
+            }
+        }
+        if rows_done && in_flight.is_empty() && batch.len() == 0 {
+            break;
+        }
+    }
+    drop(req_tx);
+    progress.finish_and_clear();
+    reader
+        .await
+        .context("file reader task")?
+        .with_context(|| format!("reading {}", args.file.display()))?;
+
+    for r in rejections.iter().take(SHOW_REJECTIONS) {
+        eprintln!("rejected: line {}: {}", r.line, r.reason);
+    }
+    if rejections.len() > SHOW_REJECTIONS {
+        eprintln!("rejected: … and {} more", rejections.len() - SHOW_REJECTIONS);
+    }
+    println!(
+        "imported {written_rows} rows into {}; rejected {rejected_rows} rows",
+        args.table
+    );
+    Ok(if rejected_rows == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn guess_format(path: &std::path::Path) -> anyhow::Result<FileFormat> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    Ok(match ext.as_str() {
+        "csv" => FileFormat::Csv,
+        "jsonl" | "ndjson" | "json" => FileFormat::Jsonl,
+        "parquet" => FileFormat::Parquet,
+        _ => bail!("cannot tell the format of {} from its extension; pass --format csv|jsonl|parquet", path.display()),
+    })
+}
+
+/// Builds one WriteRequest with its symbol table.
+struct BatchBuilder {
+    table: String,
+    time_column: String,
+    tags: Vec<String>,
+    time_unit: i64,
+    symbols: Vec<String>,
+    index: HashMap<String, u32>,
+    points: Vec<Point>,
+    first_line: usize,
+}
+
+impl BatchBuilder {
+    fn new(args: &ImportArgs) -> Self {
+        let mut builder = Self {
+            table: args.table.clone(),
+            time_column: args.time_column.clone(),
+            tags: args.tags.clone(),
+            time_unit: args.time_unit.nanos(),
+            symbols: Vec::new(),
+            index: HashMap::new(),
+            points: Vec::new(),
+            first_line: 0,
+        };
+        builder.reset();
+        builder
+    }
+
+    fn reset(&mut self) {
+        self.symbols.clear();
+        self.index.clear();
+        self.points.clear();
+        let table = self.table.clone();
+        self.symbol(&table);
+    }
+
+    fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    fn symbol(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.symbols.len() as u32;
+        self.symbols.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+
+    /// Adds a row; an error is the reason it is rejected.
+    fn push(&mut self, row: &Row) -> Result<(), String> {
+        let mut timestamp_ns = None;
+        let mut tags = Vec::new();
+        let mut fields = Vec::new();
+        for (name, cell) in &row.cells {
+            if *name == self.time_column {
+                timestamp_ns = Some(parse_time(cell, self.time_unit).map_err(|e| format!("column {name:?}: {e}"))?);
+            } else if self.tags.contains(name) {
+                let value = match cell {
+                    Cell::Null => continue,
+                    Cell::Str(s) => s.clone(),
+                    Cell::Int(v) | Cell::Time(v) => v.to_string(),
+                    Cell::UInt(v) => v.to_string(),
+                    Cell::Float(v) => v.to_string(),
+                    Cell::Bool(v) => v.to_string(),
+                };
+                tags.push((name.clone(), value));
+            } else {
+                let value = match cell {
+                    Cell::Null => continue,
+                    Cell::Str(s) => FieldValue::Str(s.clone()),
+                    Cell::Int(v) | Cell::Time(v) => FieldValue::Plain(field::Value::I64(*v)),
+                    Cell::UInt(v) => FieldValue::Plain(field::Value::U64(*v)),
+                    Cell::Float(v) => FieldValue::Plain(field::Value::F64(*v)),
+                    Cell::Bool(v) => FieldValue::Plain(field::Value::Bool(*v)),
+                };
+                fields.push((name.clone(), value));
+            }
+        }
+        let Some(timestamp_ns) = timestamp_ns else {
+            return Err(format!("no value in time column {:?}", self.time_column));
+        };
+        if self.points.is_empty() {
+            self.first_line = row.line;
+        }
+        let mut point = Point {
+            table: 0,
+            timestamp_ns,
+            tags: Vec::with_capacity(tags.len() * 2),
+            fields: Vec::with_capacity(fields.len()),
+        };
+        for (k, v) in tags {
+            let k = self.symbol(&k);
+            let v = self.symbol(&v);
+            point.tags.extend([k, v]);
+        }
+        for (k, v) in fields {
+            let key = self.symbol(&k);
+            let value = match v {
+                FieldValue::Str(s) => field::Value::String(self.symbol(&s)),
+                FieldValue::Plain(v) => v,
+            };
+            point.fields.push(Field { key, value: Some(value) });
+        }
+        self.points.push(point);
+        Ok(())
+    }
+
+    fn take(&mut self, sequence: u64) -> (WriteRequest, usize, usize) {
+        let rows = self.points.len();
+        let request = WriteRequest {
+            sequence,
+            symbols: self.symbols.iter().map(|s| s.clone().into_bytes().into()).collect(),
+            points: std::mem::take(&mut self.points),
+        };
+        let first_line = self.first_line;
+        self.reset();
+        (request, rows, first_line)
+    }
+}
+
+enum FieldValue {
+    Str(String),
+    Plain(field::Value),
+}
+
+fn parse_time(cell: &Cell, unit_ns: i64) -> Result<i64, String> {
+    match cell {
+        Cell::Time(ns) => Ok(*ns),
+        Cell::Int(v) => v.checked_mul(unit_ns).ok_or_else(|| format!("time {v} overflows")),
+        Cell::UInt(v) => i64::try_from(*v)
+            .ok()
+            .and_then(|v| v.checked_mul(unit_ns))
+            .ok_or_else(|| format!("time {v} overflows")),
+        Cell::Float(v) => {
+            let ns = v * unit_ns as f64;
+            if ns.is_finite() && ns.abs() < 9.2e18 {
+                Ok(ns as i64)
+            } else {
+                Err(format!("time {v} is out of range"))
+            }
+        }
+        Cell::Str(s) => parse_time_text(s),
+        Cell::Null => Err("missing time".into()),
+        Cell::Bool(_) => Err("a boolean is not a time".into()),
+    }
+}
+
+/// RFC 3339 (`2026-11-20T10:00:00Z`, with offset), or `YYYY-MM-DD HH:MM:SS[.f]` as UTC.
+fn parse_time_text(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return t.timestamp_nanos_opt().ok_or_else(|| format!("time {s:?} is out of range"));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return t
+                .and_utc()
+                .timestamp_nanos_opt()
+                .ok_or_else(|| format!("time {s:?} is out of range"));
+        }
+    }
+    if let Ok(v) = s.parse::<i64>() {
+        return Ok(v);
+    }
+    Err(format!("{s:?} is not a time (RFC 3339, \"YYYY-MM-DD HH:MM:SS\" or nanoseconds)"))
+}
+
+/// The type a CSV column's text is read as, inferred from a sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TextType {
+    Int,
+    Float,
+    Bool,
+    Text,
+}
+
+fn infer_text_type<'a>(values: impl Iterator<Item = &'a str>) -> TextType {
+    let mut t = None;
+    for v in values.filter(|v| !v.is_empty()) {
+        let this = if v.parse::<i64>().is_ok() {
+            TextType::Int
+        } else if v.parse::<f64>().is_ok() {
+            TextType::Float
+        } else if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
+            TextType::Bool
+        } else {
+            TextType::Text
+        };
+        t = Some(match (t, this) {
+            (None, x) => x,
+            (Some(a), b) if a == b => a,
+            (Some(TextType::Int), TextType::Float) | (Some(TextType::Float), TextType::Int) => TextType::Float,
+            _ => TextType::Text,
+        });
+        if t == Some(TextType::Text) {
+            break;
+        }
+    }
+    t.unwrap_or(TextType::Text)
+}
+
+fn text_cell(text: &str, t: TextType) -> Result<Cell, String> {
+    if text.is_empty() {
+        return Ok(Cell::Null);
+    }
+    match t {
+        TextType::Int => text.parse().map(Cell::Int).map_err(|_| format!("{text:?} is not an integer")),
+        TextType::Float => text.parse().map(Cell::Float).map_err(|_| format!("{text:?} is not a number")),
+        TextType::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" => Ok(Cell::Bool(true)),
+            "false" => Ok(Cell::Bool(false)),
+            _ => Err(format!("{text:?} is not true/false")),
+        },
+        TextType::Text => Ok(Cell::Str(text.to_string())),
+    }
+}
+
+type RowSender = mpsc::Sender<Result<Row, Rejection>>;
+
+fn send(tx: &RowSender, row: Result<Row, Rejection>) -> anyhow::Result<()> {
+    tx.blocking_send(row).map_err(|_| anyhow::anyhow!("import stopped"))
+}
+
+fn read_csv(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+    let header: Vec<String> = reader
+        .headers()
+        .context("reading the CSV header")?
+        .iter()
+        .map(str::to_string)
+        .collect();
+    if header.is_empty() || header.iter().all(String::is_empty) {
+        bail!("the CSV file has no header row");
+    }
+    let mut records = reader.records();
+    let mut sample = Vec::new();
+    for record in records.by_ref().take(SAMPLE_ROWS) {
+        sample.push(record);
+    }
+    let types: Vec<TextType> = (0..header.len())
+        .map(|i| infer_text_type(sample.iter().filter_map(|r| r.as_ref().ok()).filter_map(|r| r.get(i))))
+        .collect();
+    for (i, record) in sample.into_iter().chain(records).enumerate() {
+        let line = i + 2; // 1-based, after the header
+        let row = match record {
+            Err(e) => Err(Rejection { line, reason: format!("unreadable CSV: {e}") }),
+            Ok(record) if record.len() != header.len() => Err(Rejection {
+                line,
+                reason: format!("{} fields, the header has {}", record.len(), header.len()),
+            }),
+            Ok(record) => record
+                .iter()
+                .zip(&header)
+                .zip(&types)
+                .map(|((text, name), t)| {
+                    text_cell(text, *t)
+                        .map(|cell| (name.clone(), cell))
+                        .map_err(|e| format!("column {name:?}: {e}"))
+                })
+                .collect::<Result<Vec<_>, String>>()
+                .map(|cells| Row { line, cells })
+                .map_err(|reason| Rejection { line, reason }),
+        };
+        send(tx, row)?;
+    }
+    Ok(())
+}
+
+fn json_cell(value: &serde_json::Value) -> Result<Cell, String> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => Cell::Null,
+        Value::Bool(b) => Cell::Bool(*b),
+        Value::String(s) => Cell::Str(s.clone()),
+        Value::Number(n) => {
+            if let Some(v) = n.as_i64() {
+                Cell::Int(v)
+            } else if let Some(v) = n.as_u64() {
+                Cell::UInt(v)
+            } else {
+                Cell::Float(n.as_f64().ok_or_else(|| format!("{n} is not representable"))?)
+            }
+        }
+        Value::Array(_) | Value::Object(_) => return Err("nested arrays and objects are not supported".into()),
+    })
+}
+
+fn read_jsonl(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut lines = BufReader::new(file).lines().enumerate();
+    // Columns holding any fractional number are floats throughout, so a
+    // column never flips between i64 and f64 from row to row.
+    let mut sample = Vec::new();
+    for (i, line) in lines.by_ref().take(SAMPLE_ROWS) {
+        sample.push((i, line));
+    }
+    let mut float_columns = std::collections::HashSet::new();
+    for (_, line) in &sample {
+        if let Ok(line) = line
+            && let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line)
+        {
+            for (k, v) in map {
+                if v.as_number().is_some_and(|n| n.is_f64()) {
+                    float_columns.insert(k);
+                }
+            }
+        }
+    }
+    for (i, line) in sample.into_iter().chain(lines) {
+        let line_no = i + 1;
+        let line = line.with_context(|| format!("reading line {line_no}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row = match serde_json::from_str::<serde_json::Value>(&line) {
+            Err(e) => Err(Rejection { line: line_no, reason: format!("not JSON: {e}") }),
+            Ok(serde_json::Value::Object(map)) => map
+                .iter()
+                .map(|(k, v)| {
+                    let cell = json_cell(v).map_err(|e| format!("column {k:?}: {e}"))?;
+                    let cell = match cell {
+                        Cell::Int(v) if float_columns.contains(k) => Cell::Float(v as f64),
+                        Cell::UInt(v) if float_columns.contains(k) => Cell::Float(v as f64),
+                        other => other,
+                    };
+                    Ok((k.clone(), cell))
+                })
+                .collect::<Result<Vec<_>, String>>()
+                .map(|cells| Row { line: line_no, cells })
+                .map_err(|reason| Rejection { line: line_no, reason }),
+            Ok(_) => Err(Rejection { line: line_no, reason: "not a JSON object".into() }),
+        };
+        send(tx, row)?;
+    }
+    Ok(())
+}
+
+fn read_parquet(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .context("not a readable Parquet file")?
+        .with_batch_size(8192)
+        .build()?;
+    let mut line = 0;
+    for batch in reader {
+        let batch = batch.context("reading a Parquet row group")?;
+        let schema = batch.schema();
+        let columns: Vec<(String, &dyn Array)> = schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| (f.name().clone(), c.as_ref()))
+            .collect();
+        for row in 0..batch.num_rows() {
+            line += 1;
+            let cells = columns
+                .iter()
+                .map(|(name, array)| arrow_cell(*array, row).map(|c| (name.clone(), c)).map_err(|e| format!("column {name:?}: {e}")))
+                .collect::<Result<Vec<_>, String>>();
+            let row = cells
+                .map(|cells| Row { line, cells })
+                .map_err(|reason| Rejection { line, reason });
+            send(tx, row)?;
+        }
+    }
+    Ok(())
+}
+
+fn arrow_cell(array: &dyn Array, row: usize) -> Result<Cell, String> {
+    use arrow::datatypes::*;
+    if array.is_null(row) {
+        return Ok(Cell::Null);
+    }
+    Ok(match array.data_type() {
+        DataType::Utf8 => Cell::Str(array.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Cell::Str(array.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Cell::Str(array.as_string_view().value(row).to_string()),
+        DataType::Dictionary(_, value) if **value == DataType::Utf8 => {
+            let text = arrow::compute::cast(&array.slice(row, 1), &DataType::Utf8).map_err(|e| e.to_string())?;
+            Cell::Str(text.as_string::<i32>().value(0).to_string())
+        }
+        DataType::Boolean => Cell::Bool(array.as_boolean().value(row)),
+        DataType::Int8 => Cell::Int(array.as_primitive::<Int8Type>().value(row).into()),
+        DataType::Int16 => Cell::Int(array.as_primitive::<Int16Type>().value(row).into()),
+        DataType::Int32 => Cell::Int(array.as_primitive::<Int32Type>().value(row).into()),
+        DataType::Int64 => Cell::Int(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt8 => Cell::UInt(array.as_primitive::<UInt8Type>().value(row).into()),
+        DataType::UInt16 => Cell::UInt(array.as_primitive::<UInt16Type>().value(row).into()),
+        DataType::UInt32 => Cell::UInt(array.as_primitive::<UInt32Type>().value(row).into()),
+        DataType::UInt64 => Cell::UInt(array.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float32 => Cell::Float(array.as_primitive::<Float32Type>().value(row).into()),
+        DataType::Float64 => Cell::Float(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Timestamp(unit, _) => {
+            let (v, scale) = match unit {
+                TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().value(row), 1_000_000_000),
+                TimeUnit::Millisecond => (array.as_primitive::<TimestampMillisecondType>().value(row), 1_000_000),
+                TimeUnit::Microsecond => (array.as_primitive::<TimestampMicrosecondType>().value(row), 1_000),
+                TimeUnit::Nanosecond => (array.as_primitive::<TimestampNanosecondType>().value(row), 1),
+            };
+            Cell::Time(v.checked_mul(scale).ok_or("timestamp overflows")?)
+        }
+        other => return Err(format!("Arrow type {other} is not supported")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_types_are_inferred_from_the_sample() {
+        assert_eq!(infer_text_type(["1", "2", ""].into_iter()), TextType::Int);
+        assert_eq!(infer_text_type(["1", "2.5"].into_iter()), TextType::Float);
+        assert_eq!(infer_text_type(["true", "FALSE"].into_iter()), TextType::Bool);
+        assert_eq!(infer_text_type(["1", "x"].into_iter()), TextType::Text);
+        assert_eq!(text_cell("", TextType::Int), Ok(Cell::Null));
+        assert!(text_cell("abc", TextType::Float).is_err());
+    }
+
+    #[test]
+    fn times_parse_in_common_forms() {
+        let expected = 1_763_632_800_000_000_000; // 2025-11-20T10:00:00Z
+        assert_eq!(parse_time_text("2025-11-20T10:00:00Z"), Ok(expected));
+        assert_eq!(parse_time_text("2025-11-20T11:00:00+01:00"), Ok(expected));
+        assert_eq!(parse_time_text("2025-11-20 10:00:00"), Ok(expected));
+        assert_eq!(parse_time(&Cell::Int(1_763_632_800), 1_000_000_000), Ok(expected));
+        assert!(parse_time_text("yesterday").is_err());
+        assert!(parse_time(&Cell::Int(i64::MAX), 1_000).is_err());
+    }
+}

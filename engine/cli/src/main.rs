@@ -1,0 +1,97 @@
+//! `weir`: the one binary. `weir serve` runs the server; `weir sql` and
+//! `weir import` are clients of a running server.
+
+mod import;
+mod sql;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use weir_server::{LogFormat, ServeArgs};
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "Weir: a monitoring stream processor with its own time-series store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (gRPC ingest, HTTP SQL/health/metrics).
+    Serve(Box<ServeArgs>),
+    /// Run a SQL query against a running server.
+    Sql(sql::SqlArgs),
+    /// Stream a CSV, JSON-lines or Parquet file into a running server.
+    Import(import::ImportArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("weir: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(*args)),
+        Command::Sql(args) => runtime.block_on(sql::run(args)),
+        Command::Import(args) => runtime.block_on(import::run(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("weir: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.resolve()?;
+    init_logging(config.log_format, &config.log_filter)?;
+    weir_server::serve(config, shutdown_signal(), |addrs| {
+        // Printed (not logged) so scripts and tests can read the ports.
+        println!("weir: gRPC listening on {}", addrs.grpc);
+        println!("weir: HTTP listening on http://{}", addrs.http);
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| anyhow::anyhow!("log_filter {filter:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

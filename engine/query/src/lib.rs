@@ -1,0 +1,28 @@
+//! Weir's SQL engine: a DataFusion session whose tables are Weir's tables.
+//!
+//! What flows in: SQL text. What flows out: Arrow record batches, or an
+//! [`Error`] that says whether the query was wrong ([`Error::InvalidQuery`]),
+//! too big ([`Error::MemoryLimit`]), too slow ([`Error::Timeout`]) or hit a
+//! fault.
+//!
+//! Each table is a [`WeirTable`]: at planning time it takes a
+//! [`TableSnapshot`](weir_storage::TableSnapshot) from the store (buffered
+//! batches + Parquet files, every acknowledged row exactly once) and scans the
+//! union of both. Files are pruned by the time range the query's filters
+//! imply, projections reach the Parquet reader, and the filters are handed to
+//! it as a predicate for row-group and page pruning. DataFusion still
+//! applies every filter above the scan, so pruning only ever skips data that
+//! cannot match.
+//!
+//! Queries are read-only (no DDL, DML or `SET`), and each runs in its own
+//! session with a memory pool of `memory_limit` bytes and a `timeout`.
+
+mod engine;
+mod error;
+mod table;
+mod time_range;
+
+pub use engine::{QueryConfig, QueryEngine, QueryMetrics, QueryResult};
+pub use error::{Error, Result};
+pub use table::WeirTable;
+pub use time_range::TimeRange;

@@ -1,0 +1,381 @@
+//! Settings of `weir serve`. Every setting is a flag, a `WEIR_…` environment
+//! variable and a key of the TOML file given by `--config`, in that order of
+//! precedence, over a built-in default. `weir.example.toml` at the repository
+//! root lists them all and is parsed by a test.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use weir_query::QueryConfig;
+use weir_storage::{BackgroundConfig, Durability, StoreConfig, TableOptions, WalConfig};
+
+use crate::{Error, Result};
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Per-table settings in the TOML file: `[tables.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSection {
+    /// Name of the table's time column (default `time`).
+    pub time_column: Option<String>,
+    /// Drop whole day partitions older than this, e.g. `"30d"`.
+    pub retention: Option<String>,
+}
+
+/// `weir serve` settings as given; `None` means "not set here".
+#[derive(Debug, Clone, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "WEIR_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Data directory (WAL, catalog, Parquet). Default `./weir-data`.
+    #[arg(long, env = "WEIR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// gRPC listen address. Default `127.0.0.1:50051`; port 0 picks a free port.
+    #[arg(long, env = "WEIR_GRPC_LISTEN", value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
+
+    /// HTTP listen address (SQL, health, metrics). Default `127.0.0.1:8086`.
+    #[arg(long, env = "WEIR_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+
+    /// WAL durability: `fsync` (each group commit, before the ack; default),
+    /// `interval` (ack after write, fsync every `wal-sync-interval`) or `none`.
+    #[arg(long, env = "WEIR_WAL_SYNC", value_name = "MODE")]
+    pub wal_sync: Option<String>,
+
+    /// fsync period in `interval` mode. Default `100ms`.
+    #[arg(long, env = "WEIR_WAL_SYNC_INTERVAL", value_name = "DURATION")]
+    pub wal_sync_interval: Option<String>,
+
+    /// Size at which a WAL segment is closed. Default `64MiB`.
+    #[arg(long, env = "WEIR_WAL_SEGMENT_SIZE", value_name = "SIZE")]
+    pub wal_segment_size: Option<String>,
+
+    /// Writes queued for the WAL before writers wait. Default 1024.
+    #[arg(long, env = "WEIR_WAL_QUEUE_DEPTH", value_name = "N")]
+    pub wal_queue_depth: Option<usize>,
+
+    /// Persist the buffer to Parquet at least this often. Default `60s`.
+    #[arg(long, env = "WEIR_PERSIST_INTERVAL", value_name = "DURATION")]
+    pub persist_interval: Option<String>,
+
+    /// Persist early once the buffer holds this much. Default `256MiB`.
+    #[arg(long, env = "WEIR_PERSIST_BUFFER_SIZE", value_name = "SIZE")]
+    pub persist_buffer_size: Option<String>,
+
+    /// Writes wait while the buffer holds more than this. Default `1GiB`.
+    #[arg(long, env = "WEIR_MAX_BUFFER_SIZE", value_name = "SIZE")]
+    pub max_buffer_size: Option<String>,
+
+    /// How often to look for partitions to compact. Default `5m`.
+    #[arg(long, env = "WEIR_COMPACTION_INTERVAL", value_name = "DURATION")]
+    pub compaction_interval: Option<String>,
+
+    /// Compact a partition once it has this many files. Default 8.
+    #[arg(long, env = "WEIR_COMPACTION_MIN_FILES", value_name = "N")]
+    pub compaction_min_files: Option<usize>,
+
+    /// How often to apply retention. Default `1m`.
+    #[arg(long, env = "WEIR_RETENTION_INTERVAL", value_name = "DURATION")]
+    pub retention_interval: Option<String>,
+
+    /// Memory one query may use. Default `2GiB`.
+    #[arg(long, env = "WEIR_QUERY_MEMORY_LIMIT", value_name = "SIZE")]
+    pub query_memory_limit: Option<String>,
+
+    /// Time one query may take. Default `60s`.
+    #[arg(long, env = "WEIR_QUERY_TIMEOUT", value_name = "DURATION")]
+    pub query_timeout: Option<String>,
+
+    /// Largest accepted gRPC message. Default `64MiB`.
+    #[arg(long, env = "WEIR_MAX_MESSAGE_SIZE", value_name = "SIZE")]
+    pub max_message_size: Option<String>,
+
+    /// How long shutdown waits for open requests and streams. Default `10s`.
+    #[arg(long, env = "WEIR_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+
+    /// Log format. Default `text`.
+    #[arg(long, env = "WEIR_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter in `tracing` syntax. Default `info`.
+    #[arg(long, env = "WEIR_LOG_FILTER", value_name = "FILTER")]
+    pub log_filter: Option<String>,
+
+    /// Time column of a table, `TABLE=COLUMN`; repeatable. TOML:
+    /// `[tables.TABLE] time_column = "COLUMN"`.
+    #[arg(long = "time-column", env = "WEIR_TIME_COLUMNS", value_name = "TABLE=COLUMN", value_delimiter = ',')]
+    #[serde(skip)]
+    pub time_columns: Vec<String>,
+
+    /// Retention of a table, `TABLE=DURATION`; repeatable. TOML:
+    /// `[tables.TABLE] retention = "DURATION"`.
+    #[arg(long = "retention", env = "WEIR_RETENTION", value_name = "TABLE=DURATION", value_delimiter = ',')]
+    #[serde(skip)]
+    pub retention: Vec<String>,
+
+    #[arg(skip)]
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableSection>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub store: StoreConfig,
+    pub background: BackgroundConfig,
+    pub query: QueryConfig,
+    pub max_message_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+impl ServeArgs {
+    /// Parses a TOML configuration file.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Flags and environment (`self`) over the `--config` file, over defaults.
+    pub fn resolve(self) -> Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => Self::from_toml_file(path)?,
+            None => Self::default(),
+        };
+        self.over(file).into_config()
+    }
+
+    fn over(self, file: ServeArgs) -> ServeArgs {
+        macro_rules! pick {
+            ($($field:ident),* $(,)?) => {
+                ServeArgs {
+                    config: self.config,
+                    time_columns: self.time_columns,
+                    retention: self.retention,
+                    tables: file.tables,
+                    $($field: self.$field.or(file.$field),)*
+                }
+            };
+        }
+        pick!(
+            data_dir, grpc_listen, http_listen, wal_sync, wal_sync_interval, wal_segment_size,
+            wal_queue_depth, persist_interval, persist_buffer_size, max_buffer_size,
+            compaction_interval, compaction_min_files, retention_interval, query_memory_limit,
+            query_timeout, max_message_size, shutdown_grace, log_format, log_filter,
+        )
+    }
+
+    fn into_config(self) -> Result<ServerConfig> {
+        let mut tables: HashMap<String, TableOptions> = HashMap::new();
+        for (name, section) in &self.tables {
+            let options = tables.entry(name.clone()).or_default();
+            options.time_column = section.time_column.clone();
+            if let Some(r) = &section.retention {
+                options.retention = Some(duration(&format!("tables.{name}.retention"), r)?);
+            }
+        }
+        for pair in &self.time_columns {
+            let (table, column) = split_pair("--time-column", pair)?;
+            tables.entry(table.to_string()).or_default().time_column = Some(column.to_string());
+        }
+        for pair in &self.retention {
+            let (table, ttl) = split_pair("--retention", pair)?;
+            tables.entry(table.to_string()).or_default().retention = Some(duration("--retention", ttl)?);
+        }
+        for (table, options) in &tables {
+            weir_model::validate_name(weir_model::NameKind::Table, table)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            if let Some(column) = &options.time_column {
+                weir_model::validate_name(weir_model::NameKind::Column, column)
+                    .map_err(|e| Error::Config(format!("time column of table {table:?}: {e}")))?;
+            }
+        }
+
+        let sync_interval = duration("wal_sync_interval", self.wal_sync_interval.as_deref().unwrap_or("100ms"))?;
+        let durability = match self.wal_sync.as_deref().unwrap_or("fsync") {
+            "fsync" => Durability::Fsync,
+            "interval" => Durability::Interval(sync_interval),
+            "none" => Durability::None,
+            other => {
+                return Err(Error::Config(format!(
+                    "wal_sync: {other:?} is not one of fsync, interval, none"
+                )));
+            }
+        };
+        let persist_buffer_bytes = size("persist_buffer_size", self.persist_buffer_size.as_deref().unwrap_or("256MiB"))?;
+        let max_buffer_bytes = size("max_buffer_size", self.max_buffer_size.as_deref().unwrap_or("1GiB"))?;
+        if max_buffer_bytes < persist_buffer_bytes {
+            return Err(Error::Config(format!(
+                "max_buffer_size ({max_buffer_bytes} bytes) must be at least persist_buffer_size ({persist_buffer_bytes} bytes)"
+            )));
+        }
+        let store = StoreConfig {
+            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
+            wal: WalConfig {
+                durability,
+                segment_bytes: size("wal_segment_size", self.wal_segment_size.as_deref().unwrap_or("64MiB"))? as u64,
+                queue_depth: positive("wal_queue_depth", self.wal_queue_depth.unwrap_or(1024))?,
+                max_group_bytes: 16 << 20,
+            },
+            persist_buffer_bytes,
+            max_buffer_bytes,
+            tables,
+            compaction_min_files: self.compaction_min_files.unwrap_or(8).max(2),
+            file_delete_grace: Duration::from_secs(60),
+        };
+        let background = BackgroundConfig {
+            persist_interval: duration("persist_interval", self.persist_interval.as_deref().unwrap_or("60s"))?,
+            compaction_interval: duration("compaction_interval", self.compaction_interval.as_deref().unwrap_or("5m"))?,
+            retention_interval: duration("retention_interval", self.retention_interval.as_deref().unwrap_or("1m"))?,
+            wal_sync_interval: matches!(durability, Durability::Interval(_)).then_some(sync_interval),
+        };
+        let query = QueryConfig {
+            memory_limit: size("query_memory_limit", self.query_memory_limit.as_deref().unwrap_or("2GiB"))?,
+            timeout: duration("query_timeout", self.query_timeout.as_deref().unwrap_or("60s"))?,
+            target_partitions: 0,
+        };
+        Ok(ServerConfig {
+            grpc_listen: self.grpc_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            http_listen: self.http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8086))),
+            store,
+            background,
+            query,
+            max_message_bytes: size("max_message_size", self.max_message_size.as_deref().unwrap_or("64MiB"))?,
+            shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref().unwrap_or("10s"))?,
+            log_format: self.log_format.unwrap_or(LogFormat::Text),
+            log_filter: self.log_filter.unwrap_or_else(|| "info".to_string()),
+        })
+    }
+}
+
+fn split_pair<'a>(setting: &str, pair: &'a str) -> Result<(&'a str, &'a str)> {
+    pair.split_once('=')
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .ok_or_else(|| Error::Config(format!("{setting}: expected TABLE=VALUE, got {pair:?}")))
+}
+
+fn duration(setting: &str, text: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| Error::Config(format!("{setting}: {text:?} is not a duration ({e}); try \"100ms\", \"30s\", \"7d\"")))?;
+    if d.is_zero() {
+        return Err(Error::Config(format!("{setting}: must be longer than zero")));
+    }
+    Ok(d)
+}
+
+fn positive(setting: &str, n: usize) -> Result<usize> {
+    if n == 0 {
+        return Err(Error::Config(format!("{setting}: must be at least 1")));
+    }
+    Ok(n)
+}
+
+/// Parses `1024`, `64KiB`, `64MiB`, `2GiB` (also `KB`/`MB`/`GB` as powers of 1000).
+pub fn size(setting: &str, text: &str) -> Result<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || Error::Config(format!("{setting}: {text:?} is not a size; try \"512KiB\", \"64MiB\", \"2GiB\""));
+    let n: usize = digits.parse().map_err(|_| bad())?;
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(multiplier).ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err(Error::Config(format!("{setting}: must be larger than zero")));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn the_example_config_file_parses_and_resolves() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../weir.example.toml");
+        let args = ServeArgs::from_toml_file(&path).unwrap();
+        let config = args.into_config().unwrap();
+        let metrics = &config.store.tables["service_metrics"];
+        assert_eq!(metrics.time_column.as_deref(), Some("recorded_at"));
+        assert_eq!(metrics.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(config.store.wal.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = ServeArgs::from_toml("wal_sync = \"none\"\nquery_timeout = \"5s\"\n[tables.m]\ntime_column = \"ts\"").unwrap();
+        let cli = Cli::parse_from(["weir", "--wal-sync", "interval", "--time-column", "m=recorded"]).serve;
+        let config = cli.over(file).into_config().unwrap();
+        assert_eq!(config.store.wal.durability, Durability::Interval(Duration::from_millis(100)));
+        assert_eq!(config.query.timeout, Duration::from_secs(5));
+        assert_eq!(config.store.tables["m"].time_column.as_deref(), Some("recorded"));
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        for (toml, expect) in [
+            ("wal_sync = \"sometimes\"", "not one of fsync"),
+            ("query_timeout = \"soon\"", "not a duration"),
+            ("max_message_size = \"lots\"", "not a size"),
+            ("no_such_key = 1", "unknown field"),
+            ("[tables.m]\nretention = \"0s\"", "longer than zero"),
+            ("persist_buffer_size = \"2GiB\"\nmax_buffer_size = \"1GiB\"", "must be at least"),
+        ] {
+            let err = ServeArgs::from_toml(toml)
+                .map_err(Error::Config)
+                .and_then(ServeArgs::into_config)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size("x", "1024").unwrap(), 1024);
+        assert_eq!(size("x", "64MiB").unwrap(), 64 << 20);
+        assert_eq!(size("x", "2GB").unwrap(), 2_000_000_000);
+        assert!(size("x", "-1").is_err());
+        assert!(size("x", "99999999999999999999GiB").is_err());
+    }
+}

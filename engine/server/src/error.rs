@@ -1,0 +1,38 @@
+/// Everything that can go wrong serving a request or starting up. How each
+/// becomes a gRPC status or HTTP status is decided in `status.rs`, only there.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed at the wire level (symbols, indexes).
+    #[error("invalid request: {0}")]
+    Decode(String),
+
+    #[error(transparent)]
+    InvalidWrite(#[from] weir_model::Error),
+
+    #[error(transparent)]
+    Storage(#[from] weir_storage::Error),
+
+    #[error(transparent)]
+    Pipeline(#[from] weir_pipeline::Error),
+
+    #[error(transparent)]
+    Query(#[from] weir_query::Error),
+
+    #[error("configuration: {0}")]
+    Config(String),
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("encoding the result as {format}: {message}")]
+    Encode { format: &'static str, message: String },
+
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,125 @@
+//! The gRPC front end: `weir.v1.WriteService`.
+
+use std::pin::Pin;
+
+use futures::stream::FuturesOrdered;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info_span, warn};
+use weir_proto::v1::write_service_server::WriteService;
+use weir_proto::v1::{WriteAck, WriteError, WriteRequest, WriteResponse};
+
+use crate::ingest::Ingest;
+use crate::request_id;
+
+/// Batches of one stream being written at once. More lets a client keep the
+/// WAL's group commit full; the bound keeps a stream's memory bounded.
+const MAX_IN_FLIGHT_PER_STREAM: usize = 64;
+
+pub struct WriteApi {
+    ingest: Ingest,
+}
+
+impl WriteApi {
+    pub fn new(ingest: Ingest) -> Self {
+        Self { ingest }
+    }
+}
+
+#[tonic::async_trait]
+impl WriteService for WriteApi {
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+        let id = request_id::from_metadata(request.metadata());
+        let span = info_span!("write", request_id = %id);
+        let rows = self
+            .ingest
+            .write(request.into_inner())
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                span.in_scope(|| warn!(error = %e, "write rejected"));
+                e.grpc_status()
+            })?;
+        let mut response = Response::new(WriteResponse { rows_written: rows });
+        request_id::set_metadata(response.metadata_mut(), &id);
+        Ok(response)
+    }
+
+    type WriteStreamStream = Pin<Box<dyn Stream<Item = Result<WriteAck, Status>> + Send>>;
+
+    async fn write_stream(
+        &self,
+        request: Request<Streaming<WriteRequest>>,
+    ) -> Result<Response<Self::WriteStreamStream>, Status> {
+        let id = request_id::from_metadata(request.metadata());
+        let span = info_span!("write_stream", request_id = %id);
+        let mut inbound = request.into_inner();
+        let ingest = self.ingest.clone();
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
+        tokio::spawn(
+            async move {
+                let mut pending = FuturesOrdered::new();
+                let mut open = true;
+                while open || !pending.is_empty() {
+                    tokio::select! {
+                        biased;
+                        Some(ack) = pending.next(), if !pending.is_empty() => {
+                            if tx.send(Ok(ack)).await.is_err() {
+                                return; // client went away
+                            }
+                        }
+                        message = inbound.message(), if open && pending.len() < MAX_IN_FLIGHT_PER_STREAM => {
+                            match message {
+                                Ok(Some(request)) => {
+                                    let ingest = ingest.clone();
+                                    pending.push_back(async move { ack(&ingest, request).await });
+                                }
+                                Ok(None) => open = false,
+                                Err(status) => {
+                                    // Decoding failed (e.g. message too large): the
+                                    // stream cannot continue. Acks owed so far still go out.
+                                    warn!(%status, "write stream ended by error");
+                                    while let Some(ack) = pending.next().await {
+                                        if tx.send(Ok(ack)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    let _ = tx.send(Err(status)).await;
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as Self::WriteStreamStream);
+        request_id::set_metadata(response.metadata_mut(), &id);
+        Ok(response)
+    }
+}
+
+async fn ack(ingest: &Ingest, request: WriteRequest) -> WriteAck {
+    let sequence = request.sequence;
+    match ingest.write(request).await {
+        Ok(rows) => WriteAck {
+            sequence,
+            rows_written: rows,
+            error: None,
+        },
+        Err(e) => {
+            warn!(sequence, error = %e, "streamed batch rejected");
+            WriteAck {
+                sequence,
+                rows_written: 0,
+                error: Some(WriteError {
+                    code: e.grpc_code() as i32,
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+}

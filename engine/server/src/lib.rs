@@ -1,0 +1,143 @@
+//! Weir's server: the gRPC write API, the HTTP SQL/health/metrics API, and
+//! the one place where the engine's parts are assembled ([`serve`]).
+//!
+//! What flows in: gRPC `weir.v1.WriteService` calls (plus `grpc.health.v1`
+//! and server reflection) and HTTP requests. What flows out: acks once
+//! writes are durable, query results, metrics.
+//!
+//! Rooms: `config` (every setting: flag, env, TOML), `decode` (wire →
+//! Arrow, the ingest hot path), `ingest` (decode → pipeline → store),
+//! `grpc` and `http` (the front ends), `status` (errors → status codes, only
+//! there), `request_id`.
+
+mod config;
+mod decode;
+mod error;
+mod grpc;
+mod http;
+mod ingest;
+mod request_id;
+mod status;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+use weir_pipeline::Pipeline;
+use weir_proto::v1::write_service_server::WriteServiceServer;
+use weir_query::QueryEngine;
+use weir_storage::{Store, spawn_background};
+
+pub use config::{LogFormat, ServeArgs, ServerConfig, TableSection, size as parse_size};
+pub use decode::decode_write;
+pub use error::{Error, Result};
+pub use http::ARROW_STREAM;
+pub use ingest::{Ingest, IngestMetrics};
+
+/// Where a started server listens.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Runs the server until `shutdown` resolves, then shuts down gracefully:
+/// stop accepting, let open requests finish (up to `shutdown_grace`), persist
+/// the buffer, sync and close the WAL. `on_bound` is told the listening
+/// addresses once both sockets are bound and storage is open.
+pub async fn serve(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(BoundAddrs),
+) -> Result<()> {
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(store_config))
+        .await
+        .map_err(|e| Error::Internal(format!("opening storage: {e}")))??;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let background = spawn_background(store.clone(), config.background.clone(), stop_rx.clone());
+
+    let ingest = Ingest::new(store.clone(), Pipeline::default());
+    let query = Arc::new(QueryEngine::new(store.clone(), config.query.clone()));
+    let http_state = Arc::new(http::HttpState {
+        store: store.clone(),
+        query,
+        ingest: Arc::clone(ingest.metrics()),
+        ready: true.into(),
+    });
+
+    let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
+    let http_listener = bind(config.http_listen, "HTTP").await?;
+    let addrs = BoundAddrs {
+        grpc: local_addr(&grpc_listener)?,
+        http: local_addr(&http_listener)?,
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<WriteServiceServer<grpc::WriteApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
+    let write_service = WriteServiceServer::new(grpc::WriteApi::new(ingest))
+        .max_decoding_message_size(config.max_message_bytes);
+    let grpc_incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(write_service)
+        .serve_with_incoming_shutdown(grpc_incoming, wait_for_stop(stop_rx.clone()));
+    let http_server = axum::serve(http_listener, http::router(Arc::clone(&http_state)))
+        .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
+
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(async move { http_server.await });
+    info!(grpc = %addrs.grpc, http = %addrs.http, data_dir = %config.store.data_dir.display(), "weir is serving");
+    on_bound(addrs);
+
+    shutdown.await;
+    info!("shutting down: no new connections; draining open requests");
+    http_state.ready.store(false, Ordering::Relaxed);
+    health_reporter
+        .set_not_serving::<WriteServiceServer<grpc::WriteApi>>()
+        .await;
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        let _ = grpc_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        warn!(grace = ?config.shutdown_grace, "open requests did not finish in time; closing them");
+    }
+    let _ = background.await;
+    store.shutdown().await?;
+    info!("shutdown complete");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| Error::Io {
+        what: format!("binding the {what} listener to {addr}"),
+        source,
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|source| Error::Io {
+        what: "reading a listener's address".into(),
+        source,
+    })
+}
+
+async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,46 @@
+//! The one place where errors become wire status codes.
+
+use axum::http::StatusCode;
+use tonic::Code;
+
+use crate::Error;
+
+impl Error {
+    pub fn grpc_code(&self) -> Code {
+        match self {
+            Error::Decode(_) | Error::InvalidWrite(_) => Code::InvalidArgument,
+            Error::Storage(e) => match e {
+                weir_storage::Error::InvalidWrite(_) => Code::InvalidArgument,
+                weir_storage::Error::WalFailed(_) | weir_storage::Error::WalClosed => Code::Unavailable,
+                _ => Code::Internal,
+            },
+            Error::Pipeline(weir_pipeline::Error::Rejected { .. }) => Code::InvalidArgument,
+            Error::Pipeline(weir_pipeline::Error::Failed { .. }) => Code::Internal,
+            Error::Query(e) => match e {
+                weir_query::Error::InvalidQuery(_) | weir_query::Error::NotReadOnly(_) => Code::InvalidArgument,
+                weir_query::Error::MemoryLimit { .. } => Code::ResourceExhausted,
+                weir_query::Error::Timeout { .. } => Code::DeadlineExceeded,
+                _ => Code::Internal,
+            },
+            Error::Config(_) => Code::FailedPrecondition,
+            Error::Io { .. } | Error::Encode { .. } | Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    pub fn grpc_status(&self) -> tonic::Status {
+        tonic::Status::new(self.grpc_code(), self.to_string())
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Error::Query(weir_query::Error::MemoryLimit { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Query(weir_query::Error::Timeout { .. }) => StatusCode::REQUEST_TIMEOUT,
+            _ => match self.grpc_code() {
+                Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! [`Store`]: the storage engine's one entry point, tying WAL, buffer,
+//! catalog and Parquet together.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use tokio::sync::{Mutex, Notify};
+use tracing::{debug, info, warn};
+use weir_model::{ColumnDef, TableBatch, TableSchema, conform};
+
+use crate::buffer::Buffer;
+use crate::catalog::{Catalog, FileMeta};
+use crate::metrics::StorageMetrics;
+use crate::parquet_files::{read_file, write_partitioned, DAY_NS};
+use crate::wal::{self, Wal, WalConfig, WalSink, WalTable, encode_payload};
+use crate::{Error, Result};
+
+/// The time column of a table that has no configuration.
+pub const DEFAULT_TIME_COLUMN: &str = "time";
+
+/// Per-table settings from configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableOptions {
+    /// Name of the time column, used when the table is created.
+    pub time_column: Option<String>,
+    /// Partitions entirely older than this are dropped.
+    pub retention: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub wal: WalConfig,
+    /// Persistence starts once the buffer holds this many bytes.
+    pub persist_buffer_bytes: usize,
+    /// Writes wait (backpressure) while the buffer holds more than this.
+    pub max_buffer_bytes: usize,
+    pub tables: HashMap<String, TableOptions>,
+    /// A partition with at least this many files is compacted.
+    pub compaction_min_files: usize,
+    /// Files replaced by compaction or dropped by retention are deleted this
+    /// long after they left the catalog, so queries already reading them finish.
+    pub file_delete_grace: Duration,
+}
+
+/// What a query needs of one table, taken at one instant: the schema, the
+/// buffered rows and the Parquet files. Together they hold every
+/// acknowledged row exactly once.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    pub schema: SchemaRef,
+    pub time_column: String,
+    /// Conformed to `schema`.
+    pub buffered: Vec<RecordBatch>,
+    pub files: Vec<ParquetFile>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParquetFile {
+    pub path: PathBuf,
+    pub min_time: i64,
+    pub max_time: i64,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// What one persistence run did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PersistReport {
+    pub files: usize,
+    pub rows: u64,
+}
+
+struct State {
+    catalog: Catalog,
+    buffer: Buffer,
+}
+
+struct Inner {
+    config: StoreConfig,
+    catalog_path: PathBuf,
+    state: Arc<RwLock<State>>,
+    wal: Wal,
+    metrics: Arc<StorageMetrics>,
+    next_file_id: AtomicU64,
+    /// Serializes persistence, compaction and retention: the catalog writers.
+    maintenance: Mutex<()>,
+    /// Wakes the background persister early.
+    persist_wanted: Notify,
+    /// Signalled when persistence frees buffer space.
+    space_freed: Notify,
+    /// Held for the store's lifetime: one server per data directory.
+    _lock: File,
+}
+
+/// The storage engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+fn read(state: &RwLock<State>) -> RwLockReadGuard<'_, State> {
+    // A panic while holding the lock cannot leave `State` half-updated: every
+    // mutation is a push, a remove or a swap. Keep serving.
+    state.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(state: &RwLock<State>) -> RwLockWriteGuard<'_, State> {
+    state.write().unwrap_or_else(|e| e.into_inner())
+}
+
+struct BufferSink {
+    state: Arc<RwLock<State>>,
+    metrics: Arc<StorageMetrics>,
+}
+
+impl WalSink for BufferSink {
+    fn committed(&self, records: Vec<Vec<WalTable>>) {
+        let mut state = write(&self.state);
+        for tables in records {
+            for t in tables {
+                state.buffer.append(&t.table, t.batch);
+            }
+        }
+        self.metrics.buffer_bytes.set(state.buffer.bytes() as i64);
+        self.metrics.buffer_rows.set(state.buffer.rows() as i64);
+    }
+
+    fn freeze(&self, through_segment: u64) -> bool {
+        write(&self.state).buffer.freeze(through_segment)
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the data directory, replays the WAL and starts the
+    /// WAL thread. Blocking: call from a blocking context at start-up.
+    pub fn open(config: StoreConfig) -> Result<Self> {
+        let data_dir = &config.data_dir;
+        let wal_dir = data_dir.join("wal");
+        fs::create_dir_all(&wal_dir).map_err(Error::io(&wal_dir))?;
+        fs::create_dir_all(data_dir.join("tables")).map_err(Error::io(data_dir))?;
+        let lock_path = data_dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(Error::io(&lock_path))?;
+        lock.try_lock().map_err(|_| Error::Io {
+            path: lock_path.clone(),
+            source: std::io::Error::other("the data directory is in use by another weir process"),
+        })?;
+
+        let catalog_path = data_dir.join("catalog.json");
+        let catalog = Catalog::load(&catalog_path)?;
+        remove_orphan_files(data_dir, &catalog)?;
+        let metrics = Arc::new(StorageMetrics::default());
+        let persisted_through = catalog.wal_persisted_through;
+        let next_file_id = catalog.next_file_id;
+        let state = Arc::new(RwLock::new(State {
+            catalog,
+            buffer: Buffer::default(),
+        }));
+
+        let started = Instant::now();
+        let summary = {
+            let mut guard = write(&state);
+            let state = &mut *guard;
+            wal::replay(&wal_dir, persisted_through, &metrics, |tables| {
+                for t in tables {
+                    apply_schema(&mut state.catalog, &t)?;
+                    state.buffer.append(&t.table, t.batch);
+                }
+                Ok(())
+            })?
+        };
+        {
+            let state = read(&state);
+            metrics.buffer_bytes.set(state.buffer.bytes() as i64);
+            metrics.buffer_rows.set(state.buffer.rows() as i64);
+            update_file_gauges(&metrics, &state.catalog);
+            info!(
+                data_dir = %data_dir.display(),
+                tables = state.catalog.tables.len(),
+                replayed_records = summary.records,
+                buffered_rows = state.buffer.rows(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "storage opened"
+            );
+        }
+
+        let first_segment = summary.last_segment.unwrap_or(persisted_through).max(persisted_through) + 1;
+        let sink = Arc::new(BufferSink {
+            state: Arc::clone(&state),
+            metrics: Arc::clone(&metrics),
+        });
+        let wal = Wal::start(&wal_dir, first_segment, config.wal.clone(), sink, Arc::clone(&metrics))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                catalog_path,
+                state,
+                wal,
+                metrics,
+                next_file_id: AtomicU64::new(next_file_id),
+                maintenance: Mutex::new(()),
+                persist_wanted: Notify::new(),
+                space_freed: Notify::new(),
+                _lock: lock,
+                config,
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &Arc<StorageMetrics> {
+        &self.inner.metrics
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// The time column `table` has, or will have if created now.
+    pub fn time_column_for(&self, table: &str) -> String {
+        if let Some(entry) = read(&self.inner.state).catalog.tables.get(table) {
+            return entry.schema.time_column.clone();
+        }
+        self.inner
+            .config
+            .tables
+            .get(table)
+            .and_then(|t| t.time_column.clone())
+            .unwrap_or_else(|| DEFAULT_TIME_COLUMN.to_string())
+    }
+
+    /// Writes one request's batches atomically: either every table's rows are
+    /// durable and visible when this returns `Ok`, or none are. Schema changes
+    /// (new tables, new columns) are checked for every table before any is
+    /// applied; a conflict rejects the whole request.
+    pub async fn write(&self, batches: Vec<TableBatch>) -> Result<u64> {
+        let rows: u64 = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
+        if rows == 0 {
+            return Ok(0);
+        }
+        self.wait_for_buffer_space().await;
+        {
+            let mut state = write(&self.inner.state);
+            let mut additions: Vec<Vec<ColumnDef>> = Vec::with_capacity(batches.len());
+            for tb in &batches {
+                let new_columns = match state.catalog.tables.get(&tb.table) {
+                    Some(entry) => entry.schema.check_batch(&tb.batch, &tb.first_rows)?,
+                    None => TableSchema::new(&tb.table, tb.batch.schema().field(0).name())
+                        .check_batch(&tb.batch, &tb.first_rows)?,
+                };
+                additions.push(new_columns);
+            }
+            for (tb, columns) in batches.iter().zip(additions) {
+                let time_column = tb.batch.schema().field(0).name().clone();
+                let entry = state.catalog.table_mut(&tb.table, &time_column);
+                if entry.schema.add_columns(columns) {
+                    debug!(table = %tb.table, columns = entry.schema.columns.len(), "schema grew");
+                }
+            }
+        }
+        let tables: Vec<WalTable> = batches
+            .into_iter()
+            .map(|tb| WalTable {
+                table: tb.table,
+                batch: tb.batch,
+            })
+            .collect();
+        let payload = encode_payload(&tables)?;
+        self.inner.wal.append(payload, tables).await?;
+        if self.inner.metrics.buffer_bytes.get() as usize >= self.inner.config.persist_buffer_bytes {
+            self.inner.persist_wanted.notify_one();
+        }
+        Ok(rows)
+    }
+
+    async fn wait_for_buffer_space(&self) {
+        let limit = self.inner.config.max_buffer_bytes;
+        let mut waited = false;
+        loop {
+            let freed = self.inner.space_freed.notified();
+            if (self.inner.metrics.buffer_bytes.get().max(0) as usize) < limit {
+                return;
+            }
+            if !waited {
+                self.inner.metrics.write_backpressure_waits.inc();
+                waited = true;
+            }
+            self.inner.persist_wanted.notify_one();
+            // Re-check now and then in case a notification raced us.
+            let _ = tokio::time::timeout(Duration::from_millis(250), freed).await;
+        }
+    }
+
+    /// Resolves when the buffer would like to be persisted early.
+    pub async fn persist_wanted(&self) {
+        self.inner.persist_wanted.notified().await;
+    }
+
+    pub fn buffer_bytes(&self) -> usize {
+        self.inner.metrics.buffer_bytes.get().max(0) as usize
+    }
+
+    pub fn table_names(&self) -> Vec<String> {
+        read(&self.inner.state).catalog.tables.keys().cloned().collect()
+    }
+
+    /// The schema of every table, for `SHOW TABLES` and friends.
+    pub fn table_schema(&self, table: &str) -> Option<TableSchema> {
+        read(&self.inner.state)
+            .catalog
+            .tables
+            .get(table)
+            .map(|t| t.schema.clone())
+    }
+
+    /// A consistent view of one table for a query.
+    pub fn snapshot(&self, table: &str) -> Result<Option<TableSnapshot>> {
+        let (schema, buffered, files) = {
+            let state = read(&self.inner.state);
+            let Some(entry) = state.catalog.tables.get(table) else {
+                return Ok(None);
+            };
+            (
+                entry.schema.clone(),
+                state.buffer.batches(table),
+                entry.files.clone(),
+            )
+        };
+        let arrow_schema = schema.arrow_schema();
+        let buffered = buffered
+            .iter()
+            .map(|b| conform(b, &arrow_schema))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| Error::Arrange {
+                table: table.to_string(),
+                source,
+            })?;
+        let files = files
+            .iter()
+            .map(|f| ParquetFile {
+                path: self.inner.config.data_dir.join(&f.path),
+                min_time: f.min_time,
+                max_time: f.max_time,
+                rows: f.rows,
+                bytes: f.bytes,
+            })
+            .collect();
+        Ok(Some(TableSnapshot {
+            schema: arrow_schema,
+            time_column: schema.time_column,
+            buffered,
+            files,
+        }))
+    }
+
+    /// Writes everything buffered so far to Parquet, records the files in the
+    /// catalog and drops the WAL segments that are now redundant.
+    pub async fn persist(&self) -> Result<PersistReport> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        let started = Instant::now();
+        self.inner.wal.rotate().await?;
+        let mut report = PersistReport::default();
+        // Older frozen generations may remain from a failed earlier run.
+        loop {
+            let frozen = {
+                let state = read(&self.inner.state);
+                let Some(generation) = state.buffer.oldest_frozen() else {
+                    break;
+                };
+                let tables = generation
+                    .tables
+                    .iter()
+                    .map(|(name, batches)| {
+                        let entry = state.catalog.tables.get(name).ok_or_else(|| {
+                            Error::Internal(format!("buffered table {name:?} is not in the catalog"))
+                        })?;
+                        Ok((entry.id, entry.schema.clone(), batches.clone()))
+                    })
+                    .collect::<Result<Vec<(u64, TableSchema, Vec<RecordBatch>)>>>()?;
+                (generation.id, generation.through_segment.unwrap_or(0), tables)
+            };
+            let (generation, through_segment, tables) = frozen;
+            let data_dir = self.inner.config.data_dir.clone();
+            let inner = Arc::clone(&self.inner);
+            let written = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<FileMeta>)>> {
+                let mut out = Vec::with_capacity(tables.len());
+                for (table_id, schema, batches) in tables {
+                    let files = write_partitioned(&data_dir, table_id, &schema, &batches, &mut || {
+                        inner.next_file_id.fetch_add(1, Ordering::Relaxed)
+                    })?;
+                    out.push((schema.name, files));
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("persist task: {e}")))??;
+
+            let catalog = {
+                let mut state = write(&self.inner.state);
+                for (table, files) in &written {
+                    report.files += files.len();
+                    report.rows += files.iter().map(|f| f.rows).sum::<u64>();
+                    if let Some(entry) = state.catalog.tables.get_mut(table) {
+                        entry.files.extend(files.iter().cloned());
+                    }
+                }
+                state.catalog.wal_persisted_through = through_segment;
+                state.catalog.next_file_id = self.inner.next_file_id.load(Ordering::Relaxed);
+                state.buffer.remove_frozen(generation);
+                self.inner.metrics.buffer_bytes.set(state.buffer.bytes() as i64);
+                self.inner.metrics.buffer_rows.set(state.buffer.rows() as i64);
+                update_file_gauges(&self.inner.metrics, &state.catalog);
+                state.catalog.clone()
+            };
+            self.save_catalog(catalog).await?;
+            let removed = self.inner.wal.remove_segments_through(through_segment)?;
+            debug!(through_segment, removed, "WAL segments persisted and removed");
+        }
+        self.inner.space_freed.notify_waiters();
+        if report.files > 0 {
+            self.inner.metrics.persist_runs.inc();
+            self.inner.metrics.persisted_files.add(report.files as u64);
+            self.inner.metrics.persisted_rows.add(report.rows);
+            self.inner.metrics.persist_seconds.observe(started.elapsed());
+            info!(
+                files = report.files,
+                rows = report.rows,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "persisted buffer to Parquet"
+            );
+        }
+        Ok(report)
+    }
+
+    async fn save_catalog(&self, catalog: Catalog) -> Result<()> {
+        let path = self.inner.catalog_path.clone();
+        tokio::task::spawn_blocking(move || catalog.save(&path))
+            .await
+            .map_err(|e| Error::Internal(format!("catalog save task: {e}")))?
+    }
+
+    /// Merges the files of partitions that have at least
+    /// `compaction_min_files` of them into one. Returns partitions compacted.
+    pub async fn compact(&self) -> Result<usize> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        let min_files = self.inner.config.compaction_min_files.max(2);
+        let candidates: Vec<(String, u64, TableSchema, i64, Vec<FileMeta>)> = {
+            let state = read(&self.inner.state);
+            let mut out = Vec::new();
+            for (name, entry) in &state.catalog.tables {
+                let mut by_partition: HashMap<i64, Vec<FileMeta>> = HashMap::new();
+                for f in &entry.files {
+                    by_partition.entry(f.partition).or_default().push(f.clone());
+                }
+                for (partition, files) in by_partition {
+                    if files.len() >= min_files {
+                        out.push((name.clone(), entry.id, entry.schema.clone(), partition, files));
+                    }
+                }
+            }
+            out
+        };
+        let mut compacted = 0;
+        for (table, table_id, schema, partition, old_files) in candidates {
+            let data_dir = self.inner.config.data_dir.clone();
+            let inner = Arc::clone(&self.inner);
+            let inputs = old_files.clone();
+            let new_files = tokio::task::spawn_blocking(move || -> Result<Vec<FileMeta>> {
+                let mut batches = Vec::new();
+                for f in &inputs {
+                    batches.extend(read_file(&data_dir.join(&f.path))?);
+                }
+                write_partitioned(&data_dir, table_id, &schema, &batches, &mut || {
+                    inner.next_file_id.fetch_add(1, Ordering::Relaxed)
+                })
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("compaction task: {e}")))??;
+            let catalog = {
+                let mut state = write(&self.inner.state);
+                let Some(entry) = state.catalog.tables.get_mut(&table) else {
+                    continue;
+                };
+                let old_ids: Vec<u64> = old_files.iter().map(|f| f.id).collect();
+                entry.files.retain(|f| !old_ids.contains(&f.id));
+                entry.files.extend(new_files.iter().cloned());
+                state.catalog.next_file_id = self.inner.next_file_id.load(Ordering::Relaxed);
+                update_file_gauges(&self.inner.metrics, &state.catalog);
+                state.catalog.clone()
+            };
+            self.save_catalog(catalog).await?;
+            self.delete_later(&old_files);
+            self.inner.metrics.compactions.inc();
+            self.inner.metrics.compacted_files.add(old_files.len() as u64);
+            info!(
+                %table, partition = crate::parquet_files::day_name(partition),
+                files_in = old_files.len(), files_out = new_files.len(),
+                "compacted partition"
+            );
+            compacted += 1;
+        }
+        Ok(compacted)
+    }
+
+    /// Drops partitions that ended before `now_ns` minus their table's
+    /// retention. Returns partitions dropped.
+    pub async fn enforce_retention(&self, now_ns: i64) -> Result<usize> {
+        let _maintenance = self.inner.maintenance.lock().await;
+        let mut dropped_files = Vec::new();
+        let mut dropped_partitions = 0;
+        let catalog = {
+            let mut state = write(&self.inner.state);
+            for (name, entry) in state.catalog.tables.iter_mut() {
+                let Some(ttl) = self.inner.config.tables.get(name).and_then(|t| t.retention) else {
+                    continue;
+                };
+                let cutoff = now_ns.saturating_sub(ttl.as_nanos().min(i64::MAX as u128) as i64);
+                let mut partitions: Vec<i64> = entry
+                    .files
+                    .iter()
+                    .filter(|f| (f.partition + 1).saturating_mul(DAY_NS) <= cutoff)
+                    .map(|f| f.partition)
+                    .collect();
+                partitions.sort_unstable();
+                partitions.dedup();
+                if partitions.is_empty() {
+                    continue;
+                }
+                for p in &partitions {
+                    info!(table = %name, partition = crate::parquet_files::day_name(*p), "retention drops partition");
+                }
+                dropped_partitions += partitions.len();
+                let (old, keep): (Vec<FileMeta>, Vec<FileMeta>) = entry
+                    .files
+                    .drain(..)
+                    .partition(|f| partitions.contains(&f.partition));
+                entry.files = keep;
+                dropped_files.extend(old);
+            }
+            if dropped_files.is_empty() {
+                return Ok(0);
+            }
+            update_file_gauges(&self.inner.metrics, &state.catalog);
+            state.catalog.clone()
+        };
+        self.save_catalog(catalog).await?;
+        self.delete_later(&dropped_files);
+        self.inner.metrics.retention_dropped_partitions.add(dropped_partitions as u64);
+        self.inner.metrics.retention_dropped_files.add(dropped_files.len() as u64);
+        Ok(dropped_partitions)
+    }
+
+    /// Deletes files that left the catalog once in-flight queries are done
+    /// with them. A crash before then leaves orphans, removed at next open.
+    fn delete_later(&self, files: &[FileMeta]) {
+        let paths: Vec<PathBuf> = files
+            .iter()
+            .map(|f| self.inner.config.data_dir.join(&f.path))
+            .collect();
+        let grace = self.inner.config.file_delete_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            for path in paths {
+                if let Err(e) = tokio::fs::remove_file(&path).await {
+                    warn!(path = %path.display(), error = %e, "could not delete replaced file");
+                }
+            }
+        });
+    }
+
+    /// For [`Durability::Interval`](crate::Durability::Interval): syncs the
+    /// WAL if anything was written since the last sync.
+    pub async fn sync_wal(&self) {
+        self.inner.wal.tick().await;
+    }
+
+    /// Persists the buffer and closes the WAL. Writes after this fail.
+    pub async fn shutdown(&self) -> Result<()> {
+        let persisted = self.persist().await;
+        if let Err(e) = &persisted {
+            warn!(error = %e, "final persist failed; the WAL keeps the data for replay");
+        }
+        self.inner.wal.shutdown().await?;
+        persisted.map(|_| ())
+    }
+}
+
+/// Adds a replayed batch's table and columns to the catalog.
+fn apply_schema(catalog: &mut Catalog, t: &WalTable) -> Result<()> {
+    let time_column = t.batch.schema().field(0).name().clone();
+    let entry = catalog.table_mut(&t.table, &time_column);
+    let columns = entry.schema.check_batch(&t.batch, &[])?;
+    entry.schema.add_columns(columns);
+    Ok(())
+}
+
+fn update_file_gauges(metrics: &StorageMetrics, catalog: &Catalog) {
+    let (files, bytes) = catalog
+        .files()
+        .fold((0i64, 0i64), |(n, b), f| (n + 1, b + f.bytes as i64));
+    metrics.parquet_files.set(files);
+    metrics.parquet_bytes.set(bytes);
+}
+
+/// Removes Parquet files the catalog does not know (left by a crash between
+/// writing a file and committing the catalog, or before a delayed delete).
+fn remove_orphan_files(data_dir: &Path, catalog: &Catalog) -> Result<()> {
+    let known: std::collections::HashSet<PathBuf> =
+        catalog.files().map(|f| data_dir.join(&f.path)).collect();
+    let mut stack = vec![data_dir.join("tables")];
+    while let Some(dir) = stack.pop() {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(Error::Io { path: dir, source }),
+        };
+        for entry in entries {
+            let path = entry.map_err(Error::io(&dir))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !known.contains(&path) {
+                info!(path = %path.display(), "removing file not in the catalog");
+                fs::remove_file(&path).map_err(Error::io(&path))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine, then builds and runs
+# all of Weir's tests: unit, doc and end-to-end (which start the real binary).
+# This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The DuckDB oracle for the reference query test.
+if ! python3 -c 'import duckdb' 2>/dev/null; then
+  echo "==> installing the duckdb Python package (test oracle)"
+  python3 -m pip install --quiet --disable-pip-version-check 'duckdb>=1.1,<2'
+fi
+
+echo "==> cargo fmt --check"
+if rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then
+  cargo fmt --all -- --check
+else
+  echo "(rustfmt not installed; skipped)"
+fi
+
+echo "==> building the weir binary"
+cargo build --locked -p weir
+
+echo "==> clippy"
+if rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
+  cargo clippy --locked --workspace --all-targets -- -D warnings
+else
+  echo "(clippy not installed; skipped)"
+fi
+
+echo "==> tests"
+cargo test --locked --workspace

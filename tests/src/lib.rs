@@ -1,0 +1,332 @@
+//! Helpers for Weir's end-to-end tests: start the real `weir` binary on
+//! ephemeral ports with a temporary data directory, and talk to it as a user
+//! would — gRPC writes, HTTP SQL, the CLI.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use weir_proto::v1::write_service_client::WriteServiceClient;
+use weir_proto::v1::{Field, Point, WriteRequest, field};
+
+/// The `weir` binary of this build (`cargo build -p weir` puts it next to
+/// the test executables' directory).
+pub fn weir_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("WEIR_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let bin = dir.join("weir");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p weir` (the README's test command does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `weir serve`.
+pub struct WeirServer {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub grpc_url: String,
+    pub http_url: String,
+    pub log_path: PathBuf,
+    args: Vec<String>,
+}
+
+impl WeirServer {
+    /// Starts a server on `data_dir` with the reference table configured and
+    /// `extra` flags.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn(data_dir, args)
+    }
+
+    fn spawn(data_dir: &Path, args: Vec<String>) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let log_path = data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut child = Command::new(weir_binary())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--time-column", "service_metrics=recorded_at"])
+            .args(&args)
+            .env_remove("WEIR_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting weir serve")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut grpc = None;
+        let mut http = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while grpc.is_none() || http.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    bail!("weir serve did not report its addresses; log:\n{log}");
+                }
+            };
+            if let Some(addr) = line.strip_prefix("weir: gRPC listening on ") {
+                grpc = Some(format!("http://{addr}"));
+            } else if let Some(url) = line.strip_prefix("weir: HTTP listening on ") {
+                http = Some(url.to_string());
+            }
+        }
+        Ok(Self {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            grpc_url: grpc.unwrap_or_default(),
+            http_url: http.unwrap_or_default(),
+            log_path,
+            args,
+        })
+    }
+
+    /// Stops the server like a crash would: SIGKILL, no cleanup.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("server not running")?;
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("weir did not exit within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a new server on the same data directory and flags.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        let next = Self::spawn(&self.data_dir, self.args.clone())?;
+        *self = next;
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> Result<WriteServiceClient<tonic::transport::Channel>> {
+        Ok(WriteServiceClient::connect(self.grpc_url.clone())
+            .await?
+            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(usize::MAX))
+    }
+
+    /// Runs SQL over HTTP; returns the rows as JSON objects or the error.
+    pub async fn sql(&self, query: &str) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        let (status, body) = self.sql_raw(query, "application/json").await?;
+        if status != 200 {
+            bail!("HTTP {status}: {body}");
+        }
+        let rows: Vec<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(&body)?;
+        Ok(rows)
+    }
+
+    pub async fn sql_raw(&self, query: &str, accept: &str) -> Result<(u16, String)> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/sql", self.http_url))
+            .header("accept", accept)
+            .body(query.to_string())
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    }
+
+    /// A single integer from a query like `SELECT COUNT(*) AS n ...`.
+    pub async fn count(&self, query: &str) -> Result<i64> {
+        let rows = self.sql(query).await?;
+        let value = rows
+            .first()
+            .and_then(|r| r.values().next())
+            .and_then(|v| v.as_i64())
+            .with_context(|| format!("no integer in {rows:?}"))?;
+        Ok(value)
+    }
+
+    pub async fn persist(&self) -> Result<serde_json::Value> {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/persist", self.http_url))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("persist: HTTP {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let response = reqwest::get(format!("{}{path}", self.http_url)).await?;
+        Ok((response.status().as_u16(), response.text().await?))
+    }
+
+    /// Runs the `weir` CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Result<std::process::Output> {
+        Ok(Command::new(weir_binary())
+            .args(args)
+            .env("WEIR_HTTP_URL", &self.http_url)
+            .env("WEIR_GRPC_URL", &self.grpc_url)
+            .output()?)
+    }
+}
+
+impl Drop for WeirServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One `service_metrics` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub service_name: String,
+    pub status: &'static str,
+    pub response_ms: Option<f64>,
+    pub status_code: Option<i64>,
+    pub recorded_at_ns: i64,
+}
+
+/// Builds a write request with a symbol table, as an efficient client would.
+#[derive(Default)]
+pub struct RequestBuilder {
+    symbols: Vec<String>,
+    index: std::collections::HashMap<String, u32>,
+    points: Vec<Point>,
+}
+
+impl RequestBuilder {
+    pub fn symbol(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.index.get(s) {
+            return *i;
+        }
+        let i = self.symbols.len() as u32;
+        self.symbols.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+
+    pub fn point(&mut self, table: &str, timestamp_ns: i64, tags: &[(&str, &str)], fields: Vec<(&str, field::Value)>) {
+        let table = self.symbol(table);
+        let tags = tags.iter().flat_map(|(k, v)| [self.symbol(k), self.symbol(v)]).collect();
+        let fields = fields
+            .into_iter()
+            .map(|(k, value)| Field {
+                key: self.symbol(k),
+                value: Some(value),
+            })
+            .collect();
+        self.points.push(Point {
+            table,
+            timestamp_ns,
+            tags,
+            fields,
+        });
+    }
+
+    pub fn metric(&mut self, row: &MetricRow) {
+        let status = field::Value::String(self.symbol(row.status));
+        let mut fields = vec![("status", status)];
+        if let Some(ms) = row.response_ms {
+            fields.push(("response_ms", field::Value::F64(ms)));
+        }
+        if let Some(code) = row.status_code {
+            fields.push(("status_code", field::Value::I64(code)));
+        }
+        self.point("service_metrics", row.recorded_at_ns, &[("service_name", &row.service_name)], fields);
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    pub fn build(self, sequence: u64) -> WriteRequest {
+        WriteRequest {
+            sequence,
+            symbols: self.symbols.into_iter().map(|s| s.into_bytes().into()).collect(),
+            points: self.points,
+        }
+    }
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 with nanoseconds, UTC.
+pub fn rfc3339(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let nanos = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Path of a file in the `tests/` directory.
+pub fn tests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(super::rfc3339(1_763_632_800_000_000_001), "2025-11-20T10:00:00.000000001Z");
+    }
+}
