@@ -8,7 +8,8 @@ use weir_model::TableBatch;
 use weir_storage::{Durability, Store, StoreConfig, WalConfig};
 
 fn batches(rows: usize, seed: u64) -> Vec<TableBatch> {
-    let request = weir_benches::MetricsGenerator::new(seed, 1000).request(0, rows, 1_763_632_800_000_000_000);
+    let request =
+        weir_benches::MetricsGenerator::new(seed, 1000).request(0, rows, 1_763_632_800_000_000_000);
     decode(&request)
 }
 
@@ -16,14 +17,21 @@ fn batches(rows: usize, seed: u64) -> Vec<TableBatch> {
 fn decode(request: &weir_proto::v1::WriteRequest) -> Vec<TableBatch> {
     use weir_model::{ColumnType, Value, WriteBatchBuilder};
     use weir_proto::v1::field;
-    let symbols: Vec<&str> = request.symbols.iter().map(|s| std::str::from_utf8(s).unwrap()).collect();
+    let symbols: Vec<&str> = request
+        .symbols
+        .iter()
+        .map(|s| std::str::from_utf8(s).unwrap())
+        .collect();
     let mut b = WriteBatchBuilder::new(1);
     let t = b.table("service_metrics", "recorded_at").unwrap();
     for (row, p) in request.points.iter().enumerate() {
         b.begin_point(t, row, p.timestamp_ns).unwrap();
         for pair in p.tags.chunks(2) {
-            let c = b.column(t, symbols[pair[0] as usize], ColumnType::Tag, row).unwrap();
-            b.set(t, c, row, Value::Tag(symbols[pair[1] as usize])).unwrap();
+            let c = b
+                .column(t, symbols[pair[0] as usize], ColumnType::Tag, row)
+                .unwrap();
+            b.set(t, c, row, Value::Tag(symbols[pair[1] as usize]))
+                .unwrap();
         }
         for f in &p.fields {
             let v = match f.value.as_ref().unwrap() {
@@ -32,7 +40,9 @@ fn decode(request: &weir_proto::v1::WriteRequest) -> Vec<TableBatch> {
                 field::Value::String(s) => Value::String(symbols[*s as usize]),
                 _ => unreachable!(),
             };
-            let c = b.column(t, symbols[f.key as usize], v.column_type(), row).unwrap();
+            let c = b
+                .column(t, symbols[f.key as usize], v.column_type(), row)
+                .unwrap();
             b.set(t, c, row, v).unwrap();
         }
     }
@@ -92,7 +102,9 @@ fn parquet_persist(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let store = runtime.block_on(async { open(dir.path(), Durability::None) });
                 for chunk in 0..10 {
-                    runtime.block_on(store.write(batches(rows / 10, i * 10 + chunk))).unwrap();
+                    runtime
+                        .block_on(store.write(batches(rows / 10, i * 10 + chunk)))
+                        .unwrap();
                 }
                 let start = Instant::now();
                 runtime.block_on(store.persist()).unwrap();

@@ -5,7 +5,7 @@
 //! server reflection.
 
 pub mod v1 {
-    #![allow(clippy::all, missing_docs)]
+    #![allow(clippy::all, clippy::clone_on_ref_ptr, missing_docs)]
     tonic::include_proto!("weir.v1");
 }
 

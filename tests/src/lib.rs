@@ -18,7 +18,10 @@ pub fn weir_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
     let bin = dir.join("weir");
     assert!(
         bin.exists(),
@@ -49,12 +52,20 @@ impl WeirServer {
     fn spawn(data_dir: &Path, args: Vec<String>) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let log_path = data_dir.with_extension("log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let mut child = Command::new(weir_binary())
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
             .args(["--time-column", "service_metrics=recorded_at"])
             .args(&args)
             .env_remove("WEIR_CONFIG")
@@ -113,7 +124,9 @@ impl WeirServer {
     /// SIGTERM and wait; returns the exit status.
     pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("server not running")?;
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
         assert!(status.success(), "kill -TERM failed");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -148,7 +161,10 @@ impl WeirServer {
     }
 
     /// Runs SQL over HTTP; returns the rows as JSON objects or the error.
-    pub async fn sql(&self, query: &str) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    pub async fn sql(
+        &self,
+        query: &str,
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
         let (status, body) = self.sql_raw(query, "application/json").await?;
         if status != 200 {
             bail!("HTTP {status}: {body}");
@@ -240,9 +256,18 @@ impl RequestBuilder {
         i
     }
 
-    pub fn point(&mut self, table: &str, timestamp_ns: i64, tags: &[(&str, &str)], fields: Vec<(&str, field::Value)>) {
+    pub fn point(
+        &mut self,
+        table: &str,
+        timestamp_ns: i64,
+        tags: &[(&str, &str)],
+        fields: Vec<(&str, field::Value)>,
+    ) {
         let table = self.symbol(table);
-        let tags = tags.iter().flat_map(|(k, v)| [self.symbol(k), self.symbol(v)]).collect();
+        let tags = tags
+            .iter()
+            .flat_map(|(k, v)| [self.symbol(k), self.symbol(v)])
+            .collect();
         let fields = fields
             .into_iter()
             .map(|(k, value)| Field {
@@ -267,7 +292,12 @@ impl RequestBuilder {
         if let Some(code) = row.status_code {
             fields.push(("status_code", field::Value::I64(code)));
         }
-        self.point("service_metrics", row.recorded_at_ns, &[("service_name", &row.service_name)], fields);
+        self.point(
+            "service_metrics",
+            row.recorded_at_ns,
+            &[("service_name", &row.service_name)],
+            fields,
+        );
     }
 
     pub fn len(&self) -> usize {
@@ -281,7 +311,11 @@ impl RequestBuilder {
     pub fn build(self, sequence: u64) -> WriteRequest {
         WriteRequest {
             sequence,
-            symbols: self.symbols.into_iter().map(|s| s.into_bytes().into()).collect(),
+            symbols: self
+                .symbols
+                .into_iter()
+                .map(|s| s.into_bytes().into())
+                .collect(),
             points: self.points,
         }
     }
@@ -327,6 +361,9 @@ mod tests {
     #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(super::rfc3339(1_763_632_800_000_000_001), "2025-11-20T10:00:00.000000001Z");
+        assert_eq!(
+            super::rfc3339(1_763_632_800_000_000_001),
+            "2025-11-20T10:00:00.000000001Z"
+        );
     }
 }

@@ -24,22 +24,48 @@ fn good_rows(n: usize) -> RequestBuilder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_writes_are_rejected_clearly_and_atomically() {
     let dir = tempfile::tempdir().unwrap();
-    let server = WeirServer::start(&dir.path().join("data"), &["--max-message-size", "1MiB"]).unwrap();
+    let server =
+        WeirServer::start(&dir.path().join("data"), &["--max-message-size", "1MiB"]).unwrap();
     let mut client = server.client().await.unwrap();
     client.write(good_rows(10).build(0)).await.unwrap();
 
     let mut cases: Vec<(&str, WriteRequest, Code, &str)> = Vec::new();
 
     let mut nan = good_rows(3);
-    nan.point("service_metrics", now_ns(), &[("service_name", "x")], vec![("response_ms", field::Value::F64(f64::NAN))]);
-    cases.push(("NaN", nan.build(0), Code::InvalidArgument, "row 3: NaN is not a finite number"));
+    nan.point(
+        "service_metrics",
+        now_ns(),
+        &[("service_name", "x")],
+        vec![("response_ms", field::Value::F64(f64::NAN))],
+    );
+    cases.push((
+        "NaN",
+        nan.build(0),
+        Code::InvalidArgument,
+        "row 3: NaN is not a finite number",
+    ));
 
     let mut inf = good_rows(2);
-    inf.point("service_metrics", now_ns(), &[], vec![("response_ms", field::Value::F64(f64::INFINITY))]);
-    cases.push(("infinity", inf.build(0), Code::InvalidArgument, "inf is not a finite number"));
+    inf.point(
+        "service_metrics",
+        now_ns(),
+        &[],
+        vec![("response_ms", field::Value::F64(f64::INFINITY))],
+    );
+    cases.push((
+        "infinity",
+        inf.build(0),
+        Code::InvalidArgument,
+        "inf is not a finite number",
+    ));
 
     let mut conflict = good_rows(2);
-    conflict.point("service_metrics", now_ns(), &[], vec![("response_ms", field::Value::I64(5))]);
+    conflict.point(
+        "service_metrics",
+        now_ns(),
+        &[],
+        vec![("response_ms", field::Value::I64(5))],
+    );
     cases.push((
         "type conflict with the stored schema",
         conflict.build(0),
@@ -58,57 +84,144 @@ async fn bad_writes_are_rejected_clearly_and_atomically() {
 
     let mut empty_table = good_rows(1);
     empty_table.point("", now_ns(), &[], vec![("v", field::Value::I64(1))]);
-    cases.push(("empty table name", empty_table.build(0), Code::InvalidArgument, "invalid table name \"\": must not be empty"));
+    cases.push((
+        "empty table name",
+        empty_table.build(0),
+        Code::InvalidArgument,
+        "invalid table name \"\": must not be empty",
+    ));
 
     let mut bad_column = good_rows(1);
-    bad_column.point("service_metrics", now_ns(), &[], vec![("bad\ncolumn", field::Value::I64(1))]);
-    cases.push(("control character in a column name", bad_column.build(0), Code::InvalidArgument, "contains a control character"));
+    bad_column.point(
+        "service_metrics",
+        now_ns(),
+        &[],
+        vec![("bad\ncolumn", field::Value::I64(1))],
+    );
+    cases.push((
+        "control character in a column name",
+        bad_column.build(0),
+        Code::InvalidArgument,
+        "contains a control character",
+    ));
 
     let mut time_column = good_rows(1);
-    time_column.point("service_metrics", now_ns(), &[], vec![("recorded_at", field::Value::I64(1))]);
-    cases.push(("a field named like the time column", time_column.build(0), Code::InvalidArgument, "is the table's time column"));
+    time_column.point(
+        "service_metrics",
+        now_ns(),
+        &[],
+        vec![("recorded_at", field::Value::I64(1))],
+    );
+    cases.push((
+        "a field named like the time column",
+        time_column.build(0),
+        Code::InvalidArgument,
+        "is the table's time column",
+    ));
 
     let mut old = good_rows(1);
     old.point("service_metrics", -5, &[], vec![]);
-    cases.push(("timestamp before 1970", old.build(0), Code::InvalidArgument, "timestamp -5 ns is out of range"));
+    cases.push((
+        "timestamp before 1970",
+        old.build(0),
+        Code::InvalidArgument,
+        "timestamp -5 ns is out of range",
+    ));
 
     let mut future = good_rows(1);
     future.point("service_metrics", i64::MAX, &[], vec![]);
-    cases.push(("timestamp after 2200", future.build(0), Code::InvalidArgument, "is out of range"));
+    cases.push((
+        "timestamp after 2200",
+        future.build(0),
+        Code::InvalidArgument,
+        "is out of range",
+    ));
 
     let mut bad_utf8 = good_rows(1).build(0);
     bad_utf8.symbols.push(b"\xc3\x28".to_vec().into());
-    cases.push(("invalid UTF-8", bad_utf8, Code::InvalidArgument, "is not valid UTF-8"));
+    cases.push((
+        "invalid UTF-8",
+        bad_utf8,
+        Code::InvalidArgument,
+        "is not valid UTF-8",
+    ));
 
     let mut out_of_range = good_rows(1).build(0);
-    out_of_range.points.push(Point { table: 999, timestamp_ns: 1, tags: vec![], fields: vec![] });
-    cases.push(("symbol index out of range", out_of_range, Code::InvalidArgument, "symbol index 999 out of range"));
+    out_of_range.points.push(Point {
+        table: 999,
+        timestamp_ns: 1,
+        tags: vec![],
+        fields: vec![],
+    });
+    cases.push((
+        "symbol index out of range",
+        out_of_range,
+        Code::InvalidArgument,
+        "symbol index 999 out of range",
+    ));
 
     let mut huge = good_rows(1);
     let blob = "x".repeat(2 << 20);
-    huge.point("service_metrics", now_ns(), &[], vec![("blob", field::Value::String(0))]);
+    huge.point(
+        "service_metrics",
+        now_ns(),
+        &[],
+        vec![("blob", field::Value::String(0))],
+    );
     let mut huge = huge.build(0);
     huge.symbols.push(blob.into_bytes().into());
-    cases.push(("message over the size limit", huge, Code::OutOfRange, "message length too large"));
+    cases.push((
+        "message over the size limit",
+        huge,
+        Code::OutOfRange,
+        "message length too large",
+    ));
 
     for (what, request, code, message) in cases {
         let err = client.write(request).await.expect_err(what);
         assert_eq!(err.code(), code, "{what}: {err:?}");
-        assert!(err.message().contains(message), "{what}: {:?} does not contain {message:?}", err.message());
+        assert!(
+            err.message().contains(message),
+            "{what}: {:?} does not contain {message:?}",
+            err.message()
+        );
     }
 
     // Nothing of any rejected request was written; the first write is intact.
-    assert_eq!(server.count("SELECT COUNT(*) AS n FROM service_metrics").await.unwrap(), 10);
-    assert_eq!(server.count("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public'").await.unwrap(), 1);
+    assert_eq!(
+        server
+            .count("SELECT COUNT(*) AS n FROM service_metrics")
+            .await
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        server
+            .count(
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+            .await
+            .unwrap(),
+        1
+    );
     let columns = server.count("SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_name = 'service_metrics'").await.unwrap();
     assert_eq!(columns, 5, "rejected requests must not add columns");
 
     // A stream carries on past a rejected batch; the rejection is in its ack.
-    let requests = vec![good_rows(5).build(1), {
-        let mut bad = good_rows(2);
-        bad.point("service_metrics", now_ns(), &[], vec![("response_ms", field::Value::Bool(true))]);
-        bad.build(2)
-    }, good_rows(7).build(3)];
+    let requests = vec![
+        good_rows(5).build(1),
+        {
+            let mut bad = good_rows(2);
+            bad.point(
+                "service_metrics",
+                now_ns(),
+                &[],
+                vec![("response_ms", field::Value::Bool(true))],
+            );
+            bad.build(2)
+        },
+        good_rows(7).build(3),
+    ];
     let acks: Vec<_> = client
         .write_stream(tokio_stream::iter(requests))
         .await
@@ -117,18 +230,34 @@ async fn bad_writes_are_rejected_clearly_and_atomically() {
         .collect::<Vec<_>>()
         .await;
     let acks: Vec<_> = acks.into_iter().map(Result::unwrap).collect();
-    assert_eq!(acks.iter().map(|a| a.sequence).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        acks.iter().map(|a| a.sequence).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert_eq!(acks[0].rows_written, 5);
     let error = acks[1].error.as_ref().expect("batch 2 rejected");
     assert_eq!(error.code, Code::InvalidArgument as i32);
-    assert!(error.message.contains("column is f64, value is bool"), "{}", error.message);
+    assert!(
+        error.message.contains("column is f64, value is bool"),
+        "{}",
+        error.message
+    );
     assert_eq!(acks[2].rows_written, 7);
-    assert_eq!(server.count("SELECT COUNT(*) AS n FROM service_metrics").await.unwrap(), 22);
+    assert_eq!(
+        server
+            .count("SELECT COUNT(*) AS n FROM service_metrics")
+            .await
+            .unwrap(),
+        22
+    );
 
     // Still serving, and the rejections are counted.
     assert_eq!(server.get("/health").await.unwrap().0, 200);
     let (_, metrics) = server.get("/metrics").await.unwrap();
-    assert!(metrics.contains("weir_ingest_rejected_requests_total 12"), "{metrics}");
+    assert!(
+        metrics.contains("weir_ingest_rejected_requests_total 12"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,19 +274,44 @@ async fn bad_queries_and_query_limits_get_clear_errors() {
     for (query, status, message) in [
         ("SELEC 1", 400, "invalid query"),
         ("SELECT * FROM no_such_table", 400, "no_such_table"),
-        ("SELECT no_such_column FROM service_metrics", 400, "no_such_column"),
+        (
+            "SELECT no_such_column FROM service_metrics",
+            400,
+            "no_such_column",
+        ),
         ("CREATE TABLE t (x INT)", 400, "read-only"),
-        ("INSERT INTO service_metrics (status) VALUES ('x')", 400, "read-only"),
+        (
+            "INSERT INTO service_metrics (status) VALUES ('x')",
+            400,
+            "read-only",
+        ),
         ("", 400, "empty query"),
-        ("SELECT array_agg(value) FROM range(50000000)", 413, "memory limit of 2097152 bytes"),
-        ("SELECT COUNT(*) FROM range(1000000000000) a WHERE value % 7 = 3", 408, "timeout of 300ms"),
+        (
+            "SELECT array_agg(value) FROM range(50000000)",
+            413,
+            "memory limit of 2097152 bytes",
+        ),
+        (
+            "SELECT COUNT(*) FROM range(1000000000000) a WHERE value % 7 = 3",
+            408,
+            "timeout of 300ms",
+        ),
     ] {
         let (got, body) = server.sql_raw(query, "application/json").await.unwrap();
         assert_eq!(got, status, "{query}: {body}");
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         let error = body["error"].as_str().unwrap();
-        assert!(error.contains(message), "{query}: {error:?} does not contain {message:?}");
+        assert!(
+            error.contains(message),
+            "{query}: {error:?} does not contain {message:?}"
+        );
     }
     // The server is fine afterwards.
-    assert_eq!(server.count("SELECT COUNT(*) AS n FROM service_metrics").await.unwrap(), 5);
+    assert_eq!(
+        server
+            .count("SELECT COUNT(*) AS n FROM service_metrics")
+            .await
+            .unwrap(),
+        5
+    );
 }

@@ -32,7 +32,10 @@ async fn stream_until_killed(server: &WeirServer, first_id: i64) -> Vec<i64> {
                     "crash",
                     now_ns(),
                     &[("writer", "w1")],
-                    vec![("id", field::Value::I64(id)), ("payload", field::Value::F64(id as f64 * 0.5))],
+                    vec![
+                        ("id", field::Value::I64(id)),
+                        ("payload", field::Value::F64(id as f64 * 0.5)),
+                    ],
                 );
             }
             if tx.send(req.build(seq)).await.is_err() {
@@ -53,7 +56,8 @@ async fn stream_until_killed(server: &WeirServer, first_id: i64) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_rows_survive_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = WeirServer::start(&dir.path().join("data"), &["--persist-interval", "300ms"]).unwrap();
+    let mut server =
+        WeirServer::start(&dir.path().join("data"), &["--persist-interval", "300ms"]).unwrap();
     let mut all_acked: HashSet<i64> = HashSet::new();
     for (round, kill_after_ms) in [150u64, 700, 1300, 2100].into_iter().enumerate() {
         let first_id = round as i64 * 100_000_000;
@@ -62,23 +66,39 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
             tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
             server_kill(&server);
         });
-        assert!(!acked.is_empty() || kill_after_ms < 500, "round {round}: nothing acknowledged");
+        assert!(
+            !acked.is_empty() || kill_after_ms < 500,
+            "round {round}: nothing acknowledged"
+        );
         all_acked.extend(acked);
         server.restart().unwrap();
 
         let ids = server.sql("SELECT id FROM crash").await.unwrap();
         let ids: Vec<i64> = ids.iter().map(|r| r["id"].as_i64().unwrap()).collect();
         let distinct: HashSet<i64> = ids.iter().copied().collect();
-        assert_eq!(distinct.len(), ids.len(), "round {round}: some rows are present twice");
+        assert_eq!(
+            distinct.len(),
+            ids.len(),
+            "round {round}: some rows are present twice"
+        );
         let missing: Vec<_> = all_acked.difference(&distinct).take(5).collect();
-        assert!(missing.is_empty(), "round {round}: acknowledged rows lost, e.g. {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "round {round}: acknowledged rows lost, e.g. {missing:?}"
+        );
     }
-    assert!(all_acked.len() as i64 >= ROWS_PER_BATCH, "the test must acknowledge something");
+    assert!(
+        all_acked.len() as i64 >= ROWS_PER_BATCH,
+        "the test must acknowledge something"
+    );
 }
 
 /// SIGKILL by pid, leaving the `WeirServer` to be restarted.
 fn server_kill(server: &WeirServer) {
     let pid = server.pid().expect("server running");
-    let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
 }

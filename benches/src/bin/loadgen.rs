@@ -49,10 +49,17 @@ async fn run_stream(args: &Args, id: usize, deadline: Instant) -> anyhow::Result
         .await?
         .max_encoding_message_size(usize::MAX);
     let (tx, rx) = mpsc::channel(args.in_flight);
-    let mut acks = client.write_stream(ReceiverStream::new(rx)).await?.into_inner();
+    let mut acks = client
+        .write_stream(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let mut generator = MetricsGenerator::new(id as u64, args.services);
     let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut result = StreamResult { rows: 0, latencies: Vec::new(), errors: 0 };
+    let mut result = StreamResult {
+        rows: 0,
+        latencies: Vec::new(),
+        errors: 0,
+    };
     let mut sequence = 0u64;
     loop {
         while sent.len() < args.in_flight && Instant::now() < deadline {
@@ -96,7 +103,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration);
-    let results = futures::future::join_all((0..args.streams).map(|i| run_stream(&args, i, deadline))).await;
+    let results =
+        futures::future::join_all((0..args.streams).map(|i| run_stream(&args, i, deadline))).await;
     let elapsed = started.elapsed();
     let mut rows = 0;
     let mut errors = 0;

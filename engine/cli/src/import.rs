@@ -3,7 +3,10 @@
 //!
 //! Rows are read, typed and checked here; a row that cannot be (bad time,
 //! wrong number of CSV fields, a value of the wrong type) is rejected with
-//! its line number and the rest go on. Batches the server rejects count as
+//! its line number and the rest go on. Column types come from the table's
+//! schema when the table exists (looked up over HTTP), else from a sample of
+//! the file: a CSV column is numeric (or boolean) when most sampled values
+//! are, and integers in a column that holds any fraction are read as floats. Batches the server rejects count as
 //! rejected rows with the server's reason. The exit code is non-zero when
 //! anything was rejected.
 
@@ -16,7 +19,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, TimeUnit};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,6 +50,9 @@ pub struct ImportArgs {
     /// The server's gRPC address.
     #[arg(long, env = "WEIR_GRPC_URL", default_value = "http://127.0.0.1:50051")]
     server: String,
+    /// The server's HTTP address, to look up the table's column types.
+    #[arg(long, env = "WEIR_HTTP_URL", default_value = "http://127.0.0.1:8086")]
+    http_server: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,11 +117,13 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         Some(f) => f,
         None => guess_format(&args.file)?,
     };
+    let known = known_types(&args.http_server, &args.table).await;
     let (row_tx, mut row_rx) = mpsc::channel::<Result<Row, Rejection>>(args.batch_rows * 2);
     let path = args.file.clone();
+    let known_for_reader = known.clone();
     // Reading and parsing is blocking work: keep it off the async threads.
     let reader = tokio::task::spawn_blocking(move || match format {
-        FileFormat::Csv => read_csv(&path, &row_tx),
+        FileFormat::Csv => read_csv(&path, &row_tx, &known_for_reader),
         FileFormat::Jsonl => read_jsonl(&path, &row_tx),
         FileFormat::Parquet => read_parquet(&path, &row_tx),
     });
@@ -143,7 +150,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut rejected_rows = 0u64;
     let mut written_rows = 0u64;
     let mut in_flight: HashMap<u64, (usize, usize)> = HashMap::new(); // sequence -> (rows, first line)
-    let mut batch = BatchBuilder::new(&args);
+    let mut batch = BatchBuilder::new(&args, &known);
     let mut sequence = 0u64;
     let mut rows_done = false;
 
@@ -205,22 +212,78 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         eprintln!("rejected: line {}: {}", r.line, r.reason);
     }
     if rejections.len() > SHOW_REJECTIONS {
-        eprintln!("rejected: … and {} more", rejections.len() - SHOW_REJECTIONS);
+        eprintln!(
+            "rejected: … and {} more",
+            rejections.len() - SHOW_REJECTIONS
+        );
     }
     println!(
         "imported {written_rows} rows into {}; rejected {rejected_rows} rows",
         args.table
     );
-    Ok(if rejected_rows == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if rejected_rows == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Column types of `table` if it exists; empty (with a warning) otherwise.
+async fn known_types(http: &str, table: &str) -> HashMap<String, TextType> {
+    let query = format!(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{}'",
+        table.replace('\'', "''")
+    );
+    let url = format!("{}/api/v1/sql", http.trim_end_matches('/'));
+    let answer = async {
+        let response = reqwest::Client::new()
+            .post(&url)
+            .header("accept", "application/json")
+            .body(query)
+            .send()
+            .await?
+            .error_for_status()?;
+        response
+            .json::<Vec<serde_json::Map<String, serde_json::Value>>>()
+            .await
+    };
+    match answer.await {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|row| {
+                let name = row.get("column_name")?.as_str()?;
+                let t = match row.get("data_type")?.as_str()? {
+                    "Float64" => TextType::Float,
+                    "Int64" | "UInt64" => TextType::Int,
+                    "Boolean" => TextType::Bool,
+                    _ => TextType::Text,
+                };
+                Some((name.to_string(), t))
+            })
+            .collect(),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot look up the types of table {table:?} at {url} ({e}); inferring them from the file"
+            );
+            HashMap::new()
+        }
+    }
 }
 
 fn guess_format(path: &std::path::Path) -> anyhow::Result<FileFormat> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     Ok(match ext.as_str() {
         "csv" => FileFormat::Csv,
         "jsonl" | "ndjson" | "json" => FileFormat::Jsonl,
         "parquet" => FileFormat::Parquet,
-        _ => bail!("cannot tell the format of {} from its extension; pass --format csv|jsonl|parquet", path.display()),
+        _ => bail!(
+            "cannot tell the format of {} from its extension; pass --format csv|jsonl|parquet",
+            path.display()
+        ),
     })
 }
 
@@ -230,6 +293,8 @@ struct BatchBuilder {
     time_column: String,
     tags: Vec<String>,
     time_unit: i64,
+    /// Columns the table stores as f64: integers sent to them go as floats.
+    float_columns: std::collections::HashSet<String>,
     symbols: Vec<String>,
     index: HashMap<String, u32>,
     points: Vec<Point>,
@@ -237,12 +302,17 @@ struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    fn new(args: &ImportArgs) -> Self {
+    fn new(args: &ImportArgs, known: &HashMap<String, TextType>) -> Self {
         let mut builder = Self {
             table: args.table.clone(),
             time_column: args.time_column.clone(),
             tags: args.tags.clone(),
             time_unit: args.time_unit.nanos(),
+            float_columns: known
+                .iter()
+                .filter(|(_, t)| **t == TextType::Float)
+                .map(|(name, _)| name.clone())
+                .collect(),
             symbols: Vec::new(),
             index: HashMap::new(),
             points: Vec::new(),
@@ -281,7 +351,10 @@ impl BatchBuilder {
         let mut fields = Vec::new();
         for (name, cell) in &row.cells {
             if *name == self.time_column {
-                timestamp_ns = Some(parse_time(cell, self.time_unit).map_err(|e| format!("column {name:?}: {e}"))?);
+                timestamp_ns = Some(
+                    parse_time(cell, self.time_unit)
+                        .map_err(|e| format!("column {name:?}: {e}"))?,
+                );
             } else if self.tags.contains(name) {
                 let value = match cell {
                     Cell::Null => continue,
@@ -293,8 +366,11 @@ impl BatchBuilder {
                 };
                 tags.push((name.clone(), value));
             } else {
+                let is_float = self.float_columns.contains(name);
                 let value = match cell {
                     Cell::Null => continue,
+                    Cell::Int(v) if is_float => FieldValue::Plain(field::Value::F64(*v as f64)),
+                    Cell::UInt(v) if is_float => FieldValue::Plain(field::Value::F64(*v as f64)),
                     Cell::Str(s) => FieldValue::Str(s.clone()),
                     Cell::Int(v) | Cell::Time(v) => FieldValue::Plain(field::Value::I64(*v)),
                     Cell::UInt(v) => FieldValue::Plain(field::Value::U64(*v)),
@@ -327,7 +403,10 @@ impl BatchBuilder {
                 FieldValue::Str(s) => field::Value::String(self.symbol(&s)),
                 FieldValue::Plain(v) => v,
             };
-            point.fields.push(Field { key, value: Some(value) });
+            point.fields.push(Field {
+                key,
+                value: Some(value),
+            });
         }
         self.points.push(point);
         Ok(())
@@ -337,7 +416,11 @@ impl BatchBuilder {
         let rows = self.points.len();
         let request = WriteRequest {
             sequence,
-            symbols: self.symbols.iter().map(|s| s.clone().into_bytes().into()).collect(),
+            symbols: self
+                .symbols
+                .iter()
+                .map(|s| s.clone().into_bytes().into())
+                .collect(),
             points: std::mem::take(&mut self.points),
         };
         let first_line = self.first_line;
@@ -354,7 +437,9 @@ enum FieldValue {
 fn parse_time(cell: &Cell, unit_ns: i64) -> Result<i64, String> {
     match cell {
         Cell::Time(ns) => Ok(*ns),
-        Cell::Int(v) => v.checked_mul(unit_ns).ok_or_else(|| format!("time {v} overflows")),
+        Cell::Int(v) => v
+            .checked_mul(unit_ns)
+            .ok_or_else(|| format!("time {v} overflows")),
         Cell::UInt(v) => i64::try_from(*v)
             .ok()
             .and_then(|v| v.checked_mul(unit_ns))
@@ -377,9 +462,15 @@ fn parse_time(cell: &Cell, unit_ns: i64) -> Result<i64, String> {
 fn parse_time_text(s: &str) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return t.timestamp_nanos_opt().ok_or_else(|| format!("time {s:?} is out of range"));
+        return t
+            .timestamp_nanos_opt()
+            .ok_or_else(|| format!("time {s:?} is out of range"));
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
             return t
                 .and_utc()
@@ -390,7 +481,9 @@ fn parse_time_text(s: &str) -> Result<i64, String> {
     if let Ok(v) = s.parse::<i64>() {
         return Ok(v);
     }
-    Err(format!("{s:?} is not a time (RFC 3339, \"YYYY-MM-DD HH:MM:SS\" or nanoseconds)"))
+    Err(format!(
+        "{s:?} is not a time (RFC 3339, \"YYYY-MM-DD HH:MM:SS\" or nanoseconds)"
+    ))
 }
 
 /// The type a CSV column's text is read as, inferred from a sample.
@@ -403,28 +496,30 @@ enum TextType {
 }
 
 fn infer_text_type<'a>(values: impl Iterator<Item = &'a str>) -> TextType {
-    let mut t = None;
+    let (mut ints, mut floats, mut bools, mut texts) = (0, 0, 0, 0);
     for v in values.filter(|v| !v.is_empty()) {
-        let this = if v.parse::<i64>().is_ok() {
-            TextType::Int
+        if v.parse::<i64>().is_ok() {
+            ints += 1;
         } else if v.parse::<f64>().is_ok() {
-            TextType::Float
+            floats += 1;
         } else if v.eq_ignore_ascii_case("true") || v.eq_ignore_ascii_case("false") {
-            TextType::Bool
+            bools += 1;
         } else {
-            TextType::Text
-        };
-        t = Some(match (t, this) {
-            (None, x) => x,
-            (Some(a), b) if a == b => a,
-            (Some(TextType::Int), TextType::Float) | (Some(TextType::Float), TextType::Int) => TextType::Float,
-            _ => TextType::Text,
-        });
-        if t == Some(TextType::Text) {
-            break;
+            texts += 1;
         }
     }
-    t.unwrap_or(TextType::Text)
+    let total = ints + floats + bools + texts;
+    // A few malformed values must not turn a numeric column into text: they
+    // are rejected by line instead.
+    if total == 0 || texts * 2 >= total {
+        TextType::Text
+    } else if bools > ints + floats {
+        TextType::Bool
+    } else if floats > 0 {
+        TextType::Float
+    } else {
+        TextType::Int
+    }
 }
 
 fn text_cell(text: &str, t: TextType) -> Result<Cell, String> {
@@ -432,8 +527,14 @@ fn text_cell(text: &str, t: TextType) -> Result<Cell, String> {
         return Ok(Cell::Null);
     }
     match t {
-        TextType::Int => text.parse().map(Cell::Int).map_err(|_| format!("{text:?} is not an integer")),
-        TextType::Float => text.parse().map(Cell::Float).map_err(|_| format!("{text:?} is not a number")),
+        TextType::Int => text
+            .parse()
+            .map(Cell::Int)
+            .map_err(|_| format!("{text:?} is not an integer")),
+        TextType::Float => text
+            .parse()
+            .map(Cell::Float)
+            .map_err(|_| format!("{text:?} is not a number")),
         TextType::Bool => match text.to_ascii_lowercase().as_str() {
             "true" => Ok(Cell::Bool(true)),
             "false" => Ok(Cell::Bool(false)),
@@ -446,10 +547,15 @@ fn text_cell(text: &str, t: TextType) -> Result<Cell, String> {
 type RowSender = mpsc::Sender<Result<Row, Rejection>>;
 
 fn send(tx: &RowSender, row: Result<Row, Rejection>) -> anyhow::Result<()> {
-    tx.blocking_send(row).map_err(|_| anyhow::anyhow!("import stopped"))
+    tx.blocking_send(row)
+        .map_err(|_| anyhow::anyhow!("import stopped"))
 }
 
-fn read_csv(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
+fn read_csv(
+    path: &std::path::Path,
+    tx: &RowSender,
+    known: &HashMap<String, TextType>,
+) -> anyhow::Result<()> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
     let header: Vec<String> = reader
@@ -466,13 +572,26 @@ fn read_csv(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
     for record in records.by_ref().take(SAMPLE_ROWS) {
         sample.push(record);
     }
-    let types: Vec<TextType> = (0..header.len())
-        .map(|i| infer_text_type(sample.iter().filter_map(|r| r.as_ref().ok()).filter_map(|r| r.get(i))))
+    let types: Vec<TextType> = header
+        .iter()
+        .enumerate()
+        .map(|(i, name)| match known.get(name) {
+            Some(t) => *t,
+            None => infer_text_type(
+                sample
+                    .iter()
+                    .filter_map(|r| r.as_ref().ok())
+                    .filter_map(|r| r.get(i)),
+            ),
+        })
         .collect();
     for (i, record) in sample.into_iter().chain(records).enumerate() {
         let line = i + 2; // 1-based, after the header
         let row = match record {
-            Err(e) => Err(Rejection { line, reason: format!("unreadable CSV: {e}") }),
+            Err(e) => Err(Rejection {
+                line,
+                reason: format!("unreadable CSV: {e}"),
+            }),
             Ok(record) if record.len() != header.len() => Err(Rejection {
                 line,
                 reason: format!("{} fields, the header has {}", record.len(), header.len()),
@@ -507,10 +626,15 @@ fn json_cell(value: &serde_json::Value) -> Result<Cell, String> {
             } else if let Some(v) = n.as_u64() {
                 Cell::UInt(v)
             } else {
-                Cell::Float(n.as_f64().ok_or_else(|| format!("{n} is not representable"))?)
+                Cell::Float(
+                    n.as_f64()
+                        .ok_or_else(|| format!("{n} is not representable"))?,
+                )
             }
         }
-        Value::Array(_) | Value::Object(_) => return Err("nested arrays and objects are not supported".into()),
+        Value::Array(_) | Value::Object(_) => {
+            return Err("nested arrays and objects are not supported".into());
+        }
     })
 }
 
@@ -526,7 +650,8 @@ fn read_jsonl(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
     let mut float_columns = std::collections::HashSet::new();
     for (_, line) in &sample {
         if let Ok(line) = line
-            && let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(line)
+            && let Ok(serde_json::Value::Object(map)) =
+                serde_json::from_str::<serde_json::Value>(line)
         {
             for (k, v) in map {
                 if v.as_number().is_some_and(|n| n.is_f64()) {
@@ -542,7 +667,10 @@ fn read_jsonl(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
             continue;
         }
         let row = match serde_json::from_str::<serde_json::Value>(&line) {
-            Err(e) => Err(Rejection { line: line_no, reason: format!("not JSON: {e}") }),
+            Err(e) => Err(Rejection {
+                line: line_no,
+                reason: format!("not JSON: {e}"),
+            }),
             Ok(serde_json::Value::Object(map)) => map
                 .iter()
                 .map(|(k, v)| {
@@ -555,9 +683,18 @@ fn read_jsonl(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
                     Ok((k.clone(), cell))
                 })
                 .collect::<Result<Vec<_>, String>>()
-                .map(|cells| Row { line: line_no, cells })
-                .map_err(|reason| Rejection { line: line_no, reason }),
-            Ok(_) => Err(Rejection { line: line_no, reason: "not a JSON object".into() }),
+                .map(|cells| Row {
+                    line: line_no,
+                    cells,
+                })
+                .map_err(|reason| Rejection {
+                    line: line_no,
+                    reason,
+                }),
+            Ok(_) => Err(Rejection {
+                line: line_no,
+                reason: "not a JSON object".into(),
+            }),
         };
         send(tx, row)?;
     }
@@ -584,7 +721,11 @@ fn read_parquet(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
             line += 1;
             let cells = columns
                 .iter()
-                .map(|(name, array)| arrow_cell(*array, row).map(|c| (name.clone(), c)).map_err(|e| format!("column {name:?}: {e}")))
+                .map(|(name, array)| {
+                    arrow_cell(*array, row)
+                        .map(|c| (name.clone(), c))
+                        .map_err(|e| format!("column {name:?}: {e}"))
+                })
                 .collect::<Result<Vec<_>, String>>();
             let row = cells
                 .map(|cells| Row { line, cells })
@@ -605,7 +746,8 @@ fn arrow_cell(array: &dyn Array, row: usize) -> Result<Cell, String> {
         DataType::LargeUtf8 => Cell::Str(array.as_string::<i64>().value(row).to_string()),
         DataType::Utf8View => Cell::Str(array.as_string_view().value(row).to_string()),
         DataType::Dictionary(_, value) if **value == DataType::Utf8 => {
-            let text = arrow::compute::cast(&array.slice(row, 1), &DataType::Utf8).map_err(|e| e.to_string())?;
+            let text = arrow::compute::cast(&array.slice(row, 1), &DataType::Utf8)
+                .map_err(|e| e.to_string())?;
             Cell::Str(text.as_string::<i32>().value(0).to_string())
         }
         DataType::Boolean => Cell::Bool(array.as_boolean().value(row)),
@@ -621,10 +763,22 @@ fn arrow_cell(array: &dyn Array, row: usize) -> Result<Cell, String> {
         DataType::Float64 => Cell::Float(array.as_primitive::<Float64Type>().value(row)),
         DataType::Timestamp(unit, _) => {
             let (v, scale) = match unit {
-                TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().value(row), 1_000_000_000),
-                TimeUnit::Millisecond => (array.as_primitive::<TimestampMillisecondType>().value(row), 1_000_000),
-                TimeUnit::Microsecond => (array.as_primitive::<TimestampMicrosecondType>().value(row), 1_000),
-                TimeUnit::Nanosecond => (array.as_primitive::<TimestampNanosecondType>().value(row), 1),
+                TimeUnit::Second => (
+                    array.as_primitive::<TimestampSecondType>().value(row),
+                    1_000_000_000,
+                ),
+                TimeUnit::Millisecond => (
+                    array.as_primitive::<TimestampMillisecondType>().value(row),
+                    1_000_000,
+                ),
+                TimeUnit::Microsecond => (
+                    array.as_primitive::<TimestampMicrosecondType>().value(row),
+                    1_000,
+                ),
+                TimeUnit::Nanosecond => (
+                    array.as_primitive::<TimestampNanosecondType>().value(row),
+                    1,
+                ),
             };
             Cell::Time(v.checked_mul(scale).ok_or("timestamp overflows")?)
         }
@@ -640,8 +794,15 @@ mod tests {
     fn csv_types_are_inferred_from_the_sample() {
         assert_eq!(infer_text_type(["1", "2", ""].into_iter()), TextType::Int);
         assert_eq!(infer_text_type(["1", "2.5"].into_iter()), TextType::Float);
-        assert_eq!(infer_text_type(["true", "FALSE"].into_iter()), TextType::Bool);
+        assert_eq!(
+            infer_text_type(["true", "FALSE"].into_iter()),
+            TextType::Bool
+        );
         assert_eq!(infer_text_type(["1", "x"].into_iter()), TextType::Text);
+        assert_eq!(
+            infer_text_type(["1.5", "oops", "3"].into_iter()),
+            TextType::Float
+        );
         assert_eq!(text_cell("", TextType::Int), Ok(Cell::Null));
         assert!(text_cell("abc", TextType::Float).is_err());
     }
@@ -652,7 +813,10 @@ mod tests {
         assert_eq!(parse_time_text("2025-11-20T10:00:00Z"), Ok(expected));
         assert_eq!(parse_time_text("2025-11-20T11:00:00+01:00"), Ok(expected));
         assert_eq!(parse_time_text("2025-11-20 10:00:00"), Ok(expected));
-        assert_eq!(parse_time(&Cell::Int(1_763_632_800), 1_000_000_000), Ok(expected));
+        assert_eq!(
+            parse_time(&Cell::Int(1_763_632_800), 1_000_000_000),
+            Ok(expected)
+        );
         assert!(parse_time_text("yesterday").is_err());
         assert!(parse_time(&Cell::Int(i64::MAX), 1_000).is_err());
     }

@@ -54,14 +54,24 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             if batches.is_empty() {
                 let empty = RecordBatch::new_empty(schema);
-                writeln!(stdout, "{}", arrow::util::pretty::pretty_format_batches(&[empty])?)?;
+                writeln!(
+                    stdout,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&[empty])?
+                )?;
             } else {
-                writeln!(stdout, "{}", arrow::util::pretty::pretty_format_batches(&batches)?)?;
+                writeln!(
+                    stdout,
+                    "{}",
+                    arrow::util::pretty::pretty_format_batches(&batches)?
+                )?;
             }
             writeln!(stdout, "({rows} row{})", if rows == 1 { "" } else { "s" })?;
         }
         OutputFormat::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut stdout);
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut stdout);
             if batches.is_empty() {
                 writer.write(&RecordBatch::new_empty(schema))?;
             }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-    StringDictionaryBuilder, TimestampNanosecondArray, UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, StringDictionaryBuilder,
+    TimestampNanosecondArray, UInt64Builder,
 };
 use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::RecordBatch;
@@ -118,7 +118,13 @@ impl WriteBatchBuilder {
     }
 
     /// Sets a column of the point last begun in `table`.
-    pub fn set(&mut self, table: TableId, column: ColumnId, row: usize, value: Value<'_>) -> Result<()> {
+    pub fn set(
+        &mut self,
+        table: TableId,
+        column: ColumnId,
+        row: usize,
+        value: Value<'_>,
+    ) -> Result<()> {
         self.tables[table.0].set(column, row, value)
     }
 
@@ -216,7 +222,11 @@ impl TableBuilder {
                         limit: MAX_TAG_VALUE_BYTES,
                     });
                 }
-                b.append_value(v);
+                // Fails only past 2^31 distinct values in one batch.
+                b.append(v).map_err(|source| Error::Arrow {
+                    table: self.name.clone(),
+                    source,
+                })?;
                 true
             }
             (ColumnData::F64(b), Value::F64(v)) => {
@@ -261,23 +271,32 @@ impl TableBuilder {
         let mut fields = Vec::with_capacity(self.columns.len() + 1);
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 1);
         let mut first_rows = Vec::with_capacity(self.columns.len() + 1);
-        fields.push(Field::new(&self.time_column, ColumnType::Time.data_type(), false));
+        fields.push(Field::new(
+            &self.time_column,
+            ColumnType::Time.data_type(),
+            false,
+        ));
         arrays.push(Arc::new(
             TimestampNanosecondArray::from(self.times).with_timezone(TIME_ZONE),
         ));
         first_rows.push(0);
         for mut column in self.columns {
             column.pad_nulls(rows);
-            fields.push(Field::new(&column.name, column.column_type().data_type(), true));
+            fields.push(Field::new(
+                &column.name,
+                column.column_type().data_type(),
+                true,
+            ));
             first_rows.push(column.first_row);
             arrays.push(column.data.finish());
         }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|source| {
-            Error::Arrow {
-                table: self.name.clone(),
-                source,
-            }
-        })?;
+        let batch =
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|source| {
+                Error::Arrow {
+                    table: self.name.clone(),
+                    source,
+                }
+            })?;
         Ok(TableBatch {
             table: self.name,
             batch,
@@ -469,6 +488,10 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].batch.num_rows(), 2);
         assert_eq!(out[1].batch.schema().field(0).name(), "ts");
-        let _ = out[1].batch.column(0).as_primitive::<arrow::datatypes::TimestampNanosecondType>().len();
+        let _ = out[1]
+            .batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+            .len();
     }
 }

@@ -2,7 +2,7 @@ use crate::{ColumnType, NameKind};
 
 /// Why a write was rejected. Each variant names what a user needs to find the
 /// offending input: the table, the column and the row of the request.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid {kind} name {name:?}: {reason}")]
     InvalidName {

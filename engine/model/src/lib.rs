@@ -29,7 +29,7 @@ mod names;
 mod schema;
 
 pub use batch::{ColumnId, TableBatch, TableId, WriteBatchBuilder};
-pub use column::{ColumnType, Value, TIME_ZONE, time_data_type};
+pub use column::{ColumnType, TIME_ZONE, Value, time_data_type};
 pub use error::{Error, Result};
 pub use names::{MAX_NAME_BYTES, MAX_TAG_VALUE_BYTES, NameKind, validate_name};
 pub use schema::{ColumnDef, TableSchema, conform};

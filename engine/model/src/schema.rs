@@ -51,7 +51,11 @@ impl TableSchema {
 
     pub fn arrow_schema(&self) -> SchemaRef {
         let mut fields = Vec::with_capacity(self.columns.len() + 1);
-        fields.push(Field::new(&self.time_column, ColumnType::Time.data_type(), false));
+        fields.push(Field::new(
+            &self.time_column,
+            ColumnType::Time.data_type(),
+            false,
+        ));
         fields.extend(
             self.columns
                 .iter()
@@ -127,7 +131,10 @@ impl TableSchema {
 /// Lines `batch` up with `schema`: columns in schema order, with all-null
 /// columns for those the batch lacks. The batch's columns must be a subset of
 /// the schema's with the same types (which the write path guarantees).
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, arrow::error::ArrowError> {
+pub fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
     if batch.schema().as_ref() == schema.as_ref() {
         return Ok(batch.clone());
     }

@@ -108,7 +108,10 @@ mod tests {
 
         let refusing = Pipeline::new(vec![Arc::new(OnlyTable("b")), Arc::new(Refuse)]);
         let err = refusing.run(two_tables()).unwrap_err();
-        assert_eq!(err.to_string(), "pipeline stage \"refuse\" rejected the batch: no");
+        assert_eq!(
+            err.to_string(),
+            "pipeline stage \"refuse\" rejected the batch: no"
+        );
         assert_eq!(Pipeline::default().run(two_tables()).unwrap().len(), 2);
     }
 }

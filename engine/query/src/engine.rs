@@ -36,7 +36,11 @@ pub struct QueryMetrics {
 impl QueryMetrics {
     pub fn render(&self, out: &mut Exposition<'_>) {
         out.counter("weir_queries_total", "SQL queries run.", &self.queries);
-        out.counter("weir_query_errors_total", "SQL queries that failed.", &self.failed);
+        out.counter(
+            "weir_query_errors_total",
+            "SQL queries that failed.",
+            &self.failed,
+        );
         out.histogram("weir_query_seconds", "SQL query latency.", &self.seconds);
     }
 }
@@ -81,7 +85,11 @@ impl QueryEngine {
         if result.is_err() {
             self.metrics.failed.inc();
         }
-        debug!(elapsed_ms = started.elapsed().as_millis() as u64, ok = result.is_ok(), "query");
+        debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "query"
+        );
         result
     }
 

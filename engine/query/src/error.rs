@@ -27,6 +27,18 @@ pub enum Error {
 impl Error {
     /// Sorts a DataFusion error into what the user can act on.
     pub(crate) fn from_datafusion(e: DataFusionError, memory_limit: usize) -> Self {
+        let message = e.strip_backtrace();
+        // SQLOptions refusals arrive as plan errors: "DDL not supported: …".
+        if [
+            "DDL not supported",
+            "DML not supported",
+            "Statement not supported",
+        ]
+        .iter()
+        .any(|refusal| message.contains(refusal))
+        {
+            return Error::NotReadOnly(message);
+        }
         match e.find_root() {
             DataFusionError::ResourcesExhausted(detail) => Error::MemoryLimit {
                 limit_bytes: memory_limit,
@@ -35,18 +47,8 @@ impl Error {
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_) => Error::InvalidQuery(e.strip_backtrace()),
-            DataFusionError::Configuration(msg) if msg.contains("not supported") => {
-                Error::NotReadOnly(msg.clone())
-            }
-            _ => {
-                let message = e.strip_backtrace();
-                if message.contains("not supported") && message.contains("SQL") {
-                    Error::NotReadOnly(message)
-                } else {
-                    Error::Execution(message)
-                }
-            }
+            | DataFusionError::NotImplemented(_) => Error::InvalidQuery(message),
+            _ => Error::Execution(message),
         }
     }
 }

@@ -31,17 +31,26 @@ impl WeirTable {
         Self { snapshot }
     }
 
-    fn buffer_plan(&self, projection: Option<&Vec<usize>>, partitions: usize) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    fn buffer_plan(
+        &self,
+        projection: Option<&Vec<usize>>,
+        partitions: usize,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         if self.snapshot.buffered.is_empty() {
             return Ok(None);
         }
         // Spread batches round-robin so aggregation runs on every core.
-        let mut parts: Vec<Vec<_>> = vec![Vec::new(); partitions.max(1).min(self.snapshot.buffered.len())];
+        let mut parts: Vec<Vec<_>> =
+            vec![Vec::new(); partitions.max(1).min(self.snapshot.buffered.len())];
         for (i, batch) in self.snapshot.buffered.iter().enumerate() {
             let n = parts.len();
             parts[i % n].push(batch.clone());
         }
-        let exec = MemorySourceConfig::try_new_exec(&parts, Arc::clone(&self.snapshot.schema), projection.cloned())?;
+        let exec = MemorySourceConfig::try_new_exec(
+            &parts,
+            Arc::clone(&self.snapshot.schema),
+            projection.cloned(),
+        )?;
         Ok(Some(exec))
     }
 
@@ -63,7 +72,8 @@ impl WeirTable {
         if files.is_empty() {
             return Ok(None);
         }
-        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.max(1).min(files.len())];
+        let mut groups: Vec<Vec<PartitionedFile>> =
+            vec![Vec::new(); partitions.max(1).min(files.len())];
         // Largest first onto the lightest group keeps the groups balanced.
         let mut by_size = files;
         by_size.sort_by_key(|f| std::cmp::Reverse(f.bytes));
@@ -81,11 +91,12 @@ impl WeirTable {
             let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
             source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
         }
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
         Ok(Some(DataSourceExec::from_data_source(config)))
     }
 }
@@ -100,7 +111,10 @@ impl TableProvider for WeirTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Used for pruning only; DataFusion re-applies every filter.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -115,7 +129,9 @@ impl TableProvider for WeirTable {
         let partitions = state.config().target_partitions();
         let range = TimeRange::from_filters(filters, &self.snapshot.time_column);
         let mut inputs = Vec::new();
-        if let Some(plan) = self.parquet_plan(state, projection, filters, range, limit, partitions)? {
+        if let Some(plan) =
+            self.parquet_plan(state, projection, filters, range, limit, partitions)?
+        {
             inputs.push(plan);
         }
         if let Some(plan) = self.buffer_plan(projection, partitions)? {

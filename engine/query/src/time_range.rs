@@ -1,8 +1,8 @@
 //! The time range a query's filters imply, for pruning files.
 
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 
 /// An inclusive range of nanosecond timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,9 @@ fn is_time_column(expr: &Expr, time_column: &str) -> bool {
     match expr {
         Expr::Column(c) => c.name == time_column,
         // A cast between timestamp types keeps the instant.
-        Expr::Cast(cast) if cast.data_type.is_temporal() => is_time_column(&cast.expr, time_column),
+        Expr::Cast(cast) if cast.field.data_type().is_temporal() => {
+            is_time_column(&cast.expr, time_column)
+        }
         _ => false,
     }
 }
@@ -110,7 +112,10 @@ mod tests {
     use super::*;
 
     fn ts(v: i64) -> Expr {
-        lit(ScalarValue::TimestampNanosecond(Some(v), Some("+00:00".into())))
+        lit(ScalarValue::TimestampNanosecond(
+            Some(v),
+            Some("+00:00".into()),
+        ))
     }
 
     #[test]
@@ -119,16 +124,25 @@ mod tests {
             col("t").gt_eq(ts(100)).and(col("t").lt(ts(200))),
             col("x").gt(lit(5)),
         ];
-        assert_eq!(TimeRange::from_filters(&filters, "t"), TimeRange { min: 100, max: 199 });
+        assert_eq!(
+            TimeRange::from_filters(&filters, "t"),
+            TimeRange { min: 100, max: 199 }
+        );
         let between = vec![col("t").between(ts(10), ts(20))];
-        assert_eq!(TimeRange::from_filters(&between, "t"), TimeRange { min: 10, max: 20 });
+        assert_eq!(
+            TimeRange::from_filters(&between, "t"),
+            TimeRange { min: 10, max: 20 }
+        );
         let flipped = vec![ts(50).lt(col("t"))];
         assert_eq!(TimeRange::from_filters(&flipped, "t").min, 51);
     }
 
     #[test]
     fn ignores_disjunctions_and_other_columns() {
-        let filters = vec![col("t").gt(ts(100)).or(col("t").lt(ts(5))), col("u").gt(ts(7))];
+        let filters = vec![
+            col("t").gt(ts(100)).or(col("t").lt(ts(5))),
+            col("u").gt(ts(7)),
+        ];
         assert_eq!(TimeRange::from_filters(&filters, "t"), TimeRange::ALL);
     }
 }

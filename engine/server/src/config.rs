@@ -120,13 +120,23 @@ pub struct ServeArgs {
 
     /// Time column of a table, `TABLE=COLUMN`; repeatable. TOML:
     /// `[tables.TABLE] time_column = "COLUMN"`.
-    #[arg(long = "time-column", env = "WEIR_TIME_COLUMNS", value_name = "TABLE=COLUMN", value_delimiter = ',')]
+    #[arg(
+        long = "time-column",
+        env = "WEIR_TIME_COLUMNS",
+        value_name = "TABLE=COLUMN",
+        value_delimiter = ','
+    )]
     #[serde(skip)]
     pub time_columns: Vec<String>,
 
     /// Retention of a table, `TABLE=DURATION`; repeatable. TOML:
     /// `[tables.TABLE] retention = "DURATION"`.
-    #[arg(long = "retention", env = "WEIR_RETENTION", value_name = "TABLE=DURATION", value_delimiter = ',')]
+    #[arg(
+        long = "retention",
+        env = "WEIR_RETENTION",
+        value_name = "TABLE=DURATION",
+        value_delimiter = ','
+    )]
     #[serde(skip)]
     pub retention: Vec<String>,
 
@@ -152,7 +162,8 @@ pub struct ServerConfig {
 impl ServeArgs {
     /// Parses a TOML configuration file.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
         Self::from_toml(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
     }
 
@@ -182,10 +193,25 @@ impl ServeArgs {
             };
         }
         pick!(
-            data_dir, grpc_listen, http_listen, wal_sync, wal_sync_interval, wal_segment_size,
-            wal_queue_depth, persist_interval, persist_buffer_size, max_buffer_size,
-            compaction_interval, compaction_min_files, retention_interval, query_memory_limit,
-            query_timeout, max_message_size, shutdown_grace, log_format, log_filter,
+            data_dir,
+            grpc_listen,
+            http_listen,
+            wal_sync,
+            wal_sync_interval,
+            wal_segment_size,
+            wal_queue_depth,
+            persist_interval,
+            persist_buffer_size,
+            max_buffer_size,
+            compaction_interval,
+            compaction_min_files,
+            retention_interval,
+            query_memory_limit,
+            query_timeout,
+            max_message_size,
+            shutdown_grace,
+            log_format,
+            log_filter,
         )
     }
 
@@ -204,7 +230,8 @@ impl ServeArgs {
         }
         for pair in &self.retention {
             let (table, ttl) = split_pair("--retention", pair)?;
-            tables.entry(table.to_string()).or_default().retention = Some(duration("--retention", ttl)?);
+            tables.entry(table.to_string()).or_default().retention =
+                Some(duration("--retention", ttl)?);
         }
         for (table, options) in &tables {
             weir_model::validate_name(weir_model::NameKind::Table, table)
@@ -215,7 +242,10 @@ impl ServeArgs {
             }
         }
 
-        let sync_interval = duration("wal_sync_interval", self.wal_sync_interval.as_deref().unwrap_or("100ms"))?;
+        let sync_interval = duration(
+            "wal_sync_interval",
+            self.wal_sync_interval.as_deref().unwrap_or("100ms"),
+        )?;
         let durability = match self.wal_sync.as_deref().unwrap_or("fsync") {
             "fsync" => Durability::Fsync,
             "interval" => Durability::Interval(sync_interval),
@@ -226,8 +256,14 @@ impl ServeArgs {
                 )));
             }
         };
-        let persist_buffer_bytes = size("persist_buffer_size", self.persist_buffer_size.as_deref().unwrap_or("256MiB"))?;
-        let max_buffer_bytes = size("max_buffer_size", self.max_buffer_size.as_deref().unwrap_or("1GiB"))?;
+        let persist_buffer_bytes = size(
+            "persist_buffer_size",
+            self.persist_buffer_size.as_deref().unwrap_or("256MiB"),
+        )?;
+        let max_buffer_bytes = size(
+            "max_buffer_size",
+            self.max_buffer_size.as_deref().unwrap_or("1GiB"),
+        )?;
         if max_buffer_bytes < persist_buffer_bytes {
             return Err(Error::Config(format!(
                 "max_buffer_size ({max_buffer_bytes} bytes) must be at least persist_buffer_size ({persist_buffer_bytes} bytes)"
@@ -237,7 +273,10 @@ impl ServeArgs {
             data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
             wal: WalConfig {
                 durability,
-                segment_bytes: size("wal_segment_size", self.wal_segment_size.as_deref().unwrap_or("64MiB"))? as u64,
+                segment_bytes: size(
+                    "wal_segment_size",
+                    self.wal_segment_size.as_deref().unwrap_or("64MiB"),
+                )? as u64,
                 queue_depth: positive("wal_queue_depth", self.wal_queue_depth.unwrap_or(1024))?,
                 max_group_bytes: 16 << 20,
             },
@@ -248,24 +287,50 @@ impl ServeArgs {
             file_delete_grace: Duration::from_secs(60),
         };
         let background = BackgroundConfig {
-            persist_interval: duration("persist_interval", self.persist_interval.as_deref().unwrap_or("60s"))?,
-            compaction_interval: duration("compaction_interval", self.compaction_interval.as_deref().unwrap_or("5m"))?,
-            retention_interval: duration("retention_interval", self.retention_interval.as_deref().unwrap_or("1m"))?,
-            wal_sync_interval: matches!(durability, Durability::Interval(_)).then_some(sync_interval),
+            persist_interval: duration(
+                "persist_interval",
+                self.persist_interval.as_deref().unwrap_or("60s"),
+            )?,
+            compaction_interval: duration(
+                "compaction_interval",
+                self.compaction_interval.as_deref().unwrap_or("5m"),
+            )?,
+            retention_interval: duration(
+                "retention_interval",
+                self.retention_interval.as_deref().unwrap_or("1m"),
+            )?,
+            wal_sync_interval: matches!(durability, Durability::Interval(_))
+                .then_some(sync_interval),
         };
         let query = QueryConfig {
-            memory_limit: size("query_memory_limit", self.query_memory_limit.as_deref().unwrap_or("2GiB"))?,
-            timeout: duration("query_timeout", self.query_timeout.as_deref().unwrap_or("60s"))?,
+            memory_limit: size(
+                "query_memory_limit",
+                self.query_memory_limit.as_deref().unwrap_or("2GiB"),
+            )?,
+            timeout: duration(
+                "query_timeout",
+                self.query_timeout.as_deref().unwrap_or("60s"),
+            )?,
             target_partitions: 0,
         };
         Ok(ServerConfig {
-            grpc_listen: self.grpc_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
-            http_listen: self.http_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8086))),
+            grpc_listen: self
+                .grpc_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            http_listen: self
+                .http_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8086))),
             store,
             background,
             query,
-            max_message_bytes: size("max_message_size", self.max_message_size.as_deref().unwrap_or("64MiB"))?,
-            shutdown_grace: duration("shutdown_grace", self.shutdown_grace.as_deref().unwrap_or("10s"))?,
+            max_message_bytes: size(
+                "max_message_size",
+                self.max_message_size.as_deref().unwrap_or("64MiB"),
+            )?,
+            shutdown_grace: duration(
+                "shutdown_grace",
+                self.shutdown_grace.as_deref().unwrap_or("10s"),
+            )?,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             log_filter: self.log_filter.unwrap_or_else(|| "info".to_string()),
         })
@@ -279,10 +344,15 @@ fn split_pair<'a>(setting: &str, pair: &'a str) -> Result<(&'a str, &'a str)> {
 }
 
 fn duration(setting: &str, text: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| Error::Config(format!("{setting}: {text:?} is not a duration ({e}); try \"100ms\", \"30s\", \"7d\"")))?;
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        Error::Config(format!(
+            "{setting}: {text:?} is not a duration ({e}); try \"100ms\", \"30s\", \"7d\""
+        ))
+    })?;
     if d.is_zero() {
-        return Err(Error::Config(format!("{setting}: must be longer than zero")));
+        return Err(Error::Config(format!(
+            "{setting}: must be longer than zero"
+        )));
     }
     Ok(d)
 }
@@ -299,7 +369,11 @@ pub fn size(setting: &str, text: &str) -> Result<usize> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let bad = || Error::Config(format!("{setting}: {text:?} is not a size; try \"512KiB\", \"64MiB\", \"2GiB\""));
+    let bad = || {
+        Error::Config(format!(
+            "{setting}: {text:?} is not a size; try \"512KiB\", \"64MiB\", \"2GiB\""
+        ))
+    };
     let n: usize = digits.parse().map_err(|_| bad())?;
     let multiplier: usize = match unit.trim() {
         "" | "B" => 1,
@@ -313,7 +387,9 @@ pub fn size(setting: &str, text: &str) -> Result<usize> {
     };
     let bytes = n.checked_mul(multiplier).ok_or_else(bad)?;
     if bytes == 0 {
-        return Err(Error::Config(format!("{setting}: must be larger than zero")));
+        return Err(Error::Config(format!(
+            "{setting}: must be larger than zero"
+        )));
     }
     Ok(bytes)
 }
@@ -343,12 +419,28 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let file = ServeArgs::from_toml("wal_sync = \"none\"\nquery_timeout = \"5s\"\n[tables.m]\ntime_column = \"ts\"").unwrap();
-        let cli = Cli::parse_from(["weir", "--wal-sync", "interval", "--time-column", "m=recorded"]).serve;
+        let file = ServeArgs::from_toml(
+            "wal_sync = \"none\"\nquery_timeout = \"5s\"\n[tables.m]\ntime_column = \"ts\"",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "weir",
+            "--wal-sync",
+            "interval",
+            "--time-column",
+            "m=recorded",
+        ])
+        .serve;
         let config = cli.over(file).into_config().unwrap();
-        assert_eq!(config.store.wal.durability, Durability::Interval(Duration::from_millis(100)));
+        assert_eq!(
+            config.store.wal.durability,
+            Durability::Interval(Duration::from_millis(100))
+        );
         assert_eq!(config.query.timeout, Duration::from_secs(5));
-        assert_eq!(config.store.tables["m"].time_column.as_deref(), Some("recorded"));
+        assert_eq!(
+            config.store.tables["m"].time_column.as_deref(),
+            Some("recorded")
+        );
     }
 
     #[test]
@@ -359,7 +451,10 @@ mod tests {
             ("max_message_size = \"lots\"", "not a size"),
             ("no_such_key = 1", "unknown field"),
             ("[tables.m]\nretention = \"0s\"", "longer than zero"),
-            ("persist_buffer_size = \"2GiB\"\nmax_buffer_size = \"1GiB\"", "must be at least"),
+            (
+                "persist_buffer_size = \"2GiB\"\nmax_buffer_size = \"1GiB\"",
+                "must be at least",
+            ),
         ] {
             let err = ServeArgs::from_toml(toml)
                 .map_err(Error::Config)

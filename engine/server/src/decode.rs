@@ -22,9 +22,8 @@ pub fn decode_write(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            std::str::from_utf8(s).map_err(|e| {
-                Error::Decode(format!("symbol {i} is not valid UTF-8 ({e})"))
-            })
+            std::str::from_utf8(s)
+                .map_err(|e| Error::Decode(format!("symbol {i} is not valid UTF-8 ({e})")))
         })
         .collect::<Result<Vec<&str>>>()?;
     let symbol = |row: usize, index: u32| -> Result<&str> {
@@ -63,7 +62,15 @@ pub fn decode_write(
             )));
         }
         for pair in point.tags.chunks_exact(2) {
-            let column = column(&mut builder, columns, table, row, pair[0], ColumnType::Tag, &symbol)?;
+            let column = column(
+                &mut builder,
+                columns,
+                table,
+                row,
+                pair[0],
+                ColumnType::Tag,
+                &symbol,
+            )?;
             builder.set(table, column, row, Value::Tag(symbol(row, pair[1])?))?;
         }
         for f in &point.fields {
@@ -75,7 +82,15 @@ pub fn decode_write(
                 field::Value::Bool(v) => Value::Bool(*v),
                 field::Value::String(s) => Value::String(symbol(row, *s)?),
             };
-            let column = column(&mut builder, columns, table, row, f.key, value.column_type(), &symbol)?;
+            let column = column(
+                &mut builder,
+                columns,
+                table,
+                row,
+                f.key,
+                value.column_type(),
+                &symbol,
+            )?;
             builder.set(table, column, row, value)?;
         }
     }
@@ -137,13 +152,19 @@ mod tests {
                     table: 0,
                     timestamp_ns: 10,
                     tags: vec![1, 2],
-                    fields: vec![field(3, field::Value::F64(1.5)), field(4, field::Value::String(5))],
+                    fields: vec![
+                        field(3, field::Value::F64(1.5)),
+                        field(4, field::Value::String(5)),
+                    ],
                 },
                 Point {
                     table: 0,
                     timestamp_ns: 11,
                     tags: vec![],
-                    fields: vec![Field { key: 3, value: None }],
+                    fields: vec![Field {
+                        key: 3,
+                        value: None,
+                    }],
                 },
             ],
         );
@@ -151,7 +172,12 @@ mod tests {
         assert_eq!(out.len(), 1);
         let batch = &out[0].batch;
         assert_eq!(batch.num_rows(), 2);
-        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         assert_eq!(names, ["time", "host", "v", "status"]);
         assert_eq!(batch.column(3).as_string::<i32>().value(0), "ok");
         assert_eq!(batch.column(2).null_count(), 1);
@@ -163,26 +189,64 @@ mod tests {
         let err = decode_write(&bad_utf8, 1, &time).unwrap_err().to_string();
         assert!(err.contains("symbol 1 is not valid UTF-8"), "{err}");
 
-        let out_of_range = request(&[b"m"], vec![Point { table: 5, ..Default::default() }]);
-        let err = decode_write(&out_of_range, 1, &time).unwrap_err().to_string();
+        let out_of_range = request(
+            &[b"m"],
+            vec![Point {
+                table: 5,
+                ..Default::default()
+            }],
+        );
+        let err = decode_write(&out_of_range, 1, &time)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("row 0: symbol index 5 out of range"), "{err}");
 
-        let odd_tags = request(&[b"m", b"k"], vec![Point { table: 0, timestamp_ns: 1, tags: vec![1], fields: vec![] }]);
+        let odd_tags = request(
+            &[b"m", b"k"],
+            vec![Point {
+                table: 0,
+                timestamp_ns: 1,
+                tags: vec![1],
+                fields: vec![],
+            }],
+        );
         let err = decode_write(&odd_tags, 1, &time).unwrap_err().to_string();
         assert!(err.contains("key/value symbol pairs"), "{err}");
 
-        let empty_table = request(&[b""], vec![Point { table: 0, timestamp_ns: 1, ..Default::default() }]);
-        let err = decode_write(&empty_table, 1, &time).unwrap_err().to_string();
+        let empty_table = request(
+            &[b""],
+            vec![Point {
+                table: 0,
+                timestamp_ns: 1,
+                ..Default::default()
+            }],
+        );
+        let err = decode_write(&empty_table, 1, &time)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid table name"), "{err}");
 
         let conflict = request(
             &[b"m", b"x"],
             vec![
-                Point { table: 0, timestamp_ns: 1, tags: vec![], fields: vec![field(1, field::Value::F64(1.0))] },
-                Point { table: 0, timestamp_ns: 1, tags: vec![], fields: vec![field(1, field::Value::I64(1))] },
+                Point {
+                    table: 0,
+                    timestamp_ns: 1,
+                    tags: vec![],
+                    fields: vec![field(1, field::Value::F64(1.0))],
+                },
+                Point {
+                    table: 0,
+                    timestamp_ns: 1,
+                    tags: vec![],
+                    fields: vec![field(1, field::Value::I64(1))],
+                },
             ],
         );
         let err = decode_write(&conflict, 1, &time).unwrap_err().to_string();
-        assert_eq!(err, "type conflict in table \"m\", column \"x\", row 1: column is f64, value is i64");
+        assert_eq!(
+            err,
+            "type conflict in table \"m\", column \"x\", row 1: column is f64, value is i64"
+        );
     }
 }

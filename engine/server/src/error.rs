@@ -29,7 +29,10 @@ pub enum Error {
     },
 
     #[error("encoding the result as {format}: {message}")]
-    Encode { format: &'static str, message: String },
+    Encode {
+        format: &'static str,
+        message: String,
+    },
 
     #[error("internal error: {0}")]
     Internal(String),

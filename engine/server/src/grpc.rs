@@ -30,7 +30,10 @@ impl WriteApi {
 
 #[tonic::async_trait]
 impl WriteService for WriteApi {
-    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteResponse>, Status> {
+    async fn write(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
         let id = request_id::from_metadata(request.metadata());
         let span = info_span!("write", request_id = %id);
         let rows = self
@@ -96,7 +99,8 @@ impl WriteService for WriteApi {
             }
             .instrument(span),
         );
-        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as Self::WriteStreamStream);
+        let mut response =
+            Response::new(Box::pin(ReceiverStream::new(rx)) as Self::WriteStreamStream);
         request_id::set_metadata(response.metadata_mut(), &id);
         Ok(response)
     }

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::record_batch::RecordBatch;
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use tracing::{Instrument, info_span, warn};
 use weir_query::{QueryEngine, QueryResult};
 use weir_storage::Store;
@@ -97,7 +97,10 @@ impl IntoResponse for Error {
 
 async fn persist(State(state): State<Arc<HttpState>>) -> Result<Response, Error> {
     let report = state.store.persist().await?;
-    Ok(axum::Json(serde_json::json!({ "files": report.files, "rows": report.rows })).into_response())
+    Ok(
+        axum::Json(serde_json::json!({ "files": report.files, "rows": report.rows }))
+            .into_response(),
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -137,7 +140,8 @@ fn query_text(headers: &HeaderMap, body: &Bytes) -> Result<String, Error> {
             .map_err(|e| Error::Decode(format!("expected JSON {{\"query\": \"...\"}}: {e}")))?
             .query
     } else {
-        String::from_utf8(body.to_vec()).map_err(|_| Error::Decode("the SQL text is not valid UTF-8".into()))?
+        String::from_utf8(body.to_vec())
+            .map_err(|_| Error::Decode("the SQL text is not valid UTF-8".into()))?
     };
     if text.trim().is_empty() {
         return Err(Error::Decode("empty query".into()));
@@ -145,7 +149,11 @@ fn query_text(headers: &HeaderMap, body: &Bytes) -> Result<String, Error> {
     Ok(text)
 }
 
-async fn sql(State(state): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes) -> Result<Response, Error> {
+async fn sql(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
     let text = query_text(&headers, &body)?;
     let format = Format::from_accept(&headers);
     let result = state.query.sql(&text).await?;
@@ -182,7 +190,9 @@ fn encode_csv(batches: &[RecordBatch]) -> Result<Vec<u8>, Error> {
     };
     let mut out = Vec::new();
     {
-        let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+        let mut writer = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut out);
         for batch in batches {
             writer.write(batch).map_err(err)?;
         }
@@ -196,7 +206,8 @@ fn encode_arrow(result: &QueryResult) -> Result<Vec<u8>, Error> {
         message: e.to_string(),
     };
     let mut out = Vec::new();
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(&mut out, &result.schema).map_err(err)?;
+    let mut writer =
+        arrow::ipc::writer::StreamWriter::try_new(&mut out, &result.schema).map_err(err)?;
     for batch in &result.batches {
         writer.write(batch).map_err(err)?;
     }

@@ -24,11 +24,31 @@ pub struct IngestMetrics {
 
 impl IngestMetrics {
     pub fn render(&self, out: &mut Exposition<'_>) {
-        out.counter("weir_ingest_requests_total", "Write requests (batches) received.", &self.requests);
-        out.counter("weir_ingest_rows_total", "Rows written and acknowledged.", &self.rows);
-        out.counter("weir_ingest_bytes_total", "Encoded bytes of write requests received.", &self.bytes);
-        out.counter("weir_ingest_rejected_requests_total", "Write requests rejected.", &self.rejected_requests);
-        out.counter("weir_ingest_rejected_rows_total", "Rows in rejected write requests.", &self.rejected_rows);
+        out.counter(
+            "weir_ingest_requests_total",
+            "Write requests (batches) received.",
+            &self.requests,
+        );
+        out.counter(
+            "weir_ingest_rows_total",
+            "Rows written and acknowledged.",
+            &self.rows,
+        );
+        out.counter(
+            "weir_ingest_bytes_total",
+            "Encoded bytes of write requests received.",
+            &self.bytes,
+        );
+        out.counter(
+            "weir_ingest_rejected_requests_total",
+            "Write requests rejected.",
+            &self.rejected_requests,
+        );
+        out.counter(
+            "weir_ingest_rejected_rows_total",
+            "Rows in rejected write requests.",
+            &self.rejected_rows,
+        );
         out.histogram(
             "weir_ingest_write_seconds",
             "Time from receiving a write to acknowledging it (decode, pipeline, WAL group commit).",

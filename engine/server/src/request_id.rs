@@ -2,8 +2,8 @@
 //! when the client sends one, made up otherwise, echoed back in the response
 //! and attached to every log line of the request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const HEADER: &str = "x-request-id";
@@ -21,13 +21,23 @@ static PROCESS: LazyLock<u64> = LazyLock::new(|| {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 pub fn generate() -> String {
-    format!("{:012x}-{:06x}", *PROCESS & 0xffff_ffff_ffff, COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{:012x}-{:06x}",
+        *PROCESS & 0xffff_ffff_ffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A client-supplied ID if it is sane (printable ASCII, bounded), else a new one.
 pub fn accept(client: Option<&str>) -> String {
     match client {
-        Some(id) if !id.is_empty() && id.len() <= MAX_LEN && id.bytes().all(|b| b.is_ascii_graphic()) => id.to_string(),
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_LEN
+                && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.to_string()
+        }
         _ => generate(),
     }
 }

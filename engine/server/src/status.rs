@@ -11,13 +11,17 @@ impl Error {
             Error::Decode(_) | Error::InvalidWrite(_) => Code::InvalidArgument,
             Error::Storage(e) => match e {
                 weir_storage::Error::InvalidWrite(_) => Code::InvalidArgument,
-                weir_storage::Error::WalFailed(_) | weir_storage::Error::WalClosed => Code::Unavailable,
+                weir_storage::Error::WalFailed(_) | weir_storage::Error::WalClosed => {
+                    Code::Unavailable
+                }
                 _ => Code::Internal,
             },
             Error::Pipeline(weir_pipeline::Error::Rejected { .. }) => Code::InvalidArgument,
             Error::Pipeline(weir_pipeline::Error::Failed { .. }) => Code::Internal,
             Error::Query(e) => match e {
-                weir_query::Error::InvalidQuery(_) | weir_query::Error::NotReadOnly(_) => Code::InvalidArgument,
+                weir_query::Error::InvalidQuery(_) | weir_query::Error::NotReadOnly(_) => {
+                    Code::InvalidArgument
+                }
                 weir_query::Error::MemoryLimit { .. } => Code::ResourceExhausted,
                 weir_query::Error::Timeout { .. } => Code::DeadlineExceeded,
                 _ => Code::Internal,

@@ -21,12 +21,20 @@ pub struct BackgroundConfig {
 }
 
 /// Runs until `shutdown` turns true.
-pub fn spawn_background(store: Store, config: BackgroundConfig, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn_background(
+    store: Store,
+    config: BackgroundConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut persist = tokio::time::interval(config.persist_interval);
         let mut compact = tokio::time::interval(config.compaction_interval);
         let mut retain = tokio::time::interval(config.retention_interval);
-        let mut sync = tokio::time::interval(config.wal_sync_interval.unwrap_or(Duration::from_secs(3600)));
+        let mut sync = tokio::time::interval(
+            config
+                .wal_sync_interval
+                .unwrap_or(Duration::from_secs(3600)),
+        );
         for timer in [&mut persist, &mut compact, &mut retain, &mut sync] {
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             // The first tick fires at once; nothing is due at start-up.

@@ -38,8 +38,8 @@ impl Gauge {
 /// Upper bounds in seconds, from 50 µs (an fsync on fast NVMe) to 60 s (a
 /// query near its timeout).
 const BUCKETS: [f64; 16] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 10.0, 60.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    10.0, 60.0,
 ];
 
 /// A latency histogram with fixed buckets.
@@ -77,11 +77,19 @@ impl<'a> Exposition<'a> {
     }
 
     pub fn counter(&mut self, name: &str, help: &str, c: &Counter) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", c.get());
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            c.get()
+        );
     }
 
     pub fn gauge(&mut self, name: &str, help: &str, g: &Gauge) {
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", g.get());
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            g.get()
+        );
     }
 
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
@@ -125,15 +133,27 @@ pub struct StorageMetrics {
 
 impl StorageMetrics {
     pub fn render(&self, out: &mut Exposition<'_>) {
-        out.counter("weir_wal_bytes_total", "Bytes appended to the WAL.", &self.wal_bytes);
-        out.counter("weir_wal_records_total", "Write records appended to the WAL.", &self.wal_records);
+        out.counter(
+            "weir_wal_bytes_total",
+            "Bytes appended to the WAL.",
+            &self.wal_bytes,
+        );
+        out.counter(
+            "weir_wal_records_total",
+            "Write records appended to the WAL.",
+            &self.wal_records,
+        );
         out.counter(
             "weir_wal_group_commits_total",
             "Group commits (one write + sync for many records).",
             &self.wal_group_commits,
         );
         out.counter("weir_wal_fsyncs_total", "WAL fsyncs.", &self.wal_fsyncs);
-        out.histogram("weir_wal_fsync_seconds", "WAL fsync latency.", &self.wal_fsync_seconds);
+        out.histogram(
+            "weir_wal_fsync_seconds",
+            "WAL fsync latency.",
+            &self.wal_fsync_seconds,
+        );
         out.counter(
             "weir_wal_replayed_records_total",
             "WAL records replayed at start-up.",
@@ -144,21 +164,61 @@ impl StorageMetrics {
             "Torn or corrupt WAL tails cut at start-up.",
             &self.wal_torn_tails_cut,
         );
-        out.gauge("weir_buffer_bytes", "Bytes of Arrow data in the write buffer.", &self.buffer_bytes);
-        out.gauge("weir_buffer_rows", "Rows in the write buffer.", &self.buffer_rows);
+        out.gauge(
+            "weir_buffer_bytes",
+            "Bytes of Arrow data in the write buffer.",
+            &self.buffer_bytes,
+        );
+        out.gauge(
+            "weir_buffer_rows",
+            "Rows in the write buffer.",
+            &self.buffer_rows,
+        );
         out.counter(
             "weir_write_backpressure_waits_total",
             "Writes that waited for the buffer to drain to Parquet.",
             &self.write_backpressure_waits,
         );
-        out.counter("weir_persist_runs_total", "Buffer persistence runs.", &self.persist_runs);
-        out.histogram("weir_persist_seconds", "Duration of a persistence run.", &self.persist_seconds);
-        out.counter("weir_persisted_files_total", "Parquet files written by persistence.", &self.persisted_files);
-        out.counter("weir_persisted_rows_total", "Rows persisted to Parquet.", &self.persisted_rows);
-        out.gauge("weir_parquet_files", "Parquet files in the catalog.", &self.parquet_files);
-        out.gauge("weir_parquet_bytes", "Bytes of Parquet files in the catalog.", &self.parquet_bytes);
-        out.counter("weir_compactions_total", "Partitions compacted.", &self.compactions);
-        out.counter("weir_compacted_files_total", "Files merged away by compaction.", &self.compacted_files);
+        out.counter(
+            "weir_persist_runs_total",
+            "Buffer persistence runs.",
+            &self.persist_runs,
+        );
+        out.histogram(
+            "weir_persist_seconds",
+            "Duration of a persistence run.",
+            &self.persist_seconds,
+        );
+        out.counter(
+            "weir_persisted_files_total",
+            "Parquet files written by persistence.",
+            &self.persisted_files,
+        );
+        out.counter(
+            "weir_persisted_rows_total",
+            "Rows persisted to Parquet.",
+            &self.persisted_rows,
+        );
+        out.gauge(
+            "weir_parquet_files",
+            "Parquet files in the catalog.",
+            &self.parquet_files,
+        );
+        out.gauge(
+            "weir_parquet_bytes",
+            "Bytes of Parquet files in the catalog.",
+            &self.parquet_bytes,
+        );
+        out.counter(
+            "weir_compactions_total",
+            "Partitions compacted.",
+            &self.compactions,
+        );
+        out.counter(
+            "weir_compacted_files_total",
+            "Files merged away by compaction.",
+            &self.compacted_files,
+        );
         out.counter(
             "weir_retention_dropped_partitions_total",
             "Partitions dropped by retention.",

@@ -7,15 +7,15 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, UInt32Array};
+use arrow::array::{AsArray, UInt32Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::format::SortingColumn;
 use parquet::schema::types::ColumnPath;
 use weir_model::{TableSchema, conform};
 
@@ -85,7 +85,10 @@ fn partitions(batch: &RecordBatch) -> BTreeMap<i64, Option<UInt32Array>> {
     }
     let mut by_day: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for (i, t) in values.iter().enumerate() {
-        by_day.entry(t.div_euclid(DAY_NS)).or_default().push(i as u32);
+        by_day
+            .entry(t.div_euclid(DAY_NS))
+            .or_default()
+            .push(i as u32);
     }
     by_day
         .into_iter()
@@ -140,7 +143,12 @@ fn writer_properties(schema: &TableSchema, arrow_schema: &SchemaRef) -> WriterPr
 }
 
 /// Writes one sorted batch to `relative` (under `data_dir`) durably.
-fn write_file(data_dir: &Path, relative: &Path, schema: &TableSchema, batch: &RecordBatch) -> Result<FileMeta> {
+fn write_file(
+    data_dir: &Path,
+    relative: &Path,
+    schema: &TableSchema,
+    batch: &RecordBatch,
+) -> Result<FileMeta> {
     let path = data_dir.join(relative);
     let dir = path
         .parent()
@@ -153,8 +161,12 @@ fn write_file(data_dir: &Path, relative: &Path, schema: &TableSchema, batch: &Re
     };
     let file = File::create(&tmp).map_err(Error::io(&tmp))?;
     let arrow_schema = batch.schema();
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(&arrow_schema), Some(writer_properties(schema, &arrow_schema)))
-        .map_err(parquet_err)?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        Arc::clone(&arrow_schema),
+        Some(writer_properties(schema, &arrow_schema)),
+    )
+    .map_err(parquet_err)?;
     writer.write(batch).map_err(parquet_err)?;
     let file = writer.into_inner().map_err(parquet_err)?;
     file.sync_all().map_err(Error::io(&tmp))?;
@@ -214,7 +226,6 @@ pub(crate) fn day_name(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-
 #[cfg(test)]
 mod tests {
     use arrow::array::AsArray;
@@ -226,7 +237,7 @@ mod tests {
     #[test]
     fn day_names() {
         assert_eq!(day_name(0), "1970-01-01");
-        assert_eq!(day_name(20_412), "2025-11-21");
+        assert_eq!(day_name(20_412), "2025-11-20");
         assert_eq!(day_name(11_016), "2000-02-29");
     }
 
@@ -238,7 +249,13 @@ mod tests {
         let host = b.column(t, "host", ColumnType::Tag, 0).unwrap();
         let v = b.column(t, "v", ColumnType::F64, 0).unwrap();
         // Two days, hosts interleaved and out of time order.
-        let rows = [(DAY_NS + 5, "b", 1.0), (3, "b", 2.0), (DAY_NS + 1, "a", 3.0), (2, "a", 4.0), (1, "b", 5.0)];
+        let rows = [
+            (DAY_NS + 5, "b", 1.0),
+            (3, "b", 2.0),
+            (DAY_NS + 1, "a", 3.0),
+            (2, "a", 4.0),
+            (1, "b", 5.0),
+        ];
         for (i, (ts, h, x)) in rows.iter().enumerate() {
             b.begin_point(t, i, *ts).unwrap();
             b.set(t, host, i, Value::Tag(h)).unwrap();
@@ -255,14 +272,25 @@ mod tests {
         .unwrap();
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].partition, 0);
-        assert_eq!((files[0].min_time, files[0].max_time, files[0].rows), (1, 3, 3));
+        assert_eq!(
+            (files[0].min_time, files[0].max_time, files[0].rows),
+            (1, 3, 3)
+        );
         assert_eq!(files[1].partition, 1);
         assert!(files[1].path.contains("1970-01-02"), "{}", files[1].path);
 
         let day0 = read_file(&dir.path().join(&files[0].path)).unwrap();
-        let values: Vec<f64> = day0[0].column(2).as_primitive::<Float64Type>().values().to_vec();
+        let values: Vec<f64> = day0[0]
+            .column(2)
+            .as_primitive::<Float64Type>()
+            .values()
+            .to_vec();
         // host a (t=2) first, then host b by time (t=1, t=3).
         assert_eq!(values, vec![4.0, 5.0, 2.0]);
-        assert_eq!(day0[0].schema(), schema.arrow_schema(), "dictionary tags survive");
+        assert_eq!(
+            day0[0].schema(),
+            schema.arrow_schema(),
+            "dictionary tags survive"
+        );
     }
 }

@@ -17,7 +17,7 @@ use weir_model::{ColumnDef, TableBatch, TableSchema, conform};
 use crate::buffer::Buffer;
 use crate::catalog::{Catalog, FileMeta};
 use crate::metrics::StorageMetrics;
-use crate::parquet_files::{read_file, write_partitioned, DAY_NS};
+use crate::parquet_files::{DAY_NS, read_file, write_partitioned};
 use crate::wal::{self, Wal, WalConfig, WalSink, WalTable, encode_payload};
 use crate::{Error, Result};
 
@@ -190,12 +190,22 @@ impl Store {
             );
         }
 
-        let first_segment = summary.last_segment.unwrap_or(persisted_through).max(persisted_through) + 1;
+        let first_segment = summary
+            .last_segment
+            .unwrap_or(persisted_through)
+            .max(persisted_through)
+            + 1;
         let sink = Arc::new(BufferSink {
             state: Arc::clone(&state),
             metrics: Arc::clone(&metrics),
         });
-        let wal = Wal::start(&wal_dir, first_segment, config.wal.clone(), sink, Arc::clone(&metrics))?;
+        let wal = Wal::start(
+            &wal_dir,
+            first_segment,
+            config.wal.clone(),
+            sink,
+            Arc::clone(&metrics),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 catalog_path,
@@ -271,7 +281,8 @@ impl Store {
             .collect();
         let payload = encode_payload(&tables)?;
         self.inner.wal.append(payload, tables).await?;
-        if self.inner.metrics.buffer_bytes.get() as usize >= self.inner.config.persist_buffer_bytes {
+        if self.inner.metrics.buffer_bytes.get() as usize >= self.inner.config.persist_buffer_bytes
+        {
             self.inner.persist_wanted.notify_one();
         }
         Ok(rows)
@@ -305,7 +316,12 @@ impl Store {
     }
 
     pub fn table_names(&self) -> Vec<String> {
-        read(&self.inner.state).catalog.tables.keys().cloned().collect()
+        read(&self.inner.state)
+            .catalog
+            .tables
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// The schema of every table, for `SHOW TABLES` and friends.
@@ -376,28 +392,36 @@ impl Store {
                     .iter()
                     .map(|(name, batches)| {
                         let entry = state.catalog.tables.get(name).ok_or_else(|| {
-                            Error::Internal(format!("buffered table {name:?} is not in the catalog"))
+                            Error::Internal(format!(
+                                "buffered table {name:?} is not in the catalog"
+                            ))
                         })?;
                         Ok((entry.id, entry.schema.clone(), batches.clone()))
                     })
                     .collect::<Result<Vec<(u64, TableSchema, Vec<RecordBatch>)>>>()?;
-                (generation.id, generation.through_segment.unwrap_or(0), tables)
+                (
+                    generation.id,
+                    generation.through_segment.unwrap_or(0),
+                    tables,
+                )
             };
             let (generation, through_segment, tables) = frozen;
             let data_dir = self.inner.config.data_dir.clone();
             let inner = Arc::clone(&self.inner);
-            let written = tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<FileMeta>)>> {
-                let mut out = Vec::with_capacity(tables.len());
-                for (table_id, schema, batches) in tables {
-                    let files = write_partitioned(&data_dir, table_id, &schema, &batches, &mut || {
-                        inner.next_file_id.fetch_add(1, Ordering::Relaxed)
-                    })?;
-                    out.push((schema.name, files));
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("persist task: {e}")))??;
+            let written =
+                tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<FileMeta>)>> {
+                    let mut out = Vec::with_capacity(tables.len());
+                    for (table_id, schema, batches) in tables {
+                        let files =
+                            write_partitioned(&data_dir, table_id, &schema, &batches, &mut || {
+                                inner.next_file_id.fetch_add(1, Ordering::Relaxed)
+                            })?;
+                        out.push((schema.name, files));
+                    }
+                    Ok(out)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("persist task: {e}")))??;
 
             let catalog = {
                 let mut state = write(&self.inner.state);
@@ -411,21 +435,33 @@ impl Store {
                 state.catalog.wal_persisted_through = through_segment;
                 state.catalog.next_file_id = self.inner.next_file_id.load(Ordering::Relaxed);
                 state.buffer.remove_frozen(generation);
-                self.inner.metrics.buffer_bytes.set(state.buffer.bytes() as i64);
-                self.inner.metrics.buffer_rows.set(state.buffer.rows() as i64);
+                self.inner
+                    .metrics
+                    .buffer_bytes
+                    .set(state.buffer.bytes() as i64);
+                self.inner
+                    .metrics
+                    .buffer_rows
+                    .set(state.buffer.rows() as i64);
                 update_file_gauges(&self.inner.metrics, &state.catalog);
                 state.catalog.clone()
             };
             self.save_catalog(catalog).await?;
             let removed = self.inner.wal.remove_segments_through(through_segment)?;
-            debug!(through_segment, removed, "WAL segments persisted and removed");
+            debug!(
+                through_segment,
+                removed, "WAL segments persisted and removed"
+            );
         }
         self.inner.space_freed.notify_waiters();
         if report.files > 0 {
             self.inner.metrics.persist_runs.inc();
             self.inner.metrics.persisted_files.add(report.files as u64);
             self.inner.metrics.persisted_rows.add(report.rows);
-            self.inner.metrics.persist_seconds.observe(started.elapsed());
+            self.inner
+                .metrics
+                .persist_seconds
+                .observe(started.elapsed());
             info!(
                 files = report.files,
                 rows = report.rows,
@@ -458,7 +494,13 @@ impl Store {
                 }
                 for (partition, files) in by_partition {
                     if files.len() >= min_files {
-                        out.push((name.clone(), entry.id, entry.schema.clone(), partition, files));
+                        out.push((
+                            name.clone(),
+                            entry.id,
+                            entry.schema.clone(),
+                            partition,
+                            files,
+                        ));
                     }
                 }
             }
@@ -495,7 +537,10 @@ impl Store {
             self.save_catalog(catalog).await?;
             self.delete_later(&old_files);
             self.inner.metrics.compactions.inc();
-            self.inner.metrics.compacted_files.add(old_files.len() as u64);
+            self.inner
+                .metrics
+                .compacted_files
+                .add(old_files.len() as u64);
             info!(
                 %table, partition = crate::parquet_files::day_name(partition),
                 files_in = old_files.len(), files_out = new_files.len(),
@@ -549,8 +594,14 @@ impl Store {
         };
         self.save_catalog(catalog).await?;
         self.delete_later(&dropped_files);
-        self.inner.metrics.retention_dropped_partitions.add(dropped_partitions as u64);
-        self.inner.metrics.retention_dropped_files.add(dropped_files.len() as u64);
+        self.inner
+            .metrics
+            .retention_dropped_partitions
+            .add(dropped_partitions as u64);
+        self.inner
+            .metrics
+            .retention_dropped_files
+            .add(dropped_files.len() as u64);
         Ok(dropped_partitions)
     }
 

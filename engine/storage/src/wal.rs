@@ -80,7 +80,10 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u64>> {
         let entry = entry.map_err(Error::io(dir))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if let Some(id) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(id) = name
+            .strip_suffix(".wal")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             ids.push(id);
         }
     }
@@ -370,7 +373,11 @@ impl Writer {
                     }
                 }
                 Command::Shutdown(done) => {
-                    let result = if self.failed.is_some() { Ok(()) } else { self.sync() };
+                    let result = if self.failed.is_some() {
+                        Ok(())
+                    } else {
+                        self.sync()
+                    };
                     info!(segment = self.segment, "WAL closed");
                     let _ = done.send(result);
                     return;

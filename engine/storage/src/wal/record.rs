@@ -223,7 +223,10 @@ mod tests {
         assert!(matches!(next_frame(&segment, next), Frame::Valid { .. }));
         for cut in [1, 5, 9, payload.len()] {
             let torn = &segment[..segment.len() - cut];
-            assert!(matches!(next_frame(torn, next), Frame::Invalid { .. }), "cut {cut}");
+            assert!(
+                matches!(next_frame(torn, next), Frame::Invalid { .. }),
+                "cut {cut}"
+            );
         }
         let mut flipped = segment.clone();
         let last = flipped.len() - 3;
