@@ -1,31 +1,66 @@
-//! Weir's benchmarks: criterion micro-benches (`benches/`) and the gRPC load
-//! generator (`src/bin/loadgen.rs`). Shared here: the reference workload's
-//! row generator.
+//! Weir's benchmarks: criterion micro-benches (`benches/`), the gRPC load
+//! generator (`src/bin/loadgen.rs`) and the side-by-side scripts. Shared
+//! here: the reference workload.
+//!
+//! Every row is a pure function of its global index, so the load generator,
+//! the files it emits for InfluxDB and Postgres, and any split across
+//! streams all describe exactly the same rows.
 
-use rand::{Rng, SeedableRng};
+use std::io::Write;
+
 use weir_proto::v1::{Field, Point, WriteRequest, field};
 
-/// Builds `service_metrics` write requests: `services` services, health
-/// checks with a status, a response time (10% missing) and a status code.
-pub struct MetricsGenerator {
-    rng: rand::rngs::SmallRng,
-    services: usize,
-    next_service: usize,
+/// `rows` `service_metrics` rows from `services` services, evenly spread
+/// over the `span_ns` before `end_ns`.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub rows: u64,
+    pub services: u64,
+    pub end_ns: i64,
+    pub span_ns: i64,
 }
 
-impl MetricsGenerator {
-    pub fn new(seed: u64, services: usize) -> Self {
-        Self {
-            rng: rand::rngs::SmallRng::seed_from_u64(seed),
-            services: services.max(1),
-            next_service: 0,
+/// One row of the workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub service: u64,
+    pub healthy: bool,
+    pub response_ms: Option<f64>,
+    pub status_code: i64,
+    pub recorded_at_ns: i64,
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Workload {
+    pub fn row(&self, index: u64) -> Row {
+        let r = splitmix64(index);
+        let healthy = r % 1000 >= 5; // 99.5% healthy
+        let offset =
+            (i128::from(index) * i128::from(self.span_ns) / i128::from(self.rows.max(1))) as i64;
+        Row {
+            service: index % self.services.max(1),
+            healthy,
+            // 10% of checks have no response time (timeouts).
+            response_ms: ((r >> 10) % 10 != 0).then(|| 1.0 + ((r >> 20) % 5000) as f64 / 10.0),
+            status_code: if healthy { 200 } else { 503 },
+            recorded_at_ns: self.end_ns - self.span_ns + offset,
         }
     }
 
-    /// One request of `rows` rows, timestamps ending at `now_ns` 1 ms apart.
-    pub fn request(&mut self, sequence: u64, rows: usize, now_ns: i64) -> WriteRequest {
-        // Symbols: table, keys, statuses, then the services this batch uses.
-        let mut symbols: Vec<String> = [
+    pub fn service_name(service: u64) -> String {
+        format!("service-{service:04}")
+    }
+
+    /// A write request for rows `first, first + stride, …` (`count` of them),
+    /// with a symbol table as an efficient client builds it.
+    pub fn request(&self, sequence: u64, first: u64, stride: u64, count: usize) -> WriteRequest {
+        let mut symbols: Vec<Vec<u8>> = [
             "service_metrics",
             "service_name",
             "status",
@@ -35,46 +70,108 @@ impl MetricsGenerator {
             "unhealthy",
         ]
         .into_iter()
-        .map(String::from)
+        .map(|s| s.as_bytes().to_vec())
         .collect();
-        let first_service_symbol = symbols.len() as u32;
-        let span = rows.min(self.services);
-        for i in 0..span {
-            symbols.push(format!(
-                "service-{:04}",
-                (self.next_service + i) % self.services
-            ));
-        }
-        let mut points = Vec::with_capacity(rows);
-        for i in 0..rows {
-            let healthy = self.rng.random_bool(0.995);
+        let mut service_symbol = std::collections::HashMap::new();
+        let mut points = Vec::with_capacity(count);
+        for i in 0..count as u64 {
+            let index = first + i * stride;
+            if index >= self.rows {
+                break;
+            }
+            let row = self.row(index);
+            let service = *service_symbol.entry(row.service).or_insert_with(|| {
+                symbols.push(Self::service_name(row.service).into_bytes());
+                symbols.len() as u32 - 1
+            });
             let mut fields = Vec::with_capacity(3);
             fields.push(Field {
                 key: 2,
-                value: Some(field::Value::String(if healthy { 5 } else { 6 })),
+                value: Some(field::Value::String(if row.healthy { 5 } else { 6 })),
             });
-            if self.rng.random_bool(0.9) {
+            if let Some(ms) = row.response_ms {
                 fields.push(Field {
                     key: 3,
-                    value: Some(field::Value::F64(self.rng.random_range(1.0..500.0))),
+                    value: Some(field::Value::F64(ms)),
                 });
             }
             fields.push(Field {
                 key: 4,
-                value: Some(field::Value::I64(if healthy { 200 } else { 503 })),
+                value: Some(field::Value::I64(row.status_code)),
             });
             points.push(Point {
                 table: 0,
-                timestamp_ns: now_ns - (rows - i) as i64 * 1_000_000,
-                tags: vec![1, first_service_symbol + (i % span) as u32],
+                timestamp_ns: row.recorded_at_ns,
+                tags: vec![1, service],
                 fields,
             });
         }
-        self.next_service = (self.next_service + span) % self.services;
         WriteRequest {
             sequence,
-            symbols: symbols.into_iter().map(|s| s.into_bytes().into()).collect(),
+            symbols: symbols.into_iter().map(Into::into).collect(),
             points,
         }
+    }
+
+    /// Writes every row as InfluxDB line protocol.
+    pub fn write_line_protocol(&self, out: &mut impl Write) -> std::io::Result<()> {
+        for index in 0..self.rows {
+            let row = self.row(index);
+            write!(
+                out,
+                "service_metrics,service_name={} status=\"{}\",status_code={}i",
+                Self::service_name(row.service),
+                if row.healthy { "healthy" } else { "unhealthy" },
+                row.status_code
+            )?;
+            if let Some(ms) = row.response_ms {
+                write!(out, ",response_ms={ms}")?;
+            }
+            writeln!(out, " {}", row.recorded_at_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every row as CSV (header; empty cell = NULL; time in ns).
+    pub fn write_csv(&self, out: &mut impl Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "service_name,status,response_ms,status_code,recorded_at_ns"
+        )?;
+        for index in 0..self.rows {
+            let row = self.row(index);
+            writeln!(
+                out,
+                "{},{},{},{},{}",
+                Self::service_name(row.service),
+                if row.healthy { "healthy" } else { "unhealthy" },
+                row.response_ms.map(|v| v.to_string()).unwrap_or_default(),
+                row.status_code,
+                row.recorded_at_ns
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_deterministic_and_spread_over_the_span() {
+        let w = Workload {
+            rows: 1000,
+            services: 10,
+            end_ns: 1_000_000,
+            span_ns: 1000,
+        };
+        assert_eq!(w.row(5), w.row(5));
+        assert_eq!(w.row(0).recorded_at_ns, 999_000);
+        assert_eq!(w.row(999).recorded_at_ns, 999_999);
+        let request = w.request(1, 0, 2, 600);
+        assert_eq!(request.points.len(), 500, "stops at the last row");
+        let healthy = (0..1000).filter(|i| w.row(*i).healthy).count();
+        assert!((980..=1000).contains(&healthy), "{healthy}");
     }
 }

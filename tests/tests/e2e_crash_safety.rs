@@ -66,7 +66,10 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
             tokio::time::sleep(Duration::from_millis(kill_after_ms)).await;
             server_kill(&server);
         });
-        eprintln!("round {round}: killed after {kill_after_ms} ms, {} rows acknowledged", acked.len());
+        eprintln!(
+            "round {round}: killed after {kill_after_ms} ms, {} rows acknowledged",
+            acked.len()
+        );
         assert!(
             !acked.is_empty() || kill_after_ms < 500,
             "round {round}: nothing acknowledged"

@@ -1,8 +1,13 @@
 //! gRPC streaming-write load generator for Weir.
 //!
-//! Opens `--streams` bidirectional `WriteStream`s, keeps up to `--in-flight`
-//! batches outstanding on each, and reports acknowledged rows per second and
-//! the ack latency (send → durable ack) percentiles.
+//! Sends the reference workload (`--rows` rows of `service_metrics` from
+//! `--services` services over `--span` hours) on `--streams` bidirectional
+//! `WriteStream`s, each keeping up to `--in-flight` batches outstanding, and
+//! prints acknowledged rows per second and the ack latency (send → durable
+//! ack) percentiles as one JSON line.
+//!
+//! `--emit-line-protocol FILE` / `--emit-csv FILE` write the same rows for
+//! InfluxDB and Postgres instead of sending them.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,7 +16,7 @@ use clap::Parser;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use weir_benches::MetricsGenerator;
+use weir_benches::Workload;
 use weir_proto::v1::write_service_client::WriteServiceClient;
 
 #[derive(Parser)]
@@ -19,32 +24,35 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     grpc: String,
     #[arg(long, default_value_t = 4)]
-    streams: usize,
+    streams: u64,
     #[arg(long, default_value_t = 5000)]
     batch_rows: usize,
     #[arg(long, default_value_t = 8)]
     in_flight: usize,
     #[arg(long, default_value_t = 1000)]
-    services: usize,
-    /// Seconds to run.
-    #[arg(long, default_value_t = 20)]
-    duration: u64,
+    services: u64,
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Hours the rows span, ending at --end-ns.
+    #[arg(long, default_value_t = 24.0)]
+    span_hours: f64,
+    /// End of the time span, ns since the epoch; default: now.
+    #[arg(long)]
+    end_ns: Option<i64>,
+    #[arg(long)]
+    emit_line_protocol: Option<std::path::PathBuf>,
+    #[arg(long)]
+    emit_csv: Option<std::path::PathBuf>,
 }
 
+#[derive(Default)]
 struct StreamResult {
     rows: u64,
     latencies: Vec<Duration>,
-    errors: u64,
+    rejected: u64,
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-async fn run_stream(args: &Args, id: usize, deadline: Instant) -> anyhow::Result<StreamResult> {
+async fn run_stream(args: &Args, workload: Workload, stream: u64) -> anyhow::Result<StreamResult> {
     let mut client = WriteServiceClient::connect(args.grpc.clone())
         .await?
         .max_encoding_message_size(usize::MAX);
@@ -53,18 +61,17 @@ async fn run_stream(args: &Args, id: usize, deadline: Instant) -> anyhow::Result
         .write_stream(ReceiverStream::new(rx))
         .await?
         .into_inner();
-    let mut generator = MetricsGenerator::new(id as u64, args.services);
     let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut result = StreamResult {
-        rows: 0,
-        latencies: Vec::new(),
-        errors: 0,
-    };
-    let mut sequence = 0u64;
+    let mut result = StreamResult::default();
+    // This stream sends rows stream, stream + streams, ... in batches.
+    let stride = args.streams;
+    let mut next = stream;
+    let mut sequence = 0;
     loop {
-        while sent.len() < args.in_flight && Instant::now() < deadline {
+        while sent.len() < args.in_flight && next < workload.rows {
             sequence += 1;
-            let request = generator.request(sequence, args.batch_rows, now_ns());
+            let request = workload.request(sequence, next, stride, args.batch_rows);
+            next += stride * args.batch_rows as u64;
             sent.insert(sequence, Instant::now());
             tx.send(request).await?;
         }
@@ -79,7 +86,7 @@ async fn run_stream(args: &Args, id: usize, deadline: Instant) -> anyhow::Result
                 match ack.error {
                     None => result.rows += ack.rows_written,
                     Some(e) => {
-                        result.errors += 1;
+                        result.rejected += 1;
                         eprintln!("rejected: {}", e.message);
                     }
                 }
@@ -101,30 +108,53 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let end_ns = args.end_ns.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0)
+    });
+    let workload = Workload {
+        rows: args.rows,
+        services: args.services,
+        end_ns,
+        span_ns: (args.span_hours * 3600e9) as i64,
+    };
+    if args.emit_line_protocol.is_some() || args.emit_csv.is_some() {
+        if let Some(path) = &args.emit_line_protocol {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+            workload.write_line_protocol(&mut out)?;
+        }
+        if let Some(path) = &args.emit_csv {
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+            workload.write_csv(&mut out)?;
+        }
+        return Ok(());
+    }
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration);
     let results =
-        futures::future::join_all((0..args.streams).map(|i| run_stream(&args, i, deadline))).await;
+        futures::future::join_all((0..args.streams).map(|s| run_stream(&args, workload, s))).await;
     let elapsed = started.elapsed();
-    let mut rows = 0;
-    let mut errors = 0;
-    let mut latencies = Vec::new();
+    let mut total = StreamResult::default();
     for r in results {
         let r = r?;
-        rows += r.rows;
-        errors += r.errors;
-        latencies.extend(r.latencies);
+        total.rows += r.rows;
+        total.rejected += r.rejected;
+        total.latencies.extend(r.latencies);
     }
-    latencies.sort();
-    let rate = rows as f64 / elapsed.as_secs_f64();
+    total.latencies.sort();
     println!(
-        "{{\"rows\": {rows}, \"seconds\": {:.2}, \"rows_per_sec\": {rate:.0}, \"batches\": {}, \"rejected_batches\": {errors}, \"ack_p50_ms\": {:.2}, \"ack_p99_ms\": {:.2}, \"streams\": {}, \"batch_rows\": {}}}",
+        "{{\"rows\": {}, \"seconds\": {:.3}, \"rows_per_sec\": {:.0}, \"batches\": {}, \"rejected_batches\": {}, \"ack_p50_ms\": {:.2}, \"ack_p99_ms\": {:.2}, \"streams\": {}, \"batch_rows\": {}, \"in_flight\": {}}}",
+        total.rows,
         elapsed.as_secs_f64(),
-        latencies.len(),
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        total.rows as f64 / elapsed.as_secs_f64(),
+        total.latencies.len(),
+        total.rejected,
+        percentile(&total.latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&total.latencies, 0.99).as_secs_f64() * 1e3,
         args.streams,
         args.batch_rows,
+        args.in_flight,
     );
     Ok(())
 }

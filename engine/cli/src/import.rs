@@ -51,7 +51,7 @@ pub struct ImportArgs {
     #[arg(long, env = "WEIR_GRPC_URL", default_value = "http://127.0.0.1:50051")]
     server: String,
     /// The server's HTTP address, to look up the table's column types.
-    #[arg(long, env = "WEIR_HTTP_URL", default_value = "http://127.0.0.1:8086")]
+    #[arg(long, env = "WEIR_HTTP_URL", default_value = "http://127.0.0.1:8090")]
     http_server: String,
 }
 

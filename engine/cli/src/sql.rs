@@ -14,7 +14,7 @@ pub struct SqlArgs {
     #[arg(long, value_enum, default_value = "table")]
     format: OutputFormat,
     /// The server's HTTP address.
-    #[arg(long, env = "WEIR_HTTP_URL", default_value = "http://127.0.0.1:8086")]
+    #[arg(long, env = "WEIR_HTTP_URL", default_value = "http://127.0.0.1:8090")]
     server: String,
 }
 

@@ -49,7 +49,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_GRPC_LISTEN", value_name = "ADDR")]
     pub grpc_listen: Option<SocketAddr>,
 
-    /// HTTP listen address (SQL, health, metrics). Default `127.0.0.1:8086`.
+    /// HTTP listen address (SQL, health, metrics). Default `127.0.0.1:8090`.
     #[arg(long, env = "WEIR_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
 
@@ -319,7 +319,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
             http_listen: self
                 .http_listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8086))),
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
             store,
             background,
             query,

@@ -13,7 +13,7 @@
 //!    and encodes them as one WAL record.
 //! 2. The WAL thread appends queued records with one `write` and one fsync
 //!    (group commit), applies them to the write buffer in log order, then
-//!    acknowledges. See [`wal`](crate::Durability) for the durability modes.
+//!    acknowledges. [`Durability`] sets when a write counts as durable.
 //! 3. Persistence (by size or interval, and at shutdown) freezes the buffer,
 //!    writes Parquet per table and UTC day (sorted by tags then time, zstd),
 //!    commits the files and `wal_persisted_through` to `catalog.json`
