@@ -1,52 +1,30 @@
-//! Storage micro-benches: WAL append with fsync group commit vs without
-//! fsync (which isolates encode + buffer append), and Parquet persistence.
+//! Write-path micro-benches: decoding a request (the ingest cost centre:
+//! protobuf, then rows into Arrow), WAL append with fsync vs without (which
+//! isolates WAL encode + buffer append), and Parquet persistence.
 
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use prost::Message;
+use weir_benches::Workload;
 use weir_model::TableBatch;
+use weir_proto::v1::WriteRequest;
+use weir_server::decode_write;
 use weir_storage::{Durability, Store, StoreConfig, WalConfig};
 
-fn batches(rows: usize, seed: u64) -> Vec<TableBatch> {
-    let request =
-        weir_benches::MetricsGenerator::new(seed, 1000).request(0, rows, 1_763_632_800_000_000_000);
-    decode(&request)
+const WORKLOAD: Workload = Workload {
+    rows: 10_000_000,
+    services: 1000,
+    end_ns: 1_763_632_800_000_000_000,
+    span_ns: 86_400_000_000_000,
+};
+
+fn request(rows: usize, seed: u64) -> WriteRequest {
+    WORKLOAD.request(0, seed * rows as u64, 1, rows)
 }
 
-/// The server's decode, inlined here to keep benches off weir-server.
-fn decode(request: &weir_proto::v1::WriteRequest) -> Vec<TableBatch> {
-    use weir_model::{ColumnType, Value, WriteBatchBuilder};
-    use weir_proto::v1::field;
-    let symbols: Vec<&str> = request
-        .symbols
-        .iter()
-        .map(|s| std::str::from_utf8(s).unwrap())
-        .collect();
-    let mut b = WriteBatchBuilder::new(1);
-    let t = b.table("service_metrics", "recorded_at").unwrap();
-    for (row, p) in request.points.iter().enumerate() {
-        b.begin_point(t, row, p.timestamp_ns).unwrap();
-        for pair in p.tags.chunks(2) {
-            let c = b
-                .column(t, symbols[pair[0] as usize], ColumnType::Tag, row)
-                .unwrap();
-            b.set(t, c, row, Value::Tag(symbols[pair[1] as usize]))
-                .unwrap();
-        }
-        for f in &p.fields {
-            let v = match f.value.as_ref().unwrap() {
-                field::Value::F64(v) => Value::F64(*v),
-                field::Value::I64(v) => Value::I64(*v),
-                field::Value::String(s) => Value::String(symbols[*s as usize]),
-                _ => unreachable!(),
-            };
-            let c = b
-                .column(t, symbols[f.key as usize], v.column_type(), row)
-                .unwrap();
-            b.set(t, c, row, v).unwrap();
-        }
-    }
-    b.finish().unwrap()
+fn batches(rows: usize, seed: u64) -> Vec<TableBatch> {
+    decode_write(&request(rows, seed), 1, &|_| "recorded_at".to_string()).unwrap()
 }
 
 fn open(dir: &std::path::Path, durability: Durability) -> Store {
@@ -65,6 +43,26 @@ fn open(dir: &std::path::Path, durability: Durability) -> Store {
         file_delete_grace: Duration::from_secs(1),
     })
     .unwrap()
+}
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
+    for rows in [1_000usize, 5_000] {
+        let bytes = request(rows, 1).encode_to_vec();
+        group.throughput(Throughput::Elements(rows as u64));
+        group.bench_with_input(BenchmarkId::new("protobuf", rows), &bytes, |b, bytes| {
+            b.iter(|| WriteRequest::decode(bytes.as_slice()).unwrap());
+        });
+        let decoded = WriteRequest::decode(bytes.as_slice()).unwrap();
+        group.bench_with_input(
+            BenchmarkId::new("to_arrow", rows),
+            &decoded,
+            |b, request| {
+                b.iter(|| decode_write(request, 1, &|_| "recorded_at".to_string()).unwrap());
+            },
+        );
+    }
+    group.finish();
 }
 
 fn wal_append(c: &mut Criterion) {
@@ -116,5 +114,5 @@ fn parquet_persist(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, wal_append, parquet_persist);
+criterion_group!(benches, decode, wal_append, parquet_persist);
 criterion_main!(benches);

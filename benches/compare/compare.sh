@@ -43,7 +43,7 @@ start_weir() { # data dir; prints nothing, waits for readiness
 stop_weir() { kill -TERM "$WEIR_PID"; wait "$WEIR_PID" || true; }
 
 # --- 1. ingest, same rows for all three ---------------------------------
-$LOADGEN --rows "$QUERY_ROWS" --emit-line-protocol "$WORK/rows.lp" --emit-csv "$WORK/rows.csv"
+$LOADGEN --rows "$ROWS" --emit-line-protocol "$WORK/rows.lp" --emit-csv "$WORK/rows.csv"
 for run in $(seq "$RUNS"); do
   start_weir "$WORK/weir-ingest-$run"
   echo "{\"system\": \"weir\", \"run\": $run, \"result\": $($LOADGEN --rows "$ROWS" --grpc http://127.0.0.1:50551)}"
@@ -69,7 +69,7 @@ chown postgres "$WORK"
 su postgres -c "$PG/initdb -D $WORK/pg -A trust >/dev/null"
 su postgres -c "$PG/pg_ctl -D $WORK/pg -l $WORK/pg.log -o '-p 55432 -k $WORK -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on' start >/dev/null"
 for run in $(seq "$RUNS"); do
-  echo "{\"run\": $run, \"result\": $(su postgres -c "python3 benches/compare/peers.py postgres $WORK/rows.csv 'host=127.0.0.1 port=55432 dbname=postgres user=postgres' $ROWS $WRITERS")}"
+  echo "{\"run\": $run, \"result\": $(python3 benches/compare/peers.py postgres "$WORK/rows.csv" 'host=127.0.0.1 port=55432 dbname=postgres user=postgres' "$ROWS" "$WRITERS")}"
 done
 su postgres -c "$PG/pg_ctl -D $WORK/pg stop >/dev/null"
 

@@ -47,7 +47,8 @@ impl Workload {
             service: index % self.services.max(1),
             healthy,
             // 10% of checks have no response time (timeouts).
-            response_ms: ((r >> 10) % 10 != 0).then(|| 1.0 + ((r >> 20) % 5000) as f64 / 10.0),
+            response_ms: (!(r >> 10).is_multiple_of(10))
+                .then(|| 1.0 + ((r >> 20) % 5000) as f64 / 10.0),
             status_code: if healthy { 200 } else { 503 },
             recorded_at_ns: self.end_ns - self.span_ns + offset,
         }

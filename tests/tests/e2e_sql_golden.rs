@@ -17,7 +17,8 @@ async fn load_fixture(server: &WeirServer) {
     for i in 0..36i64 {
         let service = services[(i % 3) as usize];
         let minute = 60_000_000_000;
-        let healthy = !(service == "db" && i % 4 == 1) && !(service == "web" && i > 30);
+        let failing = (service == "db" && i % 4 == 1) || (service == "web" && i > 30);
+        let healthy = !failing;
         let mut fields = vec![(
             "status",
             field::Value::String(req.symbol(if healthy { "healthy" } else { "unhealthy" })),

@@ -154,6 +154,17 @@ impl Store {
 
         let catalog_path = data_dir.join("catalog.json");
         let catalog = Catalog::load(&catalog_path)?;
+        for (name, options) in &config.tables {
+            if let (Some(entry), Some(configured)) =
+                (catalog.tables.get(name), &options.time_column)
+                && entry.schema.time_column != *configured
+            {
+                warn!(
+                    table = %name, stored = %entry.schema.time_column, %configured,
+                    "a table's time column is fixed when it is created; the configured name is ignored"
+                );
+            }
+        }
         remove_orphan_files(data_dir, &catalog)?;
         let metrics = Arc::new(StorageMetrics::default());
         let persisted_through = catalog.wal_persisted_through;
