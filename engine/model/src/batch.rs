@@ -170,6 +170,14 @@ impl TableBuilder {
             return Ok(id);
         }
         validate_name(NameKind::Column, name)?;
+        let Some(data) = ColumnData::new(column_type) else {
+            // The time column is the point's timestamp, never a tag or field.
+            return Err(Error::TimeColumnReused {
+                table: self.name.clone(),
+                column: name.to_string(),
+                row,
+            });
+        };
         if name == self.time_column {
             return Err(Error::TimeColumnReused {
                 table: self.name.clone(),
@@ -182,7 +190,7 @@ impl TableBuilder {
             name: name.to_string(),
             first_row: row,
             filled: 0,
-            data: ColumnData::new(column_type),
+            data,
         });
         self.by_name.insert(name.to_string(), id);
         Ok(id)
@@ -336,17 +344,17 @@ enum ColumnData {
 }
 
 impl ColumnData {
-    fn new(column_type: ColumnType) -> Self {
-        match column_type {
-            // The time column is never built through ColumnData; a caller
-            // asking for it gets a tag-shaped conflict instead of a panic.
-            ColumnType::Tag | ColumnType::Time => ColumnData::Tag(StringDictionaryBuilder::new()),
+    /// `None` for [`ColumnType::Time`]: timestamps are not a column value.
+    fn new(column_type: ColumnType) -> Option<Self> {
+        Some(match column_type {
+            ColumnType::Time => return None,
+            ColumnType::Tag => ColumnData::Tag(StringDictionaryBuilder::new()),
             ColumnType::F64 => ColumnData::F64(Float64Builder::new()),
             ColumnType::I64 => ColumnData::I64(Int64Builder::new()),
             ColumnType::U64 => ColumnData::U64(UInt64Builder::new()),
             ColumnType::Bool => ColumnData::Bool(BooleanBuilder::new()),
             ColumnType::String => ColumnData::String(StringBuilder::new()),
-        }
+        })
     }
 
     fn column_type(&self) -> ColumnType {
