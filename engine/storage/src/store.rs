@@ -115,6 +115,21 @@ fn write(state: &RwLock<State>) -> RwLockWriteGuard<'_, State> {
     state.write().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Inner {
+    fn allocate_file_id(&self) -> u64 {
+        self.next_file_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Finishes a catalog change made under the state lock: records the file
+    /// ids handed out so far, refreshes the file gauges, and returns the
+    /// catalog to save (outside the lock).
+    fn catalog_to_save(&self, state: &mut State) -> Catalog {
+        state.catalog.next_file_id = self.next_file_id.load(Ordering::Relaxed);
+        update_file_gauges(&self.metrics, &state.catalog);
+        state.catalog.clone()
+    }
+}
+
 struct BufferSink {
     state: Arc<RwLock<State>>,
     metrics: Arc<StorageMetrics>,
@@ -128,8 +143,7 @@ impl WalSink for BufferSink {
                 state.buffer.append(&t.table, t.batch);
             }
         }
-        self.metrics.buffer_bytes.set(state.buffer.bytes() as i64);
-        self.metrics.buffer_rows.set(state.buffer.rows() as i64);
+        update_buffer_gauges(&self.metrics, &state.buffer);
     }
 
     fn freeze(&self, through_segment: u64) -> bool {
@@ -188,8 +202,7 @@ impl Store {
         };
         {
             let state = read(&state);
-            metrics.buffer_bytes.set(state.buffer.bytes() as i64);
-            metrics.buffer_rows.set(state.buffer.rows() as i64);
+            update_buffer_gauges(&metrics, &state.buffer);
             update_file_gauges(&metrics, &state.catalog);
             info!(
                 data_dir = %data_dir.display(),
@@ -425,7 +438,7 @@ impl Store {
                     for (table_id, schema, batches) in tables {
                         let files =
                             write_partitioned(&data_dir, table_id, &schema, &batches, &mut || {
-                                inner.next_file_id.fetch_add(1, Ordering::Relaxed)
+                                inner.allocate_file_id()
                             })?;
                         out.push((schema.name, files));
                     }
@@ -444,18 +457,9 @@ impl Store {
                     }
                 }
                 state.catalog.wal_persisted_through = through_segment;
-                state.catalog.next_file_id = self.inner.next_file_id.load(Ordering::Relaxed);
                 state.buffer.remove_frozen(generation);
-                self.inner
-                    .metrics
-                    .buffer_bytes
-                    .set(state.buffer.bytes() as i64);
-                self.inner
-                    .metrics
-                    .buffer_rows
-                    .set(state.buffer.rows() as i64);
-                update_file_gauges(&self.inner.metrics, &state.catalog);
-                state.catalog.clone()
+                update_buffer_gauges(&self.inner.metrics, &state.buffer);
+                self.inner.catalog_to_save(&mut state)
             };
             self.save_catalog(catalog).await?;
             let removed = self.inner.wal.remove_segments_through(through_segment)?;
@@ -528,7 +532,7 @@ impl Store {
                     batches.extend(read_file(&data_dir.join(&f.path))?);
                 }
                 write_partitioned(&data_dir, table_id, &schema, &batches, &mut || {
-                    inner.next_file_id.fetch_add(1, Ordering::Relaxed)
+                    inner.allocate_file_id()
                 })
             })
             .await
@@ -541,9 +545,7 @@ impl Store {
                 let old_ids: Vec<u64> = old_files.iter().map(|f| f.id).collect();
                 entry.files.retain(|f| !old_ids.contains(&f.id));
                 entry.files.extend(new_files.iter().cloned());
-                state.catalog.next_file_id = self.inner.next_file_id.load(Ordering::Relaxed);
-                update_file_gauges(&self.inner.metrics, &state.catalog);
-                state.catalog.clone()
+                self.inner.catalog_to_save(&mut state)
             };
             self.save_catalog(catalog).await?;
             self.delete_later(&old_files);
@@ -600,8 +602,7 @@ impl Store {
             if dropped_files.is_empty() {
                 return Ok(0);
             }
-            update_file_gauges(&self.inner.metrics, &state.catalog);
-            state.catalog.clone()
+            self.inner.catalog_to_save(&mut state)
         };
         self.save_catalog(catalog).await?;
         self.delete_later(&dropped_files);
@@ -658,6 +659,11 @@ fn apply_schema(catalog: &mut Catalog, t: &WalTable) -> Result<()> {
     let columns = entry.schema.check_batch(&t.batch, &[])?;
     entry.schema.add_columns(columns);
     Ok(())
+}
+
+fn update_buffer_gauges(metrics: &StorageMetrics, buffer: &Buffer) {
+    metrics.buffer_bytes.set(buffer.bytes() as i64);
+    metrics.buffer_rows.set(buffer.rows() as i64);
 }
 
 fn update_file_gauges(metrics: &StorageMetrics, catalog: &Catalog) {
