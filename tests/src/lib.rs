@@ -240,20 +240,13 @@ pub struct MetricRow {
 /// Builds a write request with a symbol table, as an efficient client would.
 #[derive(Default)]
 pub struct RequestBuilder {
-    symbols: Vec<String>,
-    index: std::collections::HashMap<String, u32>,
+    symbols: weir_proto::SymbolTable,
     points: Vec<Point>,
 }
 
 impl RequestBuilder {
     pub fn symbol(&mut self, s: &str) -> u32 {
-        if let Some(i) = self.index.get(s) {
-            return *i;
-        }
-        let i = self.symbols.len() as u32;
-        self.symbols.push(s.to_string());
-        self.index.insert(s.to_string(), i);
-        i
+        self.symbols.intern(s)
     }
 
     pub fn point(
@@ -308,14 +301,10 @@ impl RequestBuilder {
         self.points.is_empty()
     }
 
-    pub fn build(self, sequence: u64) -> WriteRequest {
+    pub fn build(mut self, sequence: u64) -> WriteRequest {
         WriteRequest {
             sequence,
-            symbols: self
-                .symbols
-                .into_iter()
-                .map(|s| s.into_bytes().into())
-                .collect(),
+            symbols: self.symbols.take(),
             points: self.points,
         }
     }

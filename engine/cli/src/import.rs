@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use weir_proto::SymbolTable;
 use weir_proto::v1::write_service_client::WriteServiceClient;
 use weir_proto::v1::{Field, Point, WriteRequest, field};
 
@@ -272,8 +273,7 @@ struct BatchBuilder {
     time_unit: i64,
     /// Columns the table stores as f64: integers sent to them go as floats.
     float_columns: std::collections::HashSet<String>,
-    symbols: Vec<String>,
-    index: HashMap<String, u32>,
+    symbols: SymbolTable,
     points: Vec<Point>,
     first_line: usize,
 }
@@ -290,8 +290,7 @@ impl BatchBuilder {
                 .filter(|(_, t)| **t == TextType::Float)
                 .map(|(name, _)| name.clone())
                 .collect(),
-            symbols: Vec::new(),
-            index: HashMap::new(),
+            symbols: SymbolTable::default(),
             points: Vec::new(),
             first_line: 0,
         };
@@ -299,26 +298,15 @@ impl BatchBuilder {
         builder
     }
 
+    /// Starts the next request: the table is always symbol 0.
     fn reset(&mut self) {
-        self.symbols.clear();
-        self.index.clear();
+        self.symbols.take();
         self.points.clear();
-        let table = self.table.clone();
-        self.symbol(&table);
+        self.symbols.intern(&self.table);
     }
 
     fn len(&self) -> usize {
         self.points.len()
-    }
-
-    fn symbol(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.index.get(s) {
-            return i;
-        }
-        let i = self.symbols.len() as u32;
-        self.symbols.push(s.to_string());
-        self.index.insert(s.to_string(), i);
-        i
     }
 
     /// Adds a row; an error is the reason it is rejected.
@@ -370,14 +358,14 @@ impl BatchBuilder {
             fields: Vec::with_capacity(fields.len()),
         };
         for (k, v) in tags {
-            let k = self.symbol(&k);
-            let v = self.symbol(&v);
+            let k = self.symbols.intern(&k);
+            let v = self.symbols.intern(&v);
             point.tags.extend([k, v]);
         }
         for (k, v) in fields {
-            let key = self.symbol(&k);
+            let key = self.symbols.intern(&k);
             let value = match v {
-                FieldValue::Str(s) => field::Value::String(self.symbol(&s)),
+                FieldValue::Str(s) => field::Value::String(self.symbols.intern(&s)),
                 FieldValue::Plain(v) => v,
             };
             point.fields.push(Field {
@@ -393,11 +381,7 @@ impl BatchBuilder {
         let rows = self.points.len();
         let request = WriteRequest {
             sequence,
-            symbols: self
-                .symbols
-                .iter()
-                .map(|s| s.clone().into_bytes().into())
-                .collect(),
+            symbols: self.symbols.take(),
             points: std::mem::take(&mut self.points),
         };
         let first_line = self.first_line;
