@@ -56,6 +56,15 @@ pub struct Compiled {
     pub(crate) component: Component,
 }
 
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("kind", &self.kind)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<GuestState>,
