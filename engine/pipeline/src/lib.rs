@@ -1,117 +1,62 @@
-//! Weir's write pipeline: the ordered stages a write passes between decoding
-//! and the WAL.
+//! Weir's write pipeline: the stages a write passes between decoding and the
+//! WAL, inside the acknowledgement.
 //!
 //! What flows in: the decoded, validated [`TableBatch`]es of one write
-//! request. What flows out: the batches to store (possibly fewer rows, more
-//! columns), or an [`Error`] naming the stage that refused them, which fails
-//! the write before anything is acknowledged.
+//! request — or, for a raw-ingest *source*, a body and its content type,
+//! which the source's adapter plugin turns into table batches first. What
+//! flows out: the batches to store (fewer rows after filters, more columns
+//! after enrichers), the [`DeadLetter`]s of any stage that failed, or an
+//! [`Error`] that fails the write before anything is acknowledged.
 //!
-//! A [`Stage`] sees a whole request at once — one call per batch, never per
-//! event — which is the contract the WebAssembly plugin host (adapters,
-//! filters, enrichers) plugs into. Stages run inside the acknowledgement: a
-//! client's ack means its rows went through every stage and are durable.
+//! Each table may have a [`Pipeline`]: an ordered chain of [`Stage`]s, one
+//! call per batch. WebAssembly plugins ([`WasmStage`]) are the usual
+//! stages; native Rust stages implement the same trait. What happens when a
+//! stage fails is the pipeline's [`FailurePolicy`]: `reject` the write, or
+//! `pass-through` the batch as the stage received it. Either way the failed
+//! batch is recorded as a dead letter.
+//!
+//! [`Pipelines`] holds the current set and swaps it whole on reload, so a
+//! write runs entirely on the old set or entirely on the new one; plugins
+//! whose file and settings did not change carry over with their state.
 
-use std::sync::Arc;
+mod dead_letter;
+mod pipelines;
+mod stage;
 
-use weir_model::TableBatch;
+pub use dead_letter::{DEAD_LETTER_TABLE, DeadLetter};
+pub use pipelines::{PipelineDef, PipelinesDef, PluginReport, Pipelines, ReloadReport, SourceDef};
+pub use stage::{FailurePolicy, Pipeline, Stage, StageError, WasmStage};
+pub use weir_model::TableBatch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("pipeline stage {stage:?} rejected the batch: {message}")]
-    Rejected { stage: String, message: String },
+    /// A stage refused the batch (its plugin said the input is wrong).
+    #[error("pipeline {pipeline:?}: stage {stage:?} rejected the batch: {message}")]
+    Rejected {
+        pipeline: String,
+        stage: String,
+        message: String,
+    },
 
-    #[error("pipeline stage {stage:?} failed: {message}")]
-    Failed { stage: String, message: String },
+    /// A stage failed (trap, deadline, limit, bad output) under the `reject` policy.
+    #[error(
+        "pipeline {pipeline:?}: stage {stage:?} failed ({reason}): {message}; the batch is in table {DEAD_LETTER_TABLE}"
+    )]
+    Failed {
+        pipeline: String,
+        stage: String,
+        reason: &'static str,
+        message: String,
+    },
+
+    #[error("no ingest source named {0:?} is configured")]
+    UnknownSource(String),
+
+    #[error("loading plugins: {0}")]
+    Load(#[from] weir_plugins::Error),
+
+    #[error("{0}")]
+    Config(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// One step of the pipeline.
-pub trait Stage: Send + Sync {
-    fn name(&self) -> &str;
-    /// Transforms one request's batches.
-    fn process(&self, batches: Vec<TableBatch>) -> Result<Vec<TableBatch>>;
-}
-
-/// An ordered chain of stages. The empty pipeline passes batches through.
-#[derive(Clone, Default)]
-pub struct Pipeline {
-    stages: Vec<Arc<dyn Stage>>,
-}
-
-impl Pipeline {
-    pub fn new(stages: Vec<Arc<dyn Stage>>) -> Self {
-        Self { stages }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.stages.is_empty()
-    }
-
-    pub fn run(&self, mut batches: Vec<TableBatch>) -> Result<Vec<TableBatch>> {
-        for stage in &self.stages {
-            batches = stage.process(batches)?;
-        }
-        Ok(batches)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use weir_model::{ColumnType, Value, WriteBatchBuilder};
-
-    use super::*;
-
-    /// Keeps only the rows of one table, as a filter plugin would drop events.
-    struct OnlyTable(&'static str);
-
-    impl Stage for OnlyTable {
-        fn name(&self) -> &str {
-            "only-table"
-        }
-        fn process(&self, batches: Vec<TableBatch>) -> Result<Vec<TableBatch>> {
-            Ok(batches.into_iter().filter(|b| b.table == self.0).collect())
-        }
-    }
-
-    struct Refuse;
-
-    impl Stage for Refuse {
-        fn name(&self) -> &str {
-            "refuse"
-        }
-        fn process(&self, _: Vec<TableBatch>) -> Result<Vec<TableBatch>> {
-            Err(Error::Rejected {
-                stage: self.name().into(),
-                message: "no".into(),
-            })
-        }
-    }
-
-    fn two_tables() -> Vec<TableBatch> {
-        let mut b = WriteBatchBuilder::new(1);
-        for (row, name) in ["a", "b"].into_iter().enumerate() {
-            let t = b.table(name, "time").unwrap();
-            let c = b.column(t, "v", ColumnType::I64, row).unwrap();
-            b.begin_point(t, row, 1).unwrap();
-            b.set(t, c, row, Value::I64(1)).unwrap();
-        }
-        b.finish().unwrap()
-    }
-
-    #[test]
-    fn stages_run_in_order_and_errors_name_the_stage() {
-        let keep_b = Pipeline::new(vec![Arc::new(OnlyTable("b"))]);
-        let out = keep_b.run(two_tables()).unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].table, "b");
-
-        let refusing = Pipeline::new(vec![Arc::new(OnlyTable("b")), Arc::new(Refuse)]);
-        let err = refusing.run(two_tables()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "pipeline stage \"refuse\" rejected the batch: no"
-        );
-        assert_eq!(Pipeline::default().run(two_tables()).unwrap().len(), 2);
-    }
-}
