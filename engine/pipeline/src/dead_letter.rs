@@ -26,7 +26,10 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// Rows for [`DEAD_LETTER_TABLE`]: tags `pipeline`, `plugin`, `reason`;
     /// fields `error`, `input_rows`, `input`.
-    pub fn to_batches(letters: &[DeadLetter], time_column: &str) -> weir_model::Result<Vec<TableBatch>> {
+    pub fn to_batches(
+        letters: &[DeadLetter],
+        time_column: &str,
+    ) -> weir_model::Result<Vec<TableBatch>> {
         let mut builder = WriteBatchBuilder::new(0);
         let t = builder.table(DEAD_LETTER_TABLE, time_column)?;
         let pipeline = builder.column(t, "pipeline", ColumnType::Tag, 0)?;
@@ -48,7 +51,13 @@ impl DeadLetter {
     }
 
     /// A dead letter for a raw body an adapter failed on.
-    pub fn raw(time_ns: i64, pipeline: String, plugin: String, e: &weir_plugins::Error, body: &[u8]) -> Self {
+    pub fn raw(
+        time_ns: i64,
+        pipeline: String,
+        plugin: String,
+        e: &weir_plugins::Error,
+        body: &[u8],
+    ) -> Self {
         Self {
             time_ns,
             pipeline,

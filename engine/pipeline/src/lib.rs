@@ -24,7 +24,7 @@ mod pipelines;
 mod stage;
 
 pub use dead_letter::{DEAD_LETTER_TABLE, DeadLetter};
-pub use pipelines::{PipelineDef, PipelinesDef, PluginReport, Pipelines, ReloadReport, SourceDef};
+pub use pipelines::{PipelineDef, Pipelines, PipelinesDef, PluginReport, ReloadReport, SourceDef};
 pub use stage::{FailurePolicy, Pipeline, Stage, StageError, WasmStage};
 pub use weir_model::TableBatch;
 

@@ -79,7 +79,9 @@ fn source_label(source: &str) -> String {
 }
 
 fn file_digest(path: &std::path::Path) -> Option<String> {
-    std::fs::read(path).ok().map(|bytes| hex::encode(Sha256::digest(bytes)))
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| hex::encode(Sha256::digest(bytes)))
 }
 
 impl Pipelines {
@@ -113,7 +115,9 @@ impl Pipelines {
         let mut set = PipelineSet::default();
         let mut load = |label: &str, spec: &PluginSpec| -> Result<Arc<Plugin>> {
             let reusable = old.plugins.iter().find(|(l, p)| {
-                l == label && p.spec() == spec && file_digest(&spec.path).as_deref() == Some(p.digest())
+                l == label
+                    && p.spec() == spec
+                    && file_digest(&spec.path).as_deref() == Some(p.digest())
             });
             let id = format!("{label}/{}", spec.name);
             if let Some((_, plugin)) = reusable {
@@ -132,8 +136,10 @@ impl Pipelines {
                 stages.push(Arc::new(WasmStage::new(Arc::clone(&plugin))?));
                 set.plugins.push((label.clone(), plugin));
             }
-            set.tables
-                .insert(table.clone(), Pipeline::new(label, stages, pipeline.on_failure));
+            set.tables.insert(
+                table.clone(),
+                Pipeline::new(label, stages, pipeline.on_failure),
+            );
         }
         for (name, source) in &def.sources {
             let label = source_label(name);
@@ -149,10 +155,9 @@ impl Pipelines {
             set.plugins.push((label, plugin));
         }
         for (table, stage) in &self.native {
-            let pipeline = set
-                .tables
-                .entry(table.clone())
-                .or_insert_with(|| Pipeline::new(table_label(table), Vec::new(), FailurePolicy::Reject));
+            let pipeline = set.tables.entry(table.clone()).or_insert_with(|| {
+                Pipeline::new(table_label(table), Vec::new(), FailurePolicy::Reject)
+            });
             pipeline.stages.insert(0, Arc::clone(stage));
         }
         Ok((set, report))
@@ -211,7 +216,13 @@ impl Pipelines {
         let batches = match adapter.adapt(content_type, body, now_ns, time_column_for) {
             Ok(batches) => batches,
             Err(e) => {
-                dead_letters.push(DeadLetter::raw(now_ns, label.clone(), adapter.name().to_string(), &e, body));
+                dead_letters.push(DeadLetter::raw(
+                    now_ns,
+                    label.clone(),
+                    adapter.name().to_string(),
+                    &e,
+                    body,
+                ));
                 let e = stage_error(e);
                 return Err(if e.rejected {
                     Error::Rejected {

@@ -23,7 +23,9 @@ impl std::str::FromStr for FailurePolicy {
         match s {
             "reject" => Ok(Self::Reject),
             "pass-through" => Ok(Self::PassThrough),
-            other => Err(format!("unknown failure policy {other:?} (reject or pass-through)")),
+            other => Err(format!(
+                "unknown failure policy {other:?} (reject or pass-through)"
+            )),
         }
     }
 }
@@ -98,7 +100,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(name: impl Into<String>, stages: Vec<Arc<dyn Stage>>, on_failure: FailurePolicy) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        stages: Vec<Arc<dyn Stage>>,
+        on_failure: FailurePolicy,
+    ) -> Self {
         Self {
             name: name.into(),
             stages,
@@ -212,21 +218,40 @@ mod tests {
     #[test]
     fn failure_policies_and_dead_letters() {
         let mut dead = Vec::new();
-        let reject = Pipeline::new("table:t", vec![Arc::new(First), Arc::new(Fails(false))], FailurePolicy::Reject);
+        let reject = Pipeline::new(
+            "table:t",
+            vec![Arc::new(First), Arc::new(Fails(false))],
+            FailurePolicy::Reject,
+        );
         let err = reject.run(batch(), 7, &mut dead).unwrap_err();
         assert!(matches!(err, Error::Failed { reason: "trap", .. }), "{err}");
         assert_eq!(dead.len(), 1);
-        assert_eq!((dead[0].plugin.as_str(), dead[0].input_rows, dead[0].time_ns), ("fails", 1, 7));
+        assert_eq!(
+            (dead[0].plugin.as_str(), dead[0].input_rows, dead[0].time_ns),
+            ("fails", 1, 7)
+        );
         assert!(dead[0].input.contains("\"v\":0"), "{}", dead[0].input);
 
-        let err = Pipeline::new("table:t", vec![Arc::new(Fails(true))], FailurePolicy::Reject)
-            .run(batch(), 7, &mut dead)
-            .unwrap_err();
+        let err = Pipeline::new(
+            "table:t",
+            vec![Arc::new(Fails(true))],
+            FailurePolicy::Reject,
+        )
+        .run(batch(), 7, &mut dead)
+        .unwrap_err();
         assert!(matches!(err, Error::Rejected { .. }), "{err}");
 
-        let pass = Pipeline::new("table:t", vec![Arc::new(Fails(false)), Arc::new(First)], FailurePolicy::PassThrough);
+        let pass = Pipeline::new(
+            "table:t",
+            vec![Arc::new(Fails(false)), Arc::new(First)],
+            FailurePolicy::PassThrough,
+        );
         let out = pass.run(batch(), 7, &mut dead).unwrap().unwrap();
-        assert_eq!(out.batch.num_rows(), 1, "the failed stage was skipped, the next one ran");
+        assert_eq!(
+            out.batch.num_rows(),
+            1,
+            "the failed stage was skipped, the next one ran"
+        );
         assert_eq!(dead.len(), 3);
 
         let rows = DeadLetter::to_batches(&dead, "time").unwrap();

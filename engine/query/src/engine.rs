@@ -52,10 +52,20 @@ pub struct QueryResult {
     pub batches: Vec<RecordBatch>,
 }
 
+/// A read-only table computed when a query asks for it — the engine's own
+/// state (plugin counters, say) exposed to SQL next to the stored tables.
+pub trait SystemTable: Send + Sync {
+    fn name(&self) -> &str;
+    fn schema(&self) -> SchemaRef;
+    /// The table's rows as of now.
+    fn rows(&self) -> RecordBatch;
+}
+
 pub struct QueryEngine {
     store: Store,
     config: QueryConfig,
     metrics: QueryMetrics,
+    system_tables: Vec<Arc<dyn SystemTable>>,
 }
 
 impl QueryEngine {
@@ -64,7 +74,14 @@ impl QueryEngine {
             store,
             config,
             metrics: QueryMetrics::default(),
+            system_tables: Vec::new(),
         }
+    }
+
+    /// Adds a system table; its name shadows any stored table of the same name.
+    pub fn with_system_table(mut self, table: Arc<dyn SystemTable>) -> Self {
+        self.system_tables.push(table);
+        self
     }
 
     pub fn metrics(&self) -> &QueryMetrics {
@@ -128,6 +145,7 @@ impl QueryEngine {
             Arc::new(WeirCatalog {
                 schema: Arc::new(WeirSchema {
                     store: self.store.clone(),
+                    system_tables: self.system_tables.clone(),
                 }),
             }),
         );
@@ -154,6 +172,7 @@ impl CatalogProvider for WeirCatalog {
 /// appear without any registration step.
 struct WeirSchema {
     store: Store,
+    system_tables: Vec<Arc<dyn SystemTable>>,
 }
 
 impl std::fmt::Debug for WeirSchema {
@@ -165,10 +184,19 @@ impl std::fmt::Debug for WeirSchema {
 #[async_trait]
 impl SchemaProvider for WeirSchema {
     fn table_names(&self) -> Vec<String> {
-        self.store.table_names()
+        let mut names = self.store.table_names();
+        names.extend(self.system_tables.iter().map(|t| t.name().to_string()));
+        names
     }
 
     async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(system) = self.system_tables.iter().find(|t| t.name() == name) {
+            let table = datafusion::datasource::MemTable::try_new(
+                system.schema(),
+                vec![vec![system.rows()]],
+            )?;
+            return Ok(Some(Arc::new(table)));
+        }
         let snapshot = self
             .store
             .snapshot(name)
@@ -177,6 +205,7 @@ impl SchemaProvider for WeirSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.store.table_schema(name).is_some()
+        self.system_tables.iter().any(|t| t.name() == name)
+            || self.store.table_schema(name).is_some()
     }
 }

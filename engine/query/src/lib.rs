@@ -22,7 +22,7 @@ mod error;
 mod table;
 mod time_range;
 
-pub use engine::{QueryConfig, QueryEngine, QueryMetrics, QueryResult};
+pub use engine::{QueryConfig, QueryEngine, QueryMetrics, QueryResult, SystemTable};
 pub use error::{Error, Result};
 pub use table::WeirTable;
 pub use time_range::TimeRange;

@@ -32,6 +32,38 @@ pub struct TableSection {
     pub retention: Option<String>,
 }
 
+/// A plugin stage in the TOML file: `[[pipelines.TABLE.stages]]`, or a
+/// source's adapter, `[sources.NAME]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSection {
+    /// The component, relative to the config file's directory.
+    pub wasm: PathBuf,
+    /// Name in logs, metrics and dead letters. Default: the file's stem.
+    pub name: Option<String>,
+    /// Per-call deadline; overrides `plugin_timeout`.
+    pub timeout: Option<String>,
+    /// Memory cap; overrides `plugin_memory_limit`.
+    pub memory_limit: Option<String>,
+    /// Output cap per call; overrides `plugin_max_output`.
+    pub max_output: Option<String>,
+    /// What the plugin's `init` gets. Nested tables flatten to dotted keys;
+    /// numbers and booleans become their text.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// A table's pipeline in the TOML file: `[pipelines.TABLE]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// `reject` (default): a failing stage fails the write. `pass-through`:
+    /// the batch skips the failed stage. Dead letters are kept either way.
+    pub on_failure: Option<String>,
+    #[serde(default)]
+    pub stages: Vec<StageSection>,
+}
+
 /// `weir serve` settings as given; `None` means "not set here".
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +175,62 @@ pub struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     pub tables: BTreeMap<String, TableSection>,
+
+    /// Default per-call deadline of a plugin. Default `1s`.
+    #[arg(long, env = "WEIR_PLUGIN_TIMEOUT", value_name = "DURATION")]
+    pub plugin_timeout: Option<String>,
+
+    /// Default memory cap of a plugin instance. Default `64MiB`.
+    #[arg(long, env = "WEIR_PLUGIN_MEMORY_LIMIT", value_name = "SIZE")]
+    pub plugin_memory_limit: Option<String>,
+
+    /// Default cap on what one plugin call may return. Default `64MiB`.
+    #[arg(long, env = "WEIR_PLUGIN_MAX_OUTPUT", value_name = "SIZE")]
+    pub plugin_max_output: Option<String>,
+
+    /// Where compiled plugins are cached. Default `<data_dir>/plugin-cache`.
+    #[arg(long, env = "WEIR_PLUGIN_CACHE_DIR", value_name = "DIR")]
+    pub plugin_cache_dir: Option<PathBuf>,
+
+    /// How often to look for changed `.wasm` files and config, and reload
+    /// them; `off` to reload only on `weir plugin reload`. Default `2s`.
+    #[arg(long, env = "WEIR_PLUGIN_WATCH_INTERVAL", value_name = "DURATION")]
+    pub plugin_watch_interval: Option<String>,
+
+    /// Pipelines by table (TOML only): `[[pipelines.TABLE.stages]]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineSection>,
+
+    /// Raw-ingest sources by name (TOML only): `[sources.NAME]` with the
+    /// adapter's `wasm` and `config`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub sources: BTreeMap<String, StageSection>,
+}
+
+/// The plugin runtime, the pipelines, and how to reload them.
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    pub runtime: weir_plugins::RuntimeConfig,
+    pub def: weir_pipeline::PipelinesDef,
+    /// `None`: no watching.
+    pub watch_interval: Option<Duration>,
+    /// Flags and environment as given, to re-read the config file on reload.
+    pub reload_args: Option<ServeArgs>,
+}
+
+/// Rust stages run in front of a table's plugins; for embedding Weir and
+/// for benchmarks (there is no file syntax for them).
+#[derive(Clone, Default)]
+pub struct NativeStages(pub Vec<(String, std::sync::Arc<dyn weir_pipeline::Stage>)>);
+
+impl std::fmt::Debug for NativeStages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(table, stage)| (table, stage.name())))
+            .finish()
+    }
 }
 
 /// Fully resolved settings.
@@ -157,6 +245,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
+    pub plugins: PluginsConfig,
+    pub native_stages: NativeStages,
 }
 
 impl ServeArgs {
@@ -173,11 +263,31 @@ impl ServeArgs {
 
     /// Flags and environment (`self`) over the `--config` file, over defaults.
     pub fn resolve(self) -> Result<ServerConfig> {
-        let file = match &self.config {
+        let as_given = self.clone();
+        let mut file = match &self.config {
             Some(path) => Self::from_toml_file(path)?,
             None => Self::default(),
         };
-        self.over(file).into_config()
+        if let Some(dir) = self.config.as_deref().and_then(Path::parent) {
+            file.make_wasm_paths_relative_to(dir);
+        }
+        let mut config = self.over(file).into_config()?;
+        config.plugins.reload_args = Some(as_given);
+        Ok(config)
+    }
+
+    /// `wasm` paths in a config file are relative to the file.
+    fn make_wasm_paths_relative_to(&mut self, dir: &Path) {
+        let stages = self
+            .pipelines
+            .values_mut()
+            .flat_map(|p| p.stages.iter_mut())
+            .chain(self.sources.values_mut());
+        for stage in stages {
+            if stage.wasm.is_relative() {
+                stage.wasm = dir.join(&stage.wasm);
+            }
+        }
     }
 
     fn over(self, file: ServeArgs) -> ServeArgs {
@@ -188,6 +298,8 @@ impl ServeArgs {
                     time_columns: self.time_columns,
                     retention: self.retention,
                     tables: file.tables,
+                    pipelines: file.pipelines,
+                    sources: file.sources,
                     $($field: self.$field.or(file.$field),)*
                 }
             };
@@ -212,6 +324,11 @@ impl ServeArgs {
             shutdown_grace,
             log_format,
             log_filter,
+            plugin_timeout,
+            plugin_memory_limit,
+            plugin_max_output,
+            plugin_cache_dir,
+            plugin_watch_interval,
         )
     }
 
@@ -269,8 +386,12 @@ impl ServeArgs {
                 "max_buffer_size ({max_buffer_bytes} bytes) must be at least persist_buffer_size ({persist_buffer_bytes} bytes)"
             )));
         }
+        let store_data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("weir-data"));
         let store = StoreConfig {
-            data_dir: self.data_dir.unwrap_or_else(|| PathBuf::from("weir-data")),
+            data_dir: store_data_dir.clone(),
             wal: WalConfig {
                 durability,
                 segment_bytes: size(
@@ -313,6 +434,7 @@ impl ServeArgs {
             )?,
             target_partitions: 0,
         };
+        let plugins = self.plugins_config(&store_data_dir)?;
         Ok(ServerConfig {
             grpc_listen: self
                 .grpc_listen
@@ -333,8 +455,155 @@ impl ServeArgs {
             )?,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             log_filter: self.log_filter.unwrap_or_else(|| "info".to_string()),
+            plugins,
+            native_stages: NativeStages::default(),
         })
     }
+
+    fn plugins_config(&self, data_dir: &Path) -> Result<PluginsConfig> {
+        let defaults = weir_plugins::Limits {
+            timeout: duration(
+                "plugin_timeout",
+                self.plugin_timeout.as_deref().unwrap_or("1s"),
+            )?,
+            memory_bytes: size(
+                "plugin_memory_limit",
+                self.plugin_memory_limit.as_deref().unwrap_or("64MiB"),
+            )?,
+            max_output_bytes: size(
+                "plugin_max_output",
+                self.plugin_max_output.as_deref().unwrap_or("64MiB"),
+            )?,
+        };
+        let mut def = weir_pipeline::PipelinesDef::default();
+        for (table, section) in &self.pipelines {
+            weir_model::validate_name(weir_model::NameKind::Table, table)
+                .map_err(|e| Error::Config(format!("pipelines.{table}: {e}")))?;
+            let on_failure = section
+                .on_failure
+                .as_deref()
+                .unwrap_or("reject")
+                .parse()
+                .map_err(|e| Error::Config(format!("pipelines.{table}.on_failure: {e}")))?;
+            let stages = section
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, stage)| stage.spec(&format!("pipelines.{table}.stages[{i}]"), defaults))
+                .collect::<Result<Vec<_>>>()?;
+            def.tables.insert(
+                table.clone(),
+                weir_pipeline::PipelineDef { stages, on_failure },
+            );
+        }
+        for (name, section) in &self.sources {
+            let adapter = section.spec(&format!("sources.{name}"), defaults)?;
+            def.sources
+                .insert(name.clone(), weir_pipeline::SourceDef { adapter });
+        }
+        let watch_interval = match self.plugin_watch_interval.as_deref().unwrap_or("2s") {
+            "off" => None,
+            text => Some(duration("plugin_watch_interval", text)?),
+        };
+        let largest_memory = def
+            .tables
+            .values()
+            .flat_map(|p| p.stages.iter())
+            .chain(def.sources.values().map(|s| &s.adapter))
+            .map(|s| s.limits.memory_bytes)
+            .max()
+            .unwrap_or(0);
+        Ok(PluginsConfig {
+            runtime: weir_plugins::RuntimeConfig {
+                cache_dir: Some(
+                    self.plugin_cache_dir
+                        .clone()
+                        .unwrap_or_else(|| data_dir.join("plugin-cache")),
+                ),
+                pooling: true,
+                max_memory_bytes: largest_memory.max(1 << 30),
+            },
+            def,
+            watch_interval,
+            reload_args: None,
+        })
+    }
+}
+
+impl StageSection {
+    fn spec(
+        &self,
+        setting: &str,
+        defaults: weir_plugins::Limits,
+    ) -> Result<weir_plugins::PluginSpec> {
+        let name = match &self.name {
+            Some(name) => name.clone(),
+            None => self
+                .wasm
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(|s| s.replace('_', "-"))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{setting}: wasm path {:?} has no file name",
+                        self.wasm
+                    ))
+                })?,
+        };
+        let limits = weir_plugins::Limits {
+            timeout: match &self.timeout {
+                Some(t) => duration(&format!("{setting}.timeout"), t)?,
+                None => defaults.timeout,
+            },
+            memory_bytes: match &self.memory_limit {
+                Some(m) => size(&format!("{setting}.memory_limit"), m)?,
+                None => defaults.memory_bytes,
+            },
+            max_output_bytes: match &self.max_output {
+                Some(m) => size(&format!("{setting}.max_output"), m)?,
+                None => defaults.max_output_bytes,
+            },
+        };
+        let mut config = Vec::new();
+        for (key, value) in &self.config {
+            flatten_config(&format!("{setting}.config"), key, value, &mut config)?;
+        }
+        Ok(weir_plugins::PluginSpec {
+            name,
+            path: self.wasm.clone(),
+            config,
+            limits,
+        })
+    }
+}
+
+/// `{a = {b = "x"}}` → `("a.b", "x")`; numbers and booleans as text.
+fn flatten_config(
+    setting: &str,
+    key: &str,
+    value: &toml::Value,
+    out: &mut Vec<(String, String)>,
+) -> Result<()> {
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Table(table) => {
+            for (k, v) in table {
+                flatten_config(setting, &format!("{key}.{k}"), v, out)?;
+            }
+            return Ok(());
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "{setting}.{key}: a {} cannot be given to a plugin; use a string",
+                other.type_str()
+            )));
+        }
+    };
+    out.push((key.to_string(), text));
+    Ok(())
 }
 
 fn split_pair<'a>(setting: &str, pair: &'a str) -> Result<(&'a str, &'a str)> {

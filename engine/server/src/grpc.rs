@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span, warn};
 use weir_proto::v1::write_service_server::WriteService;
-use weir_proto::v1::{WriteAck, WriteError, WriteRequest, WriteResponse};
+use weir_proto::v1::{RawWriteRequest, WriteAck, WriteError, WriteRequest, WriteResponse};
 
 use crate::ingest::Ingest;
 use crate::request_id;
@@ -43,6 +43,27 @@ impl WriteService for WriteApi {
             .await
             .map_err(|e| {
                 span.in_scope(|| warn!(error = %e, "write rejected"));
+                e.grpc_status()
+            })?;
+        let mut response = Response::new(WriteResponse { rows_written: rows });
+        request_id::set_metadata(response.metadata_mut(), &id);
+        Ok(response)
+    }
+
+    async fn write_raw(
+        &self,
+        request: Request<RawWriteRequest>,
+    ) -> Result<Response<WriteResponse>, Status> {
+        let id = request_id::from_metadata(request.metadata());
+        let raw = request.into_inner();
+        let span = info_span!("write_raw", request_id = %id, source = %raw.source);
+        let rows = self
+            .ingest
+            .write_raw(&raw.source, &raw.content_type, &raw.body)
+            .instrument(span.clone())
+            .await
+            .map_err(|e| {
+                span.in_scope(|| warn!(error = %e, "raw write rejected"));
                 e.grpc_status()
             })?;
         let mut response = Response::new(WriteResponse { rows_written: rows });

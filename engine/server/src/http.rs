@@ -7,6 +7,9 @@
 //! | `GET /health/ready` | 200 once storage is open (WAL replayed, catalog loaded), 503 while shutting down |
 //! | `GET /metrics` | Prometheus text format |
 //! | `POST /api/v1/persist` | persist the write buffer to Parquet now; answers `{"files":N,"rows":N}` |
+//! | `POST /api/v1/ingest/{source}` | a raw body (webhook, scrape, check output) for the source's adapter; `Content-Type` is passed on; answers `{"rows_written":N}` |
+//! | `POST /api/v1/plugins/reload` | re-read the config and plugins, swap them in; answers which were loaded and kept |
+//! | `GET /api/v1/plugins` | the loaded plugins and their counters (also SQL: `weir_plugins`) |
 //!
 //! Errors answer with a JSON body `{"error": "..."}` and the status from `status.rs`.
 
@@ -26,8 +29,9 @@ use weir_query::{QueryEngine, QueryResult};
 use weir_storage::Store;
 use weir_storage::metrics::Exposition;
 
-use crate::ingest::IngestMetrics;
-use crate::{Error, request_id};
+use crate::config::ServeArgs;
+use crate::ingest::Ingest;
+use crate::{Error, plugins, request_id};
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// Largest SQL request body accepted.
@@ -36,7 +40,10 @@ const MAX_SQL_BODY: usize = 1 << 20;
 pub struct HttpState {
     pub store: Store,
     pub query: Arc<QueryEngine>,
-    pub ingest: Arc<IngestMetrics>,
+    pub ingest: Ingest,
+    pub pipelines: Arc<weir_pipeline::Pipelines>,
+    pub reload_args: Option<ServeArgs>,
+    pub max_raw_body: usize,
     pub ready: AtomicBool,
 }
 
@@ -47,7 +54,14 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/persist", post(persist))
+        .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/plugins/reload", post(reload_plugins))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SQL_BODY))
+        .merge(
+            Router::new()
+                .route("/api/v1/ingest/{source}", post(ingest_raw))
+                .layer(axum::extract::DefaultBodyLimit::max(state.max_raw_body)),
+        )
         .layer(axum::middleware::from_fn(with_request_id))
         .with_state(state)
 }
@@ -78,7 +92,8 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     let mut text = String::with_capacity(8 * 1024);
     let mut out = Exposition::new(&mut text);
-    state.ingest.render(&mut out);
+    state.ingest.metrics().render(&mut out);
+    plugins::render_metrics(&state.pipelines, &mut out);
     state.store.metrics().render(&mut out);
     state.query.metrics().render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
@@ -101,6 +116,55 @@ async fn persist(State(state): State<Arc<HttpState>>) -> Result<Response, Error>
         axum::Json(serde_json::json!({ "files": report.files, "rows": report.rows }))
             .into_response(),
     )
+}
+
+async fn ingest_raw(
+    State(state): State<Arc<HttpState>>,
+    axum::extract::Path(source): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let rows = state.ingest.write_raw(&source, content_type, &body).await?;
+    Ok(axum::Json(serde_json::json!({ "rows_written": rows })).into_response())
+}
+
+async fn reload_plugins(State(state): State<Arc<HttpState>>) -> Result<Response, Error> {
+    let report = plugins::reload(&state.pipelines, state.reload_args.as_ref()).await?;
+    Ok(
+        axum::Json(serde_json::json!({ "loaded": report.loaded, "kept": report.kept }))
+            .into_response(),
+    )
+}
+
+async fn list_plugins(State(state): State<Arc<HttpState>>) -> Response {
+    let plugins: Vec<serde_json::Value> = state
+        .pipelines
+        .plugins()
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "pipeline": r.pipeline,
+                "plugin": r.plugin,
+                "kind": r.kind.as_str(),
+                "path": r.path,
+                "sha256": r.digest,
+                "calls": r.stats.calls,
+                "events_in": r.stats.events_in,
+                "events_out": r.stats.events_out,
+                "rejections": r.stats.rejections,
+                "traps": r.stats.traps,
+                "timeouts": r.stats.timeouts,
+                "limit_hits": r.stats.limit_hits,
+                "restarts": r.stats.restarts,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "plugins": plugins, "sources": state.pipelines.sources() }))
+        .into_response()
 }
 
 #[derive(Clone, Copy)]

@@ -16,6 +16,7 @@ mod error;
 mod grpc;
 mod http;
 mod ingest;
+mod plugins;
 mod request_id;
 mod status;
 
@@ -28,12 +29,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
-use weir_pipeline::Pipeline;
 use weir_proto::v1::write_service_server::WriteServiceServer;
 use weir_query::QueryEngine;
 use weir_storage::{Store, spawn_background};
 
-pub use config::{LogFormat, ServeArgs, ServerConfig, TableSection, size as parse_size};
+pub use config::{
+    LogFormat, NativeStages, PipelineSection, PluginsConfig, ServeArgs, ServerConfig, StageSection,
+    TableSection, size as parse_size,
+};
 pub use decode::decode_write;
 pub use error::{Error, Result};
 pub use http::ARROW_STREAM;
@@ -62,13 +65,28 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let background = spawn_background(store.clone(), config.background.clone(), stop_rx.clone());
 
-    let ingest = Ingest::new(store.clone(), Pipeline::default());
-    let query = Arc::new(QueryEngine::new(store.clone(), config.query.clone()));
+    let pipelines = plugins::start(&config.plugins, &config.native_stages).await?;
+    let ingest = Ingest::new(store.clone(), Arc::clone(&pipelines));
+    let query = Arc::new(
+        QueryEngine::new(store.clone(), config.query.clone())
+            .with_system_table(Arc::new(plugins::PluginsTable::new(Arc::clone(&pipelines)))),
+    );
     let http_state = Arc::new(http::HttpState {
         store: store.clone(),
         query,
-        ingest: Arc::clone(ingest.metrics()),
+        ingest: ingest.clone(),
+        pipelines: Arc::clone(&pipelines),
+        reload_args: config.plugins.reload_args.clone(),
+        max_raw_body: config.max_message_bytes,
         ready: true.into(),
+    });
+    let watcher = config.plugins.watch_interval.map(|interval| {
+        tokio::spawn(plugins::watch(
+            Arc::clone(&pipelines),
+            config.plugins.reload_args.clone(),
+            interval,
+            stop_rx.clone(),
+        ))
     });
 
     let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
@@ -119,6 +137,9 @@ pub async fn serve(
         warn!(grace = ?config.shutdown_grace, "open requests did not finish in time; closing them");
     }
     let _ = background.await;
+    if let Some(watcher) = watcher {
+        let _ = watcher.await;
+    }
     store.shutdown().await?;
     info!("shutdown complete");
     Ok(())

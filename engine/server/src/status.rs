@@ -16,8 +16,15 @@ impl Error {
                 }
                 _ => Code::Internal,
             },
-            Error::Pipeline(weir_pipeline::Error::Rejected { .. }) => Code::InvalidArgument,
-            Error::Pipeline(weir_pipeline::Error::Failed { .. }) => Code::Internal,
+            Error::Pipeline(e) => match e {
+                weir_pipeline::Error::Rejected { .. } => Code::InvalidArgument,
+                weir_pipeline::Error::UnknownSource(_) => Code::NotFound,
+                // The plugin failed, not the engine: retrying the same input
+                // will fail the same way until the plugin is fixed.
+                weir_pipeline::Error::Failed { .. }
+                | weir_pipeline::Error::Load(_)
+                | weir_pipeline::Error::Config(_) => Code::FailedPrecondition,
+            },
             Error::Query(e) => match e {
                 weir_query::Error::InvalidQuery(_) | weir_query::Error::NotReadOnly(_) => {
                     Code::InvalidArgument
@@ -43,6 +50,8 @@ impl Error {
                 Code::InvalidArgument => StatusCode::BAD_REQUEST,
                 Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
+                Code::NotFound => StatusCode::NOT_FOUND,
+                Code::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }

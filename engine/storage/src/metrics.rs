@@ -84,6 +84,31 @@ impl<'a> Exposition<'a> {
         );
     }
 
+    /// A metric family with labelled samples, e.g. one per plugin.
+    /// `kind` is `counter` or `gauge`.
+    pub fn family<'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: &str,
+        samples: impl IntoIterator<Item = (&'l [(&'l str, &'l str)], f64)>,
+    ) {
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
+                    format!("{k}=\"{v}\"")
+                })
+                .collect();
+            let _ = writeln!(self.out, "{name}{{{}}} {value}", labels.join(","));
+        }
+    }
+
     pub fn gauge(&mut self, name: &str, help: &str, g: &Gauge) {
         let _ = writeln!(
             self.out,
