@@ -1,7 +1,9 @@
 //! `weir`: the one binary. `weir serve` runs the server; `weir sql` and
-//! `weir import` are clients of a running server.
+//! `weir import` are clients of a running server; `weir plugin` builds
+//! and tries plugins.
 
 mod import;
+mod plugin;
 mod sql;
 
 use std::process::ExitCode;
@@ -28,6 +30,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Stream a CSV, JSON-lines or Parquet file into a running server.
     Import(import::ImportArgs),
+    /// Scaffold, check, try out and reload WebAssembly plugins.
+    Plugin(plugin::PluginArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(serve(*args)),
         Command::Sql(args) => runtime.block_on(sql::run(args)),
         Command::Import(args) => runtime.block_on(import::run(args)),
+        Command::Plugin(args) => runtime.block_on(plugin::run(args)),
     };
     match result {
         Ok(code) => code,
