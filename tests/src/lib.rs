@@ -31,6 +31,22 @@ pub fn weir_binary() -> PathBuf {
     bin
 }
 
+/// A guest component built by `guest-examples/build.sh`, e.g.
+/// `guest("owner-enricher")` → `target/wasm32-wasip2/release/owner_enricher.wasm`.
+pub fn guest(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let target = exe.ancestors().nth(3).expect("target directory");
+    let path = target
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} not found: build the guests first with `bash guest-examples/build.sh` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
 /// A running `weir serve`.
 pub struct WeirServer {
     child: Option<Child>,
@@ -204,6 +220,22 @@ impl WeirServer {
             bail!("persist: HTTP {}", response.status());
         }
         Ok(response.json().await?)
+    }
+
+    /// POSTs `body` to `path`; returns the status and the answer.
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<(u16, String)> {
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", self.http_url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        Ok((response.status().as_u16(), response.text().await?))
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {

@@ -92,7 +92,11 @@ fn runtime() -> anyhow::Result<PluginRuntime> {
 fn check(file: PathBuf) -> anyhow::Result<ExitCode> {
     match runtime()?.compile(&file) {
         Ok(compiled) => {
-            let article = if compiled.kind == PluginKind::Filter { "a" } else { "an" };
+            let article = if compiled.kind == PluginKind::Filter {
+                "a"
+            } else {
+                "an"
+            };
             println!(
                 "{}: {article} {} plugin; implements {} (sha256 {})",
                 file.display(),
@@ -142,7 +146,8 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             ..Limits::default()
         },
     })?;
-    let input = std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let input =
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let now = now_ns();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -180,7 +185,11 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// One JSON object per line → one table batch.
@@ -194,48 +203,59 @@ fn events_from_json_lines(input: &[u8], args: &TestArgs) -> anyhow::Result<Table
             continue;
         }
         let line_no = n + 1;
-        let object: serde_json::Map<String, Json> =
-            serde_json::from_str(line).with_context(|| format!("line {line_no}: not a JSON object"))?;
+        let object: serde_json::Map<String, Json> = serde_json::from_str(line)
+            .with_context(|| format!("line {line_no}: not a JSON object"))?;
         let time = match object.get(&args.time_column) {
             None | Some(Json::Null) => 0,
-            Some(Json::Number(n)) => n.as_i64().with_context(|| format!("line {line_no}: time must be integer nanoseconds"))?,
+            Some(Json::Number(n)) => n
+                .as_i64()
+                .with_context(|| format!("line {line_no}: time must be integer nanoseconds"))?,
             Some(Json::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
                 .with_context(|| format!("line {line_no}: time {s:?} is not RFC 3339"))?
                 .timestamp_nanos_opt()
                 .with_context(|| format!("line {line_no}: time {s:?} out of range"))?,
             Some(other) => bail!("line {line_no}: time {other} is neither a number nor a string"),
         };
-        builder.begin_point(t, row, time).with_context(|| format!("line {line_no}"))?;
+        builder
+            .begin_point(t, row, time)
+            .with_context(|| format!("line {line_no}"))?;
         for (key, value) in &object {
             if key == &args.time_column {
                 continue;
             }
-            let value = match value {
-                Json::Null => continue,
-                Json::String(s) if args.tags.contains(key) => Value::Tag(s),
-                Json::String(s) => Value::String(s),
-                Json::Bool(b) => Value::Bool(*b),
-                Json::Number(n) => match n.as_i64() {
-                    Some(i) => Value::I64(i),
-                    None => Value::F64(n.as_f64().with_context(|| format!("line {line_no}: {key}: {n} is out of range"))?),
-                },
-                other => bail!("line {line_no}: {key}: {other} is not a tag or field value"),
-            };
+            let value =
+                match value {
+                    Json::Null => continue,
+                    Json::String(s) if args.tags.contains(key) => Value::Tag(s),
+                    Json::String(s) => Value::String(s),
+                    Json::Bool(b) => Value::Bool(*b),
+                    Json::Number(n) => match n.as_i64() {
+                        Some(i) => Value::I64(i),
+                        None => Value::F64(n.as_f64().with_context(|| {
+                            format!("line {line_no}: {key}: {n} is out of range")
+                        })?),
+                    },
+                    other => bail!("line {line_no}: {key}: {other} is not a tag or field value"),
+                };
             let column = builder
                 .column(t, key, value.column_type(), row)
                 .with_context(|| format!("line {line_no}"))?;
-            builder.set(t, column, row, value).with_context(|| format!("line {line_no}"))?;
+            builder
+                .set(t, column, row, value)
+                .with_context(|| format!("line {line_no}"))?;
         }
         row += 1;
     }
-    builder
-        .finish()?
-        .pop()
-        .context("the input has no events")
+    builder.finish()?.pop().context("the input has no events")
 }
 
 fn print_batch(out: &mut impl Write, batch: &TableBatch) -> anyhow::Result<()> {
-    writeln!(out, "# table {} ({} events)", batch.table, batch.batch.num_rows())?;
+    writeln!(
+        out,
+        "# table {} ({} events)",
+        batch.table,
+        batch.batch.num_rows()
+    )?;
     let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
     writer.write_batches(&[&batch.batch as &RecordBatch])?;
     writer.finish()?;
@@ -252,13 +272,20 @@ async fn reload(server: &str) -> anyhow::Result<ExitCode> {
     let ok = response.status().is_success();
     let body: Json = response.json().await.context("reading the answer")?;
     if !ok {
-        eprintln!("reload refused; the running plugins stay: {}", body["error"].as_str().unwrap_or("?"));
+        eprintln!(
+            "reload refused; the running plugins stay: {}",
+            body["error"].as_str().unwrap_or("?")
+        );
         return Ok(ExitCode::FAILURE);
     }
     let list = |key: &str| -> Vec<String> {
         body[key]
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     println!("loaded: {}", list("loaded").join(", "));

@@ -34,7 +34,9 @@ fn built_in_sdk() -> Option<PathBuf> {
 pub fn run(args: NewArgs) -> anyhow::Result<ExitCode> {
     let name = &args.name;
     if name.is_empty()
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         || name.starts_with(|c: char| c.is_ascii_digit())
     {
         bail!("{name:?} is not a crate name: use letters, digits, - and _");
@@ -74,13 +76,17 @@ weir-sdk = {{ {sdk}features = ["{kind}"] }}
     let readme = format!(
         "# {name}\n\nA Weir {kind} plugin.\n\n```sh\ncargo test                                        # the logic, natively\nrustup target add wasm32-wasip2                   # once\ncargo build --release --target wasm32-wasip2\nweir plugin check target/wasm32-wasip2/release/{wasm}.wasm\n```\n"
     );
-    std::fs::create_dir_all(root.join("src")).with_context(|| format!("creating {}", root.display()))?;
+    std::fs::create_dir_all(root.join("src"))
+        .with_context(|| format!("creating {}", root.display()))?;
     std::fs::write(root.join("Cargo.toml"), manifest)?;
     std::fs::write(root.join("src/lib.rs"), source)?;
     std::fs::write(root.join("README.md"), readme)?;
     std::fs::write(root.join(".gitignore"), "/target\n")?;
     println!("created {kind} plugin {}", root.display());
-    println!("  cd {} && cargo test && cargo build --release --target wasm32-wasip2", root.display());
+    println!(
+        "  cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+        root.display()
+    );
     println!("  component: target/wasm32-wasip2/release/{wasm}.wasm");
     Ok(ExitCode::SUCCESS)
 }

@@ -46,7 +46,7 @@ impl Adapter for Evil {
             }
             "panic" => panic!("evil plugin panics on purpose"),
             "huge-output" => {
-                for i in 0..2_000_000u64 {
+                for i in 0..500_000u64 {
                     out.event("evil", 1).field_u64("n", i);
                 }
             }
