@@ -21,6 +21,14 @@ fi
 echo "==> building the weir binary"
 cargo build --locked -p weir
 
+# Installs the wasm32-wasip2 target if missing, then builds every guest
+# component (guest-examples/, benches/guests/) that the plugin tests load.
+echo "==> building the WebAssembly guests"
+bash guest-examples/build.sh
+
+echo "==> cargo package weir-sdk (the published plugin SDK must package)"
+cargo package --locked --quiet -p weir-sdk --allow-dirty
+
 echo "==> clippy"
 if rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
   cargo clippy --locked --workspace --all-targets -- -D warnings
