@@ -176,3 +176,84 @@ mod tests {
         assert!((980..=1000).contains(&healthy), "{healthy}");
     }
 }
+
+/// The workload's rows `first..first + count` as the table batch the
+/// pipeline sees (decoded exactly as the server decodes a write).
+pub fn table_batch(workload: &Workload, first: u64, count: usize) -> weir_model::TableBatch {
+    let request = workload.request(0, first, 1, count);
+    weir_server::decode_write(&request, 1, &|_| "recorded_at".to_string())
+        .expect("the workload decodes")
+        .pop()
+        .expect("one table")
+}
+
+/// The bench filter in native Rust, as an engine-side stage: keeps a check
+/// unless it is healthy and at most `slow_ms` — the same rule as the
+/// `threshold-filter` and `rows-filter` guests.
+pub struct NativeThreshold {
+    pub slow_ms: f64,
+}
+
+impl weir_pipeline::Stage for NativeThreshold {
+    fn name(&self) -> &str {
+        "native-threshold"
+    }
+
+    fn process(
+        &self,
+        batch: &weir_model::TableBatch,
+        _now_ns: i64,
+    ) -> Result<weir_model::TableBatch, weir_pipeline::StageError> {
+        use arrow::array::{Array, AsArray, BooleanArray};
+        use arrow::datatypes::Float64Type;
+        let fail = |message: &str| weir_pipeline::StageError {
+            reason: "bad_input",
+            message: message.to_string(),
+            rejected: true,
+        };
+        let status = batch
+            .batch
+            .column_by_name("status")
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| fail("no status column"))?;
+        let ms = batch
+            .batch
+            .column_by_name("response_ms")
+            .and_then(|c| c.as_primitive_opt::<Float64Type>())
+            .ok_or_else(|| fail("no response_ms column"))?;
+        let keep: BooleanArray = (0..batch.batch.num_rows())
+            .map(|i| {
+                Some(
+                    status.is_null(i)
+                        || status.value(i) != "healthy"
+                        || (ms.is_valid(i) && ms.value(i) > self.slow_ms),
+                )
+            })
+            .collect();
+        let filtered = arrow::compute::filter_record_batch(&batch.batch, &keep)
+            .map_err(|e| fail(&e.to_string()))?;
+        Ok(weir_model::TableBatch {
+            table: batch.table.clone(),
+            batch: filtered,
+            first_rows: batch.first_rows.clone(),
+        })
+    }
+}
+
+/// A guest component built by `guest-examples/build.sh`, located from the
+/// running executable's target directory.
+pub fn guest(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("executable path");
+    let path = exe
+        .ancestors()
+        .find_map(|dir| {
+            let candidate = dir
+                .join("wasm32-wasip2/release")
+                .join(format!("{}.wasm", name.replace('-', "_")));
+            candidate.exists().then_some(candidate)
+        })
+        .unwrap_or_else(|| {
+            panic!("{name}.wasm not found: run `bash guest-examples/build.sh` first")
+        });
+    path
+}

@@ -364,11 +364,21 @@ impl ColumnBuilder {
         let values = match self.data {
             Data::Tag {
                 dictionary, keys, ..
-            } => ColumnValues::Tag(TagColumn {
-                dictionary,
-                keys,
-                validity,
-            }),
+            } => {
+                let mut dictionary_offsets = Vec::with_capacity(dictionary.len() + 1);
+                let mut dictionary_data = Vec::new();
+                dictionary_offsets.push(0);
+                for value in &dictionary {
+                    dictionary_data.extend_from_slice(value.as_bytes());
+                    dictionary_offsets.push(dictionary_data.len() as u32);
+                }
+                ColumnValues::Tag(TagColumn {
+                    dictionary_offsets,
+                    dictionary_data,
+                    keys,
+                    validity,
+                })
+            }
             Data::F64(values) => ColumnValues::F64(F64Column { values, validity }),
             Data::I64(values) => ColumnValues::S64(I64Column { values, validity }),
             Data::U64(values) => ColumnValues::U64(U64Column { values, validity }),

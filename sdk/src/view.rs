@@ -161,6 +161,17 @@ impl<'a> Event<'a> {
     }
 }
 
+/// A slice of a string buffer that [`check_column`] validated: all of it
+/// UTF-8, every offset on a character boundary.
+fn checked_str(bytes: &[u8]) -> &str {
+    // SAFETY: an `Event` exists only through `Events::new`, which ran
+    // `check_column` on every column: each buffer is valid UTF-8 and its
+    // offsets cut it at character boundaries, so every slice taken between
+    // two offsets is valid UTF-8. Validating again on every read would cost
+    // more than the rest of reading a value.
+    unsafe { std::str::from_utf8_unchecked(bytes) }
+}
+
 fn is_valid(validity: &[u8], row: usize) -> bool {
     validity.is_empty() || validity[row / 8] & (1 << (row % 8)) != 0
 }
@@ -170,7 +181,9 @@ fn value_at(column: &Column, row: usize) -> Option<Value<'_>> {
     Some(match &column.values {
         ColumnValues::Tag(c) => {
             is_valid(&c.validity, row).then_some(())?;
-            Value::Tag(&c.dictionary[c.keys[row] as usize])
+            let (key, offsets) = (c.keys[row] as usize, &c.dictionary_offsets);
+            let (start, end) = (offsets[key] as usize, offsets[key + 1] as usize);
+            Value::Tag(checked_str(&c.dictionary_data[start..end]))
         }
         ColumnValues::F64(c) => Value::F64(*is_valid(&c.validity, row).then_some(&c.values[row])?),
         ColumnValues::S64(c) => Value::I64(*is_valid(&c.validity, row).then_some(&c.values[row])?),
@@ -181,8 +194,7 @@ fn value_at(column: &Column, row: usize) -> Option<Value<'_>> {
         ColumnValues::String(c) => {
             is_valid(&c.validity, row).then_some(())?;
             let (start, end) = (c.offsets[row] as usize, c.offsets[row + 1] as usize);
-            // Checked to be UTF-8 at character boundaries in `check_column`.
-            Value::String(std::str::from_utf8(&c.data[start..end]).unwrap_or_default())
+            Value::String(checked_str(&c.data[start..end]))
         }
     })
 }
@@ -210,11 +222,12 @@ pub(crate) fn check_column(column: &Column, rows: usize) -> Result<(), String> {
         ColumnValues::Tag(c) => {
             check_len("keys", c.keys.len(), rows)?;
             check_validity(&c.validity, rows)?;
+            check_offsets("dictionary", &c.dictionary_offsets, &c.dictionary_data)?;
+            let entries = c.dictionary_offsets.len() - 1;
             for (row, key) in c.keys.iter().enumerate() {
-                if is_valid(&c.validity, row) && *key as usize >= c.dictionary.len() {
+                if is_valid(&c.validity, row) && *key as usize >= entries {
                     return Err(format!(
-                        "row {row}: key {key} outside a dictionary of {}",
-                        c.dictionary.len()
+                        "row {row}: key {key} outside a dictionary of {entries}"
                     ));
                 }
             }
@@ -238,19 +251,30 @@ pub(crate) fn check_column(column: &Column, rows: usize) -> Result<(), String> {
         ColumnValues::String(c) => {
             check_len("offsets", c.offsets.len(), rows + 1)?;
             check_validity(&c.validity, rows)?;
-            let text = std::str::from_utf8(&c.data).map_err(|e| format!("data: {e}"))?;
-            for pair in c.offsets.windows(2) {
-                let (start, end) = (pair[0] as usize, pair[1] as usize);
-                if start > end || end > text.len() {
-                    return Err(format!(
-                        "offsets {start}..{end} outside {} bytes",
-                        text.len()
-                    ));
-                }
-                if !text.is_char_boundary(start) || !text.is_char_boundary(end) {
-                    return Err(format!("offsets {start}..{end} split a UTF-8 character"));
-                }
-            }
+            check_offsets("data", &c.offsets, &c.data)?;
+        }
+    }
+    Ok(())
+}
+
+/// `offsets` (at least one) cut `data`, valid UTF-8, at character boundaries.
+fn check_offsets(what: &str, offsets: &[u32], data: &[u8]) -> Result<(), String> {
+    if offsets.is_empty() {
+        return Err(format!("{what}: no offsets; they start with 0"));
+    }
+    let text = std::str::from_utf8(data).map_err(|e| format!("{what}: {e}"))?;
+    for pair in offsets.windows(2) {
+        let (start, end) = (pair[0] as usize, pair[1] as usize);
+        if start > end || end > text.len() {
+            return Err(format!(
+                "{what}: offsets {start}..{end} outside {} bytes",
+                text.len()
+            ));
+        }
+        if !text.is_char_boundary(start) || !text.is_char_boundary(end) {
+            return Err(format!(
+                "{what}: offsets {start}..{end} split a UTF-8 character"
+            ));
         }
     }
     Ok(())

@@ -44,18 +44,38 @@ fn a_scaffolded_plugin_tests_builds_checks_and_runs() {
         let root = dir.path().join(&name);
         // Pin dependency versions to the workspace's, as a fresh crate would
         // resolve them anyway; keeps the test off the network on re-runs.
-        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"), root.join("Cargo.lock")).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"),
+            root.join("Cargo.lock"),
+        )
+        .unwrap();
 
         let out = cargo(&root, &target_dir, &["test", "--quiet"]);
         assert!(out.status.success(), "{kind}: cargo test\n{}", text(&out));
-        let out = cargo(&root, &target_dir, &["build", "--quiet", "--release", "--target", "wasm32-wasip2"]);
+        let out = cargo(
+            &root,
+            &target_dir,
+            &["build", "--quiet", "--release", "--target", "wasm32-wasip2"],
+        );
         assert!(out.status.success(), "{kind}: wasm build\n{}", text(&out));
         let wasm = target_dir.join(format!("wasm32-wasip2/release/my_{kind}.wasm"));
         let out = weir(&["plugin", "check", wasm.to_str().unwrap()]);
         assert!(out.status.success(), "{}", text(&out));
-        assert!(text(&out).contains(&format!("implements weir:plugin/{kind}-plugin@0.1.0")), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("implements weir:plugin/{kind}-plugin@0.1.0")),
+            "{}",
+            text(&out)
+        );
     }
-    let out = weir(&["plugin", "new", "my-filter", "--kind", "filter", "--dir", parent]);
+    let out = weir(&[
+        "plugin",
+        "new",
+        "my-filter",
+        "--kind",
+        "filter",
+        "--dir",
+        parent,
+    ]);
     assert!(!out.status.success(), "refuses to overwrite");
     let out = weir(&["plugin", "new", "x", "--kind", "sorter", "--dir", parent]);
     assert!(!out.status.success());
@@ -69,10 +89,24 @@ fn a_scaffolded_plugin_tests_builds_checks_and_runs() {
     )
     .unwrap();
     let wasm = target_dir.join("wasm32-wasip2/release/my_filter.wasm");
-    let out = weir(&["plugin", "test", wasm.to_str().unwrap(), "--input", input.to_str().unwrap(), "--tag", "status", "--config", "slow-ms=100"]);
+    let out = weir(&[
+        "plugin",
+        "test",
+        wasm.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--tag",
+        "status",
+        "--config",
+        "slow-ms=100",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().filter(|l| l.starts_with('{')).count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with('{')).count(),
+        2,
+        "{stdout}"
+    );
     assert!(text(&out).contains("3 events in, 2 out"), "{}", text(&out));
 }
 
@@ -83,7 +117,11 @@ fn check_and_test_explain_what_is_wrong() {
     std::fs::write(&garbage, b"not wasm").unwrap();
     let out = weir(&["plugin", "check", garbage.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("not a WebAssembly component"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a WebAssembly component"),
+        "{}",
+        text(&out)
+    );
 
     let socket = guest("evil-socket");
     let out = weir(&["plugin", "check", socket.to_str().unwrap()]);
@@ -92,18 +130,48 @@ fn check_and_test_explain_what_is_wrong() {
 
     // An adapter's errors are printed, with a failing exit.
     let body = dir.path().join("check.txt");
-    std::fs::write(&body, "PING OK - 0.1 ms | rta=0.1ms;100;500;0 pl=0%;20;60;0").unwrap();
+    std::fs::write(
+        &body,
+        "PING OK - 0.1 ms | rta=0.1ms;100;500;0 pl=0%;20;60;0",
+    )
+    .unwrap();
     let nagios = guest("nagios-adapter");
-    let out = weir(&["plugin", "test", nagios.to_str().unwrap(), "--input", body.to_str().unwrap(), "--config", "service=ping"]);
+    let out = weir(&[
+        "plugin",
+        "test",
+        nagios.to_str().unwrap(),
+        "--input",
+        body.to_str().unwrap(),
+        "--config",
+        "service=ping",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("\"rta_crit\":500.0"), "{}", text(&out));
-    let out = weir(&["plugin", "test", nagios.to_str().unwrap(), "--input", body.to_str().unwrap()]);
+    let out = weir(&[
+        "plugin",
+        "test",
+        nagios.to_str().unwrap(),
+        "--input",
+        body.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("needs the `service` config key"), "{}", text(&out));
+    assert!(
+        text(&out).contains("needs the `service` config key"),
+        "{}",
+        text(&out)
+    );
 
     // A plugin whose init refuses its config.
     let owner = guest("owner-enricher");
-    let out = weir(&["plugin", "test", owner.to_str().unwrap(), "--input", body.to_str().unwrap(), "--config", "owner.a=team=x,channel=y,priority=medium"]);
+    let out = weir(&[
+        "plugin",
+        "test",
+        owner.to_str().unwrap(),
+        "--input",
+        body.to_str().unwrap(),
+        "--config",
+        "owner.a=team=x,channel=y,priority=medium",
+    ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("must be high or low"), "{}", text(&out));
 }

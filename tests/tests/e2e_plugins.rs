@@ -573,3 +573,52 @@ async fn hot_reload_swaps_plugins_between_batches_and_drops_nothing() {
     }
     assert_eq!(last, "d", "the watcher reloaded the changed config");
 }
+
+/// A guest written in C against the WIT alone (guest-examples/c-filter),
+/// loaded and run by the server like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_in_c_runs_in_a_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_text = format!(
+        "[[pipelines.pages.stages]]\nwasm = {}\nconfig = {{ status = \"status\", keep = \"unhealthy\" }}\n",
+        toml_path(&guest("c-filter"))
+    );
+    let server = start(dir.path(), &config_text, &[]);
+    let mut client = server.client().await.unwrap();
+    let t0 = now_ns() - 60_000_000_000;
+    let mut req = RequestBuilder::default();
+    for (i, status) in ["healthy", "unhealthy", "healthy", "unhealthy"]
+        .iter()
+        .enumerate()
+    {
+        req.point(
+            "pages",
+            t0 + i as i64,
+            &[("service_name", "api"), ("status", status)],
+            vec![],
+        );
+    }
+    req.point("pages", t0 + 10, &[("service_name", "no-status")], vec![]);
+    let written = client
+        .write(req.build(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .rows_written;
+    assert_eq!(written, 3);
+    let rows = server
+        .sql("SELECT service_name, status FROM pages ORDER BY time")
+        .await
+        .unwrap();
+    let statuses: Vec<_> = rows
+        .iter()
+        .map(|r| r["status"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(statuses, ["unhealthy", "unhealthy", "-"]);
+    assert!(server.log().contains("c filter ready"), "{}", server.log());
+    let kind = server
+        .sql("SELECT kind FROM weir_plugins WHERE plugin = 'c-filter'")
+        .await
+        .unwrap();
+    assert_eq!(kind[0]["kind"], "filter");
+}

@@ -78,11 +78,10 @@ fn column_to_wit(array: &ArrayRef) -> Option<ColumnValues> {
         {
             let dict = array.as_dictionary::<Int32Type>();
             let values = dict.values().as_string::<i32>();
+            let (dictionary_offsets, dictionary_data) = string_buffers(values);
             ColumnValues::Tag(TagColumn {
-                dictionary: values
-                    .iter()
-                    .map(|v| v.unwrap_or_default().to_string())
-                    .collect(),
+                dictionary_offsets,
+                dictionary_data,
                 // Keys of null rows are unspecified in Arrow; clamp them so a
                 // guest that ignores validity still reads in bounds.
                 keys: dict
@@ -111,13 +110,10 @@ fn column_to_wit(array: &ArrayRef) -> Option<ColumnValues> {
             validity: valid,
         }),
         DataType::Utf8 => {
-            let strings = array.as_string::<i32>();
-            let offsets = strings.value_offsets();
-            let base = offsets[0];
-            let end = offsets[len];
+            let (offsets, data) = string_buffers(array.as_string::<i32>());
             ColumnValues::String(StringColumn {
-                offsets: offsets.iter().map(|o| (o - base) as u32).collect(),
-                data: strings.value_data()[base as usize..end as usize].to_vec(),
+                offsets,
+                data,
                 validity: valid,
             })
         }
@@ -125,14 +121,22 @@ fn column_to_wit(array: &ArrayRef) -> Option<ColumnValues> {
     })
 }
 
+/// A string array's offsets (rebased to 0) and bytes, as the WIT spells them.
+fn string_buffers(strings: &StringArray) -> (Vec<u32>, Vec<u8>) {
+    let offsets = strings.value_offsets();
+    let (base, end) = (offsets[0], offsets[strings.len()]);
+    (
+        offsets.iter().map(|o| (o - base) as u32).collect(),
+        strings.value_data()[base as usize..end as usize].to_vec(),
+    )
+}
+
 /// Keeps the rows a filter chose. `kept` must be ascending, unique and in
 /// range; anything else is the plugin's error.
 pub fn apply_filter(table: &TableBatch, kept: &[u32]) -> Result<TableBatch, String> {
     let rows = table.batch.num_rows();
-    if kept.len() == rows {
-        if kept.iter().enumerate().all(|(i, k)| *k as usize == i) {
-            return Ok(table.clone());
-        }
+    if kept.len() == rows && kept.iter().enumerate().all(|(i, k)| *k as usize == i) {
+        return Ok(table.clone());
     }
     let mut mask = vec![false; rows];
     let mut previous: Option<u32> = None;
@@ -173,12 +177,17 @@ pub fn check_column(column: &Column, rows: usize) -> Result<(), String> {
     let len = match &column.values {
         ColumnValues::Tag(c) => {
             check_validity(&c.validity)?;
-            if let Some((row, key)) = c.keys.iter().enumerate().find(|(row, key)| {
-                is_valid(&c.validity, *row) && **key as usize >= c.dictionary.len()
-            }) {
+            check_offsets(&c.dictionary_offsets, &c.dictionary_data)
+                .map_err(|e| format!("column {:?}: dictionary: {e}", column.name))?;
+            let entries = c.dictionary_offsets.len() - 1;
+            if let Some((row, key)) = c
+                .keys
+                .iter()
+                .enumerate()
+                .find(|(row, key)| is_valid(&c.validity, *row) && **key as usize >= entries)
+            {
                 return fail(format!(
-                    "row {row}: key {key} outside a dictionary of {}",
-                    c.dictionary.len()
+                    "row {row}: key {key} outside a dictionary of {entries}"
                 ));
             }
             c.keys.len()
@@ -204,23 +213,35 @@ pub fn check_column(column: &Column, rows: usize) -> Result<(), String> {
             if c.offsets.len() != rows + 1 {
                 return fail(format!("{} offsets for {rows} rows", c.offsets.len()));
             }
-            let text = std::str::from_utf8(&c.data)
+            check_offsets(&c.offsets, &c.data)
                 .map_err(|e| format!("column {:?}: {e}", column.name))?;
-            for pair in c.offsets.windows(2) {
-                let (start, end) = (pair[0] as usize, pair[1] as usize);
-                if start > end
-                    || end > text.len()
-                    || !text.is_char_boundary(start)
-                    || !text.is_char_boundary(end)
-                {
-                    return fail(format!("bad string offsets {start}..{end}"));
-                }
-            }
             rows
         }
     };
     if len != rows {
         return fail(format!("{len} values for {rows} rows"));
+    }
+    Ok(())
+}
+
+/// `offsets` (at least one) cut `data`, valid UTF-8, at character boundaries.
+fn check_offsets(offsets: &[u32], data: &[u8]) -> Result<(), String> {
+    if offsets.is_empty() {
+        return Err("no offsets; they start with 0".into());
+    }
+    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    for pair in offsets.windows(2) {
+        let (start, end) = (pair[0] as usize, pair[1] as usize);
+        if start > end
+            || end > text.len()
+            || !text.is_char_boundary(start)
+            || !text.is_char_boundary(end)
+        {
+            return Err(format!(
+                "bad offsets {start}..{end} into {} bytes",
+                text.len()
+            ));
+        }
     }
     Ok(())
 }
@@ -234,7 +255,9 @@ pub fn wit_value(column: &ColumnValues, row: usize) -> Option<Value<'_>> {
     Some(match column {
         ColumnValues::Tag(c) => {
             is_valid(&c.validity, row).then_some(())?;
-            Value::Tag(&c.dictionary[c.keys[row] as usize])
+            let (key, offsets) = (c.keys[row] as usize, &c.dictionary_offsets);
+            let data = &c.dictionary_data[offsets[key] as usize..offsets[key + 1] as usize];
+            Value::Tag(std::str::from_utf8(data).ok()?)
         }
         ColumnValues::F64(c) => Value::F64(*is_valid(&c.validity, row).then_some(&c.values[row])?),
         ColumnValues::S64(c) => Value::I64(*is_valid(&c.validity, row).then_some(&c.values[row])?),
@@ -297,7 +320,8 @@ pub fn columns_bytes(columns: &[Column]) -> usize {
                 + match &c.values {
                     ColumnValues::Tag(t) => {
                         t.keys.len() * 4
-                            + t.dictionary.iter().map(String::len).sum::<usize>()
+                            + t.dictionary_offsets.len() * 4
+                            + t.dictionary_data.len()
                             + t.validity.len()
                     }
                     ColumnValues::F64(v) => v.values.len() * 8 + v.validity.len(),

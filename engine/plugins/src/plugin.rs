@@ -25,6 +25,10 @@ use crate::sandbox::GuestState;
 use crate::stats::PluginStats;
 use crate::{Error, PluginKind, Result, convert};
 
+/// Bindings of another world than the plugin's kind: `expect_kind` rules it
+/// out before every call, so this answer is never seen.
+const KIND_MISMATCH: &str = "internal error: the instance does not match the plugin's kind";
+
 /// Per-plugin limits. The defaults are safe for a shared server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -245,18 +249,18 @@ impl Plugin {
         PluginStats::add(&stats.calls, 1);
         PluginStats::add(&stats.events_in, events_in as u64);
         let mut slot = self.lock();
-        if slot.is_none() {
-            PluginStats::add(&stats.restarts, 1);
-            match self.instantiate() {
-                Ok(live) => *slot = Some(live),
-                Err(e) => {
-                    self.count_failure(&e);
-                    return Err(e);
+        let mut live = match slot.take() {
+            Some(live) => live,
+            None => {
+                PluginStats::add(&stats.restarts, 1);
+                match self.instantiate() {
+                    Ok(live) => live,
+                    Err(e) => {
+                        self.count_failure(&e);
+                        return Err(e);
+                    }
                 }
             }
-        }
-        let Some(live) = slot.as_mut() else {
-            unreachable!("the slot was filled above")
         };
         live.store.set_epoch_deadline(self.deadline_ticks());
         let result = match call(&mut live.store, &live.bound) {
@@ -270,12 +274,15 @@ impl Plugin {
         let result = match result {
             Ok((output, events_out)) => {
                 PluginStats::add(&stats.events_out, events_out as u64);
+                *slot = Some(live);
                 Ok(output)
             }
             Err(e) => {
                 if e.is_fault() {
+                    // The store goes with `live`; the next call makes a new one.
                     tracing::warn!(plugin = &*self.name, error = %e, "plugin fault; its instance is discarded and made anew");
-                    *slot = None;
+                } else {
+                    *slot = Some(live);
                 }
                 self.count_failure(&e);
                 Err(e)
@@ -335,7 +342,7 @@ impl Plugin {
             rows,
             |store, bound| match bound {
                 Bound::Filter(b) => b.weir_plugin_filter().call_filter(store, &input),
-                _ => unreachable!("kind checked above"),
+                _ => Ok(Err(KIND_MISMATCH.into())),
             },
             |kept: &Vec<u32>| {
                 self.output_limit(kept.len() * 4)?;
@@ -360,7 +367,7 @@ impl Plugin {
             rows,
             |store, bound| match bound {
                 Bound::Enricher(b) => b.weir_plugin_enricher().call_enrich(store, &input),
-                _ => unreachable!("kind checked above"),
+                _ => Ok(Err(KIND_MISMATCH.into())),
             },
             |changes| {
                 self.output_limit(convert::columns_bytes(changes))?;
@@ -386,7 +393,7 @@ impl Plugin {
                 Bound::Adapter(b) => b
                     .weir_plugin_adapter()
                     .call_adapt(store, content_type, body),
-                _ => unreachable!("kind checked above"),
+                _ => Ok(Err(KIND_MISMATCH.into())),
             },
             |batches| {
                 self.output_limit(convert::wit_bytes(batches))?;

@@ -735,6 +735,87 @@ mod tests {
     }
 
     #[test]
+    fn pipelines_resolve_with_paths_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(
+            &path,
+            r#"
+plugin_timeout = "250ms"
+[pipelines.checks]
+on_failure = "pass-through"
+[[pipelines.checks.stages]]
+wasm = "plugins/state_change_filter.wasm"
+memory_limit = "8MiB"
+config = { key = "service_name", nested = { a = 1, b = true } }
+[sources.nagios]
+wasm = "/abs/nagios_adapter.wasm"
+name = "nagios"
+"#,
+        )
+        .unwrap();
+        let config = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let def = &config.plugins.def;
+        let checks = &def.tables["checks"];
+        assert_eq!(checks.on_failure, weir_pipeline::FailurePolicy::PassThrough);
+        let stage = &checks.stages[0];
+        assert_eq!(
+            stage.path,
+            dir.path().join("plugins/state_change_filter.wasm")
+        );
+        assert_eq!(stage.name, "state-change-filter");
+        assert_eq!(stage.limits.timeout, Duration::from_millis(250));
+        assert_eq!(stage.limits.memory_bytes, 8 << 20);
+        let pairs: Vec<(&str, &str)> = stage
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("key", "service_name"),
+                ("nested.a", "1"),
+                ("nested.b", "true")
+            ]
+        );
+        assert_eq!(
+            def.sources["nagios"].adapter.path,
+            Path::new("/abs/nagios_adapter.wasm")
+        );
+        assert_eq!(config.plugins.watch_interval, Some(Duration::from_secs(2)));
+
+        for (toml, expect) in [
+            (
+                "[pipelines.t]\non_failure = \"maybe\"",
+                "unknown failure policy",
+            ),
+            (
+                "[[pipelines.t.stages]]\nwasm = \"a.wasm\"\nconfig = { a = [1] }",
+                "cannot be given",
+            ),
+            (
+                "[[pipelines.t.stages]]\nwasm = \"a.wasm\"\ntimeout = \"never\"",
+                "not a duration",
+            ),
+            ("[sources.s]\nconfig = {}", "missing field `wasm`"),
+            ("plugin_watch_interval = \"sometimes\"", "not a duration"),
+        ] {
+            let err = ServeArgs::from_toml(toml)
+                .map_err(Error::Config)
+                .and_then(ServeArgs::into_config)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{toml}: {err}");
+        }
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(size("x", "1024").unwrap(), 1024);
         assert_eq!(size("x", "64MiB").unwrap(), 64 << 20);
