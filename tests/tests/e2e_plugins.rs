@@ -612,7 +612,7 @@ async fn a_guest_in_c_runs_in_a_pipeline() {
         .unwrap();
     let statuses: Vec<_> = rows
         .iter()
-        .map(|r| r["status"].as_str().unwrap_or("-"))
+        .map(|r| r.get("status").and_then(|s| s.as_str()).unwrap_or("-"))
         .collect();
     assert_eq!(statuses, ["unhealthy", "unhealthy", "-"]);
     assert!(server.log().contains("c filter ready"), "{}", server.log());
