@@ -155,28 +155,6 @@ impl Workload {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_are_deterministic_and_spread_over_the_span() {
-        let w = Workload {
-            rows: 1000,
-            services: 10,
-            end_ns: 1_000_000,
-            span_ns: 1000,
-        };
-        assert_eq!(w.row(5), w.row(5));
-        assert_eq!(w.row(0).recorded_at_ns, 999_000);
-        assert_eq!(w.row(999).recorded_at_ns, 999_999);
-        let request = w.request(1, 0, 2, 600);
-        assert_eq!(request.points.len(), 500, "stops at the last row");
-        let healthy = (0..1000).filter(|i| w.row(*i).healthy).count();
-        assert!((980..=1000).contains(&healthy), "{healthy}");
-    }
-}
-
 /// The workload's rows `first..first + count` as the table batch the
 /// pipeline sees (decoded exactly as the server decodes a write).
 pub fn table_batch(workload: &Workload, first: u64, count: usize) -> weir_model::TableBatch {
@@ -244,8 +222,7 @@ impl weir_pipeline::Stage for NativeThreshold {
 /// running executable's target directory.
 pub fn guest(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("executable path");
-    let path = exe
-        .ancestors()
+    exe.ancestors()
         .find_map(|dir| {
             let candidate = dir
                 .join("wasm32-wasip2/release")
@@ -254,6 +231,27 @@ pub fn guest(name: &str) -> std::path::PathBuf {
         })
         .unwrap_or_else(|| {
             panic!("{name}.wasm not found: run `bash guest-examples/build.sh` first")
-        });
-    path
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_deterministic_and_spread_over_the_span() {
+        let w = Workload {
+            rows: 1000,
+            services: 10,
+            end_ns: 1_000_000,
+            span_ns: 1000,
+        };
+        assert_eq!(w.row(5), w.row(5));
+        assert_eq!(w.row(0).recorded_at_ns, 999_000);
+        assert_eq!(w.row(999).recorded_at_ns, 999_999);
+        let request = w.request(1, 0, 2, 600);
+        assert_eq!(request.points.len(), 500, "stops at the last row");
+        let healthy = (0..1000).filter(|i| w.row(*i).healthy).count();
+        assert!((980..=1000).contains(&healthy), "{healthy}");
+    }
 }

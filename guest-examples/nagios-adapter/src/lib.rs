@@ -59,9 +59,13 @@ fn field_name(label: &str) -> String {
     }
 }
 
+/// One perfdata item: its label and `value;warn;crit;min;max` (all but the
+/// value optional).
+type PerfItem = (String, Vec<Option<f64>>);
+
 /// Splits perfdata into `label=value;warn;crit;min;max` items; labels may be
 /// single-quoted and contain spaces.
-fn perf_items(perf: &str) -> Result<Vec<(String, Vec<Option<f64>>)>, String> {
+fn perf_items(perf: &str) -> Result<Vec<PerfItem>, String> {
     let mut items = Vec::new();
     let mut rest = perf.trim();
     while !rest.is_empty() {
