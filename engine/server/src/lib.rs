@@ -2,13 +2,14 @@
 //! the one place where the engine's parts are assembled ([`serve`]).
 //!
 //! What flows in: gRPC `weir.v1.WriteService` calls (plus `grpc.health.v1`
-//! and server reflection) and HTTP requests. What flows out: acks once
-//! writes are durable, query results, metrics.
+//! and server reflection), HTTP requests, raw bodies for ingest sources.
+//! What flows out: acks once writes are durable, query results, metrics.
 //!
 //! Rooms: `config` (every setting: flag, env, TOML), `decode` (wire →
-//! Arrow, the ingest hot path), `ingest` (decode → pipeline → store),
-//! `grpc` and `http` (the front ends), `status` (errors → status codes, only
-//! there), `request_id`.
+//! Arrow, the ingest hot path), `ingest` (decode or adapter → pipeline →
+//! store, dead letters), `plugins` (start-up, reload and file watching,
+//! per-plugin counters and the `weir_plugins` table), `grpc` and `http` (the
+//! front ends), `status` (errors → status codes, only there), `request_id`.
 
 mod config;
 mod decode;
