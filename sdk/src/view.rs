@@ -13,6 +13,28 @@ pub enum Value<'a> {
     String(&'a str),
 }
 
+/// A value as text: strings and tags as they are, numbers and booleans as
+/// Rust prints them — handy for keys and comparisons that span types.
+///
+/// ```
+/// use weir_sdk::Value;
+///
+/// assert_eq!(Value::Tag("unhealthy").to_string(), "unhealthy");
+/// assert_eq!(Value::F64(2.5).to_string(), "2.5");
+/// assert_eq!(Value::Bool(true).to_string(), "true");
+/// ```
+impl std::fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Tag(s) | Value::String(s) => f.write_str(s),
+            Value::F64(v) => write!(f, "{v}"),
+            Value::I64(v) => write!(f, "{v}"),
+            Value::U64(v) => write!(f, "{v}"),
+            Value::Bool(v) => write!(f, "{v}"),
+        }
+    }
+}
+
 /// A checked, read-only view of a [`Batch`]: the events of one table.
 ///
 /// ```

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 
-use weir_sdk::{Config, Event, Filter, Value};
+use weir_sdk::{Config, Event, Filter};
 
 pub struct Flap {
     key: Vec<String>,
@@ -52,16 +52,6 @@ pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("duration {text:?} is too long"))
 }
 
-fn render(value: Value<'_>) -> String {
-    match value {
-        Value::Tag(s) | Value::String(s) => s.to_string(),
-        Value::F64(v) => v.to_string(),
-        Value::I64(v) => v.to_string(),
-        Value::U64(v) => v.to_string(),
-        Value::Bool(v) => v.to_string(),
-    }
-}
-
 impl Filter for Flap {
     fn init(config: &Config) -> Result<Self, String> {
         let key: Vec<String> = config
@@ -82,7 +72,7 @@ impl Filter for Flap {
     }
 
     fn keep(&mut self, event: &Event<'_>) -> bool {
-        let Some(status) = event.value(&self.status).map(render) else {
+        let Some(status) = event.value(&self.status).map(|v| v.to_string()) else {
             return true;
         };
         let mut id = String::new();

@@ -12,22 +12,12 @@
 
 use std::collections::HashMap;
 
-use weir_sdk::{Config, Event, Filter, Value};
+use weir_sdk::{Config, Event, Filter};
 
 pub struct StateChange {
     key: Vec<String>,
     status: String,
     last: HashMap<String, String>,
-}
-
-fn render(value: Value<'_>) -> String {
-    match value {
-        Value::Tag(s) | Value::String(s) => s.to_string(),
-        Value::F64(v) => v.to_string(),
-        Value::I64(v) => v.to_string(),
-        Value::U64(v) => v.to_string(),
-        Value::Bool(v) => v.to_string(),
-    }
 }
 
 impl Filter for StateChange {
@@ -49,7 +39,7 @@ impl Filter for StateChange {
     }
 
     fn keep(&mut self, event: &Event<'_>) -> bool {
-        let Some(status) = event.value(&self.status).map(render) else {
+        let Some(status) = event.value(&self.status).map(|v| v.to_string()) else {
             return true;
         };
         let mut series = String::new();
