@@ -64,6 +64,24 @@ impl Config {
             .transpose()
     }
 
+    /// A comma-separated list (`key = "service_name, region"`), trimmed,
+    /// empty items dropped; `default` when the key is absent.
+    ///
+    /// ```
+    /// use weir_sdk::Config;
+    ///
+    /// let config = Config::from_pairs([("key", "service_name, region,")]);
+    /// assert_eq!(config.list("key", "host"), ["service_name", "region"]);
+    /// assert_eq!(config.list("other", "host"), ["host"]);
+    /// ```
+    pub fn list(&self, key: &str, default: &str) -> Vec<String> {
+        self.get_or(key, default)
+            .split(',')
+            .map(|item| item.trim().to_string())
+            .filter(|item| !item.is_empty())
+            .collect()
+    }
+
     /// The pairs whose key starts with `prefix`, with the prefix removed.
     pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.pairs

@@ -173,6 +173,32 @@ impl<'a> Event<'a> {
         }
     }
 
+    /// The series this event belongs to, by the values of `tags` (missing
+    /// tags count as empty): a map key for plugins that keep state per series.
+    ///
+    /// ```
+    /// use weir_sdk::{Events, EventsBuilder};
+    ///
+    /// let mut b = EventsBuilder::new();
+    /// b.event("checks", 1).tag("service", "api").tag("region", "eu");
+    /// b.event("checks", 2).tag("service", "api");
+    /// let batches = b.finish().unwrap();
+    /// let events = Events::new(&batches[0]).unwrap();
+    /// let by = ["service".to_string(), "region".to_string()];
+    /// assert_ne!(events.event(0).series(&by), events.event(1).series(&by));
+    /// assert_eq!(events.event(1).series(&by[..1]), events.event(0).series(&by[..1]));
+    /// ```
+    pub fn series(&self, tags: &[String]) -> String {
+        let mut series = String::new();
+        for tag in tags {
+            series.push_str(self.tag(tag).unwrap_or(""));
+            // A separator no tag value is likely to hold, so ("a,b", "c")
+            // and ("a", "b,c") stay apart.
+            series.push('\u{1f}');
+        }
+        series
+    }
+
     /// Every tag and field the event has, in column order.
     pub fn values(&self) -> impl Iterator<Item = (&'a str, Value<'a>)> + 'a {
         let row = self.row;

@@ -20,6 +20,7 @@ use weir_model::TableBatch;
 use crate::bindings::adapter::{AdapterPlugin, AdapterPluginPre};
 use crate::bindings::enricher::{EnricherPlugin, EnricherPluginPre};
 use crate::bindings::filter::{FilterPlugin, FilterPluginPre};
+use crate::bindings::types::Batch;
 use crate::runtime::{Compiled, EPOCH_TICK};
 use crate::sandbox::GuestState;
 use crate::stats::PluginStats;
@@ -327,17 +328,27 @@ impl Plugin {
         Ok(())
     }
 
+    /// The WIT form of `batch` for a filter or enricher call; `None` for an
+    /// empty batch, which needs no call.
+    fn batch_input(&self, kind: PluginKind, batch: &TableBatch) -> Result<Option<Batch>> {
+        self.expect_kind(kind)?;
+        if batch.batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        convert::to_wit(batch)
+            .map(Some)
+            .map_err(|message| Error::BadInput {
+                plugin: self.spec.name.clone(),
+                message,
+            })
+    }
+
     /// Keeps the events of `batch` the filter chooses.
     pub fn filter(&self, batch: &TableBatch) -> Result<TableBatch> {
-        self.expect_kind(PluginKind::Filter)?;
-        let rows = batch.batch.num_rows();
-        if rows == 0 {
+        let Some(input) = self.batch_input(PluginKind::Filter, batch)? else {
             return Ok(batch.clone());
-        }
-        let input = convert::to_wit(batch).map_err(|message| Error::BadInput {
-            plugin: self.spec.name.clone(),
-            message,
-        })?;
+        };
+        let rows = input.time.len();
         let kept = self.call(
             rows,
             |store, bound| match bound {
@@ -354,15 +365,10 @@ impl Plugin {
 
     /// Applies the enricher's changes to `batch`.
     pub fn enrich(&self, batch: &TableBatch, now_ns: i64) -> Result<TableBatch> {
-        self.expect_kind(PluginKind::Enricher)?;
-        let rows = batch.batch.num_rows();
-        if rows == 0 {
+        let Some(input) = self.batch_input(PluginKind::Enricher, batch)? else {
             return Ok(batch.clone());
-        }
-        let input = convert::to_wit(batch).map_err(|message| Error::BadInput {
-            plugin: self.spec.name.clone(),
-            message,
-        })?;
+        };
+        let rows = input.time.len();
         let changes = self.call(
             rows,
             |store, bound| match bound {

@@ -669,6 +669,15 @@ mod tests {
 
     use super::*;
 
+    /// The error a TOML file resolves to.
+    fn config_error(toml: &str) -> String {
+        ServeArgs::from_toml(toml)
+            .map_err(Error::Config)
+            .and_then(ServeArgs::into_config)
+            .unwrap_err()
+            .to_string()
+    }
+
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
@@ -725,11 +734,7 @@ mod tests {
                 "must be at least",
             ),
         ] {
-            let err = ServeArgs::from_toml(toml)
-                .map_err(Error::Config)
-                .and_then(ServeArgs::into_config)
-                .unwrap_err()
-                .to_string();
+            let err = config_error(toml);
             assert!(err.contains(expect), "{toml}: {err}");
         }
     }
@@ -806,11 +811,7 @@ name = "nagios"
             ("[sources.s]\nconfig = {}", "missing field `wasm`"),
             ("plugin_watch_interval = \"sometimes\"", "not a duration"),
         ] {
-            let err = ServeArgs::from_toml(toml)
-                .map_err(Error::Config)
-                .and_then(ServeArgs::into_config)
-                .unwrap_err()
-                .to_string();
+            let err = config_error(toml);
             assert!(err.contains(expect), "{toml}: {err}");
         }
     }

@@ -54,12 +54,7 @@ pub fn parse_duration_ns(text: &str) -> Result<i64, String> {
 
 impl Filter for Flap {
     fn init(config: &Config) -> Result<Self, String> {
-        let key: Vec<String> = config
-            .get_or("key", "service_name")
-            .split(',')
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .collect();
+        let key = config.list("key", "service_name");
         if key.is_empty() {
             return Err("config key \"key\" names no tags".into());
         }
@@ -75,11 +70,7 @@ impl Filter for Flap {
         let Some(status) = event.value(&self.status).map(|v| v.to_string()) else {
             return true;
         };
-        let mut id = String::new();
-        for tag in &self.key {
-            id.push_str(event.tag(tag).unwrap_or(""));
-            id.push('\u{1f}');
-        }
+        let id = event.series(&self.key);
         let now = event.time_ns();
         let Some(series) = self.series.get_mut(&id) else {
             self.series.insert(

@@ -22,12 +22,7 @@ pub struct StateChange {
 
 impl Filter for StateChange {
     fn init(config: &Config) -> Result<Self, String> {
-        let key: Vec<String> = config
-            .get_or("key", "service_name")
-            .split(',')
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty())
-            .collect();
+        let key = config.list("key", "service_name");
         if key.is_empty() {
             return Err("config key \"key\" names no tags".into());
         }
@@ -42,11 +37,7 @@ impl Filter for StateChange {
         let Some(status) = event.value(&self.status).map(|v| v.to_string()) else {
             return true;
         };
-        let mut series = String::new();
-        for tag in &self.key {
-            series.push_str(event.tag(tag).unwrap_or(""));
-            series.push('\u{1f}');
-        }
+        let series = event.series(&self.key);
         match self.last.get_mut(&series) {
             Some(last) if *last == status => false,
             Some(last) => {
