@@ -39,6 +39,7 @@ fn open(dir: &std::path::Path, durability: Durability) -> Store {
         persist_buffer_bytes: usize::MAX / 2,
         max_buffer_bytes: usize::MAX / 2,
         tables: Default::default(),
+        max_columns_per_table: 1_000,
         compaction_min_files: 8,
         file_delete_grace: Duration::from_secs(1),
     })

@@ -3,8 +3,10 @@
 //! Sends the reference workload (`--rows` rows of `service_metrics` from
 //! `--services` services over `--span` hours) on `--streams` bidirectional
 //! `WriteStream`s, each keeping up to `--in-flight` batches outstanding, and
-//! prints acknowledged rows per second and the ack latency (send → durable
-//! ack) percentiles as one JSON line.
+//! prints acknowledged rows per second, the ack latency (send → durable
+//! ack) percentiles and the longest time no stream got an ack (the worst
+//! stall) as one JSON line. `--seconds` stops sending after that long
+//! (an overload run), whatever `--rows` says.
 //!
 //! `--emit-line-protocol FILE` / `--emit-csv FILE` write the same rows for
 //! InfluxDB and Postgres instead of sending them.
@@ -39,6 +41,9 @@ struct Args {
     /// End of the time span, ns since the epoch; default: now.
     #[arg(long)]
     end_ns: Option<i64>,
+    /// Stop sending after this many seconds (then wait for the acks owed).
+    #[arg(long)]
+    seconds: Option<f64>,
     #[arg(long)]
     emit_line_protocol: Option<std::path::PathBuf>,
     #[arg(long)]
@@ -49,10 +54,17 @@ struct Args {
 struct StreamResult {
     rows: u64,
     latencies: Vec<Duration>,
+    /// When each ack arrived.
+    acked_at: Vec<Instant>,
     rejected: u64,
 }
 
-async fn run_stream(args: &Args, workload: Workload, stream: u64) -> anyhow::Result<StreamResult> {
+async fn run_stream(
+    args: &Args,
+    workload: Workload,
+    stream: u64,
+    deadline: Option<Instant>,
+) -> anyhow::Result<StreamResult> {
     let mut client = WriteServiceClient::connect(args.grpc.clone())
         .await?
         .max_encoding_message_size(usize::MAX);
@@ -68,7 +80,8 @@ async fn run_stream(args: &Args, workload: Workload, stream: u64) -> anyhow::Res
     let mut next = stream;
     let mut sequence = 0;
     loop {
-        while sent.len() < args.in_flight && next < workload.rows {
+        let sending = deadline.is_none_or(|d| Instant::now() < d);
+        while sending && sent.len() < args.in_flight && next < workload.rows {
             sequence += 1;
             let request = workload.request(sequence, next, stride, args.batch_rows);
             next += stride * args.batch_rows as u64;
@@ -76,6 +89,11 @@ async fn run_stream(args: &Args, workload: Workload, stream: u64) -> anyhow::Res
             tx.send(request).await?;
         }
         if sent.is_empty() {
+            // Close the stream cleanly so the server logs no error.
+            drop(tx);
+            while let Some(ack) = acks.next().await {
+                ack?;
+            }
             break;
         }
         match acks.next().await {
@@ -83,6 +101,7 @@ async fn run_stream(args: &Args, workload: Workload, stream: u64) -> anyhow::Res
                 if let Some(at) = sent.remove(&ack.sequence) {
                     result.latencies.push(at.elapsed());
                 }
+                result.acked_at.push(Instant::now());
                 match ack.error {
                     None => result.rows += ack.rows_written,
                     Some(e) => {
@@ -132,8 +151,11 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    let results =
-        futures::future::join_all((0..args.streams).map(|s| run_stream(&args, workload, s))).await;
+    let deadline = args.seconds.map(|s| started + Duration::from_secs_f64(s));
+    let results = futures::future::join_all(
+        (0..args.streams).map(|s| run_stream(&args, workload, s, deadline)),
+    )
+    .await;
     let elapsed = started.elapsed();
     let mut total = StreamResult::default();
     for r in results {
@@ -141,10 +163,19 @@ async fn main() -> anyhow::Result<()> {
         total.rows += r.rows;
         total.rejected += r.rejected;
         total.latencies.extend(r.latencies);
+        total.acked_at.extend(r.acked_at);
     }
     total.latencies.sort();
+    total.acked_at.sort();
+    let longest_gap = std::iter::once(started)
+        .chain(total.acked_at.iter().copied())
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
     println!(
-        "{{\"rows\": {}, \"seconds\": {:.3}, \"rows_per_sec\": {:.0}, \"batches\": {}, \"rejected_batches\": {}, \"ack_p50_ms\": {:.2}, \"ack_p99_ms\": {:.2}, \"streams\": {}, \"batch_rows\": {}, \"in_flight\": {}}}",
+        "{{\"rows\": {}, \"seconds\": {:.3}, \"rows_per_sec\": {:.0}, \"batches\": {}, \"rejected_batches\": {}, \"ack_p50_ms\": {:.2}, \"ack_p99_ms\": {:.2}, \"ack_max_ms\": {:.2}, \"longest_ack_gap_ms\": {:.1}, \"streams\": {}, \"batch_rows\": {}, \"in_flight\": {}}}",
         total.rows,
         elapsed.as_secs_f64(),
         total.rows as f64 / elapsed.as_secs_f64(),
@@ -152,6 +183,8 @@ async fn main() -> anyhow::Result<()> {
         total.rejected,
         percentile(&total.latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&total.latencies, 0.99).as_secs_f64() * 1e3,
+        percentile(&total.latencies, 1.0).as_secs_f64() * 1e3,
+        longest_gap.as_secs_f64() * 1e3,
         args.streams,
         args.batch_rows,
         args.in_flight,

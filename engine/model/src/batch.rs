@@ -13,8 +13,36 @@ use arrow::record_batch::RecordBatch;
 use crate::column::TagKey;
 use crate::{
     ColumnType, Error, MAX_TAG_VALUE_BYTES, MAX_TIMESTAMP_NS, MIN_TIMESTAMP_NS, NameKind, Result,
-    TIME_ZONE, Value, validate_name,
+    TIME_ZONE, Value, check_not_system_table, validate_name,
 };
+
+/// How much one write request may build. A request's memory is its cells
+/// (rows × columns of each table, nulls included: Arrow stores a slot for
+/// every null), so a sparse request — each row bringing new columns — is
+/// bounded here rather than by its size on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    /// Distinct tables one request may write.
+    pub max_tables: usize,
+    /// Distinct columns (over all its tables) one request may write.
+    pub max_columns: usize,
+    /// Cells one request may build.
+    pub max_cells: usize,
+}
+
+impl Default for WriteLimits {
+    fn default() -> Self {
+        Self {
+            max_tables: 1_000,
+            max_columns: 10_000,
+            // A set cell costs at least two bytes on the wire (a key and a
+            // value index), so a dense request of the default 64 MiB
+            // message limit stays under this; about 256 MiB of Arrow at
+            // worst.
+            max_cells: 32 << 20,
+        }
+    }
+}
 
 /// Index of a table within one [`WriteBatchBuilder`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,16 +89,40 @@ pub struct WriteBatchBuilder {
     now_ns: i64,
     tables: Vec<TableBuilder>,
     by_name: HashMap<String, TableId>,
+    limits: WriteLimits,
+    /// Whether `weir_…` tables may be written: only by Weir itself.
+    system: bool,
+    columns: usize,
+    cells: usize,
 }
 
 impl WriteBatchBuilder {
-    /// `now_ns` replaces timestamps of `0` ("server time").
+    /// `now_ns` replaces timestamps of `0` ("server time"). Default
+    /// [`WriteLimits`]; system tables refused.
     pub fn new(now_ns: i64) -> Self {
         Self {
             now_ns,
             tables: Vec::new(),
             by_name: HashMap::new(),
+            limits: WriteLimits::default(),
+            system: false,
+            columns: 0,
+            cells: 0,
         }
+    }
+
+    /// A builder for the rows Weir writes to its own `weir_…` tables (dead
+    /// letters, alerts). Never hand one to input from outside.
+    pub fn for_system_tables(now_ns: i64) -> Self {
+        Self {
+            system: true,
+            ..Self::new(now_ns)
+        }
+    }
+
+    pub fn with_limits(mut self, limits: WriteLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Looks up or starts the batch of table `name`, whose time column is
@@ -80,6 +132,15 @@ impl WriteBatchBuilder {
             return Ok(*id);
         }
         validate_name(NameKind::Table, name)?;
+        if !self.system {
+            check_not_system_table(name)?;
+        }
+        if self.tables.len() >= self.limits.max_tables {
+            return Err(Error::TooManyTables {
+                table: name.to_string(),
+                limit: self.limits.max_tables,
+            });
+        }
         let id = TableId(self.tables.len());
         self.tables.push(TableBuilder::new(name, time_column));
         self.by_name.insert(name.to_string(), id);
@@ -95,7 +156,31 @@ impl WriteBatchBuilder {
         column_type: ColumnType,
         row: usize,
     ) -> Result<ColumnId> {
-        self.tables[table.0].column(name, column_type, row)
+        let builder = &mut self.tables[table.0];
+        if let Some(id) = builder.existing_column(name, column_type, row)? {
+            return Ok(id);
+        }
+        if self.columns >= self.limits.max_columns {
+            return Err(Error::TooManyColumns {
+                table: builder.name.clone(),
+                column: name.to_string(),
+                row,
+                limit: self.limits.max_columns,
+            });
+        }
+        // The new column holds a slot (a null) for every point so far.
+        let cells = self.cells + builder.times.len();
+        if cells > self.limits.max_cells {
+            return Err(Error::TooManyCells {
+                table: builder.name.clone(),
+                row,
+                limit: self.limits.max_cells,
+            });
+        }
+        let id = builder.new_column(name, column_type, row)?;
+        self.columns += 1;
+        self.cells = cells;
+        Ok(id)
     }
 
     /// Starts a new point in `table`. `row` is its index in the request.
@@ -113,6 +198,16 @@ impl WriteBatchBuilder {
                 timestamp_ns,
             });
         }
+        // A point holds a slot in every column of its table, and its time.
+        let cells = self.cells + builder.columns.len() + 1;
+        if cells > self.limits.max_cells {
+            return Err(Error::TooManyCells {
+                table: builder.name.clone(),
+                row,
+                limit: self.limits.max_cells,
+            });
+        }
+        self.cells = cells;
         builder.times.push(timestamp_ns);
         Ok(())
     }
@@ -161,14 +256,24 @@ impl TableBuilder {
         }
     }
 
-    fn column(&mut self, name: &str, column_type: ColumnType, row: usize) -> Result<ColumnId> {
-        if let Some(&id) = self.by_name.get(name) {
-            let existing = self.columns[id.0].column_type();
-            if existing != column_type {
-                return Err(self.conflict(id, row, column_type));
-            }
-            return Ok(id);
+    /// The column `name` if the table has it already, checked for `column_type`.
+    fn existing_column(
+        &self,
+        name: &str,
+        column_type: ColumnType,
+        row: usize,
+    ) -> Result<Option<ColumnId>> {
+        let Some(&id) = self.by_name.get(name) else {
+            return Ok(None);
+        };
+        let existing = self.columns[id.0].column_type();
+        if existing != column_type {
+            return Err(self.conflict(id, row, column_type));
         }
+        Ok(Some(id))
+    }
+
+    fn new_column(&mut self, name: &str, column_type: ColumnType, row: usize) -> Result<ColumnId> {
         validate_name(NameKind::Column, name)?;
         let Some(data) = ColumnData::new(column_type) else {
             // The time column is the point's timestamp, never a tag or field.

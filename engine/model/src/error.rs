@@ -82,6 +82,30 @@ pub enum Error {
         found: String,
     },
 
+    #[error(
+        "table {table:?} would be one table more than the limit of {limit} tables per write request"
+    )]
+    TooManyTables { table: String, limit: usize },
+
+    #[error(
+        "table {table:?}, row {row}: column {column:?} would be one column more than the limit of {limit} columns per write request"
+    )]
+    TooManyColumns {
+        table: String,
+        column: String,
+        row: usize,
+        limit: usize,
+    },
+
+    #[error(
+        "table {table:?}, row {row}: the request would build more than {limit} cells (rows × columns, nulls included); send sparse columns in separate requests"
+    )]
+    TooManyCells {
+        table: String,
+        row: usize,
+        limit: usize,
+    },
+
     #[error("building the Arrow batch for table {table:?}: {source}")]
     Arrow {
         table: String,

@@ -15,6 +15,11 @@
 //! - floats must be finite: NaN and ±infinity are rejected, not stored;
 //! - timestamps are nanoseconds since the Unix epoch in
 //!   `[1970-01-01, 2200-01-01)`; `0` means "now, by the server's clock";
+//! - table names starting with `weir_` are Weir's own: only Weir writes them
+//!   ([`WriteBatchBuilder::for_system_tables`]);
+//! - one request may name at most [`WriteLimits`] tables and columns, and
+//!   build at most as many cells (rows × columns), so a request's memory is
+//!   bounded by configuration, not by how sparse it is;
 //! - a column has one type per table: a tag is a tag, an `f64` stays an `f64`.
 //!   A conflict names the table, the column, the request row and both types.
 //!
@@ -28,10 +33,13 @@ mod error;
 mod names;
 mod schema;
 
-pub use batch::{ColumnId, TableBatch, TableId, WriteBatchBuilder};
+pub use batch::{ColumnId, TableBatch, TableId, WriteBatchBuilder, WriteLimits};
 pub use column::{ColumnType, TIME_ZONE, Value, time_data_type};
 pub use error::{Error, Result};
-pub use names::{MAX_NAME_BYTES, MAX_TAG_VALUE_BYTES, NameKind, validate_name};
+pub use names::{
+    MAX_NAME_BYTES, MAX_TAG_VALUE_BYTES, NameKind, SYSTEM_TABLE_PREFIX, check_not_system_table,
+    is_system_table, validate_name,
+};
 pub use schema::{ColumnDef, TableSchema, conform};
 
 /// Earliest accepted timestamp (inclusive): the Unix epoch.

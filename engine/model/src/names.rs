@@ -8,6 +8,34 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// dictionary-encoded; a megabyte "tag" is a field in disguise.
 pub const MAX_TAG_VALUE_BYTES: usize = 4096;
 
+/// Tables whose names start with this are Weir's own (`weir_plugins`,
+/// `weir_dead_letters`, and those the monitor adds). Clients, importers and
+/// plugins may not write them: a query answers a system table from Weir's
+/// state, so a client row stored under such a name would be acknowledged and
+/// never seen, and a client-made table would fix the column types Weir later
+/// needs. The prefix is reserved case-insensitively, since SQL folds
+/// unquoted names to lower case.
+pub const SYSTEM_TABLE_PREFIX: &str = "weir_";
+
+/// True for names reserved for Weir's system tables (see [`SYSTEM_TABLE_PREFIX`]).
+pub fn is_system_table(name: &str) -> bool {
+    name.len() >= SYSTEM_TABLE_PREFIX.len()
+        && name.as_bytes()[..SYSTEM_TABLE_PREFIX.len()]
+            .eq_ignore_ascii_case(SYSTEM_TABLE_PREFIX.as_bytes())
+}
+
+/// Refuses a table name reserved for Weir itself, for writes from outside.
+pub fn check_not_system_table(name: &str) -> Result<()> {
+    if is_system_table(name) {
+        return Err(Error::InvalidName {
+            kind: NameKind::Table,
+            name: truncate_for_message(name),
+            reason: "names starting with \"weir_\" are reserved for Weir's system tables",
+        });
+    }
+    Ok(())
+}
+
 /// What a name names, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NameKind {
@@ -86,6 +114,19 @@ mod tests {
                 Err(Error::InvalidName { reason: got, .. }) => assert_eq!(got, reason, "{name:?}"),
                 other => panic!("{name:?}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn system_table_names_are_reserved_in_any_case() {
+        for name in ["weir_plugins", "weir_dead_letters", "WEIR_X", "Weir_", "weir_é"] {
+            assert!(is_system_table(name), "{name}");
+            let err = check_not_system_table(name).unwrap_err().to_string();
+            assert!(err.contains("reserved"), "{err}");
+        }
+        for name in ["weir", "weirs_table", "my_weir_plugins", "wei", "", "é"] {
+            assert!(!is_system_table(name), "{name}");
+            check_not_system_table(name).unwrap();
         }
     }
 

@@ -1,5 +1,6 @@
 //! A table's column set as the catalog keeps it, and lining batches up with it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, new_null_array};
@@ -21,11 +22,44 @@ pub struct ColumnDef {
 /// first arrived. Columns are only ever added, never changed or removed, so a
 /// batch written under an older schema is a projection of the current one
 /// (see [`conform`]).
+///
+/// Columns are found by name through an index, so checking a batch costs its
+/// own width, not the table's: a table grown to thousands of columns does not
+/// make every later write slower, nor a wide write quadratic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredSchema", into = "StoredSchema")]
 pub struct TableSchema {
     pub name: String,
     pub time_column: String,
-    pub columns: Vec<ColumnDef>,
+    columns: Vec<ColumnDef>,
+    /// Position in `columns` by name.
+    index: HashMap<String, usize>,
+}
+
+/// The catalog's form of a [`TableSchema`]: the index is rebuilt on load.
+#[derive(Serialize, Deserialize)]
+struct StoredSchema {
+    name: String,
+    time_column: String,
+    columns: Vec<ColumnDef>,
+}
+
+impl From<StoredSchema> for TableSchema {
+    fn from(stored: StoredSchema) -> Self {
+        let mut schema = TableSchema::new(stored.name, stored.time_column);
+        schema.add_columns(stored.columns);
+        schema
+    }
+}
+
+impl From<TableSchema> for StoredSchema {
+    fn from(schema: TableSchema) -> Self {
+        StoredSchema {
+            name: schema.name,
+            time_column: schema.time_column,
+            columns: schema.columns,
+        }
+    }
 }
 
 impl TableSchema {
@@ -34,11 +68,17 @@ impl TableSchema {
             name: name.into(),
             time_column: time_column.into(),
             columns: Vec::new(),
+            index: HashMap::new(),
         }
     }
 
+    /// The non-time columns, in the order they first arrived.
+    pub fn columns(&self) -> &[ColumnDef] {
+        &self.columns
+    }
+
     pub fn column(&self, name: &str) -> Option<&ColumnDef> {
-        self.columns.iter().find(|c| c.name == name)
+        self.index.get(name).map(|&i| &self.columns[i])
     }
 
     /// The tag columns, in schema order: the series key Parquet files sort by.
@@ -119,7 +159,8 @@ impl TableSchema {
     pub fn add_columns(&mut self, columns: impl IntoIterator<Item = ColumnDef>) -> bool {
         let mut changed = false;
         for column in columns {
-            if self.column(&column.name).is_none() {
+            if !self.index.contains_key(&column.name) {
+                self.index.insert(column.name.clone(), self.columns.len());
                 self.columns.push(column);
                 changed = true;
             }

@@ -30,7 +30,7 @@ impl DeadLetter {
         letters: &[DeadLetter],
         time_column: &str,
     ) -> weir_model::Result<Vec<TableBatch>> {
-        let mut builder = WriteBatchBuilder::new(0);
+        let mut builder = WriteBatchBuilder::for_system_tables(0);
         let t = builder.table(DEAD_LETTER_TABLE, time_column)?;
         let pipeline = builder.column(t, "pipeline", ColumnType::Tag, 0)?;
         let plugin = builder.column(t, "plugin", ColumnType::Tag, 0)?;

@@ -1,4 +1,14 @@
 //! [`QueryEngine`]: runs one SQL query in a fresh, bounded session.
+//!
+//! Every query is bounded before it can hurt the process: its text by
+//! [`MAX_SQL_BYTES`], its nesting by [`MAX_SQL_DEPTH`](crate::complexity),
+//! its working memory by a DataFusion memory pool, its answer by
+//! `max_result_bytes` (counted as batches arrive, so an endless
+//! `generate_series` stops at the cap instead of growing the process), and
+//! its time by `timeout`. Queries run on their own runtime, whose threads
+//! have stacks large enough for any plan the depth limit admits, and a query
+//! whose caller goes away (timeout, client disconnect) is aborted, not left
+//! running.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,11 +21,17 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
 use tracing::debug;
 use weir_storage::Store;
 use weir_storage::metrics::{Counter, Exposition, Histogram};
 
+use crate::complexity::{MAX_SQL_BYTES, MAX_SQL_DEPTH, check_depth};
 use crate::{Error, Result, WeirTable};
+
+/// Stack of each query thread. Virtual memory: only the pages a deep plan
+/// touches are ever committed.
+const QUERY_STACK_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
@@ -24,6 +40,8 @@ pub struct QueryConfig {
     pub timeout: Duration,
     /// Parallelism of one query; 0 means one per core.
     pub target_partitions: usize,
+    /// Largest answer (Arrow bytes) one query may return.
+    pub max_result_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -62,25 +80,36 @@ pub trait SystemTable: Send + Sync {
 }
 
 pub struct QueryEngine {
+    planner: Planner,
+    runtime: QueryRuntime,
+    metrics: QueryMetrics,
+}
+
+/// What one query needs, cheap to clone onto the query runtime.
+#[derive(Clone)]
+struct Planner {
     store: Store,
     config: QueryConfig,
-    metrics: QueryMetrics,
     system_tables: Vec<Arc<dyn SystemTable>>,
 }
 
 impl QueryEngine {
-    pub fn new(store: Store, config: QueryConfig) -> Self {
-        Self {
-            store,
-            config,
+    /// Starts the query threads. Fails only if the OS refuses threads.
+    pub fn new(store: Store, config: QueryConfig) -> Result<Self> {
+        Ok(Self {
+            planner: Planner {
+                store,
+                config,
+                system_tables: Vec::new(),
+            },
+            runtime: QueryRuntime::start()?,
             metrics: QueryMetrics::default(),
-            system_tables: Vec::new(),
-        }
+        })
     }
 
     /// Adds a system table; its name shadows any stored table of the same name.
     pub fn with_system_table(mut self, table: Arc<dyn SystemTable>) -> Self {
-        self.system_tables.push(table);
+        self.planner.system_tables.push(table);
         self
     }
 
@@ -92,12 +121,7 @@ impl QueryEngine {
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
         let started = Instant::now();
         self.metrics.queries.inc();
-        let result = match tokio::time::timeout(self.config.timeout, self.run(sql)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                timeout: self.config.timeout,
-            }),
-        };
+        let result = self.run_bounded(sql).await;
         self.metrics.seconds.observe(started.elapsed());
         if result.is_err() {
             self.metrics.failed.inc();
@@ -110,17 +134,60 @@ impl QueryEngine {
         result
     }
 
+    async fn run_bounded(&self, sql: &str) -> Result<QueryResult> {
+        if sql.len() > MAX_SQL_BYTES {
+            return Err(Error::TooLarge {
+                bytes: sql.len(),
+                limit: MAX_SQL_BYTES,
+            });
+        }
+        let planner = self.planner.clone();
+        let sql = sql.to_string();
+        let task = AbortOnDrop(self.runtime.spawn(async move { planner.run(&sql).await }));
+        let timeout = self.planner.config.timeout;
+        match tokio::time::timeout(timeout, task).await {
+            Ok(result) => result,
+            // Dropping `task` aborts the query.
+            Err(_) => Err(Error::Timeout { timeout }),
+        }
+    }
+}
+
+impl Planner {
     async fn run(&self, sql: &str) -> Result<QueryResult> {
         let limit = self.config.memory_limit;
         let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
         let ctx = self.session().map_err(df_err)?;
-        let options = SQLOptions::new()
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
+        check_depth(&statement, MAX_SQL_DEPTH).map_err(|refused| Error::TooDeep {
+            what: refused.what,
+            depth: refused.depth,
+            limit: MAX_SQL_DEPTH,
+        })?;
+        let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+        SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
-            .with_allow_statements(false);
-        let frame = ctx.sql_with_options(sql, options).await.map_err(df_err)?;
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(df_err)?;
+        let frame = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await.map_err(df_err)?;
+        let mut stream = frame.execute_stream().await.map_err(df_err)?;
+        let mut batches = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_err)?;
+            bytes += batch.get_array_memory_size();
+            if bytes > self.config.max_result_bytes {
+                return Err(Error::ResultTooLarge {
+                    limit: self.config.max_result_bytes,
+                });
+            }
+            batches.push(batch);
+        }
         Ok(QueryResult { schema, batches })
     }
 
@@ -150,6 +217,74 @@ impl QueryEngine {
             }),
         );
         Ok(ctx)
+    }
+}
+
+/// The threads queries run on: apart from ingest's, so a heavy query cannot
+/// starve acks, and with [`QUERY_STACK_BYTES`] stacks.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn start() -> Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("weir-query")
+            .thread_stack_size(QUERY_STACK_BYTES)
+            .enable_all()
+            .build()
+            .map(|runtime| Self(Some(runtime)))
+            .map_err(|e| Error::Execution(format!("starting the query threads: {e}")))
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(runtime) => runtime.spawn(future),
+            // Only `drop` takes the runtime out.
+            None => tokio::spawn(future),
+        }
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        // The engine may be dropped inside another runtime, where a blocking
+        // shutdown would panic; queries still running are cancelled.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A query task that is aborted when its caller stops waiting for it.
+struct AbortOnDrop(tokio::task::JoinHandle<Result<QueryResult>>);
+
+impl Future for AbortOnDrop {
+    type Output = Result<QueryResult>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(Error::Execution(if e.is_panic() {
+                    "the query failed with an internal error (a panic in the query engine); it was contained".to_string()
+                } else {
+                    "the query was cancelled".to_string()
+                }))
+            })
+        })
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

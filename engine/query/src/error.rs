@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,28 @@ pub enum Error {
 
     #[error("query exceeded its memory limit of {limit_bytes} bytes: {detail}")]
     MemoryLimit { limit_bytes: usize, detail: String },
+
+    #[error("query text is {bytes} bytes, more than the limit of {limit}")]
+    TooLarge { bytes: usize, limit: usize },
+
+    #[error(
+        "query nests {what} at least {depth} levels deep, more than the limit of {limit}; flatten it (e.g. `x IN (…)` instead of a chain of ORs, a VALUES list instead of a chain of UNIONs)"
+    )]
+    TooDeep {
+        what: &'static str,
+        depth: usize,
+        limit: usize,
+    },
+
+    #[error(
+        "query result exceeded {limit} bytes (query_max_result_size); aggregate, filter or add a LIMIT"
+    )]
+    ResultTooLarge { limit: usize },
+
+    /// The query is valid but failed on the data: a cast that does not
+    /// parse, a division by zero, an overflow.
+    #[error("query failed: {0}")]
+    DataError(String),
 
     #[error("query exceeded its timeout of {timeout:?}")]
     Timeout { timeout: Duration },
@@ -48,6 +71,19 @@ impl Error {
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
             | DataFusionError::NotImplemented(_) => Error::InvalidQuery(message),
+            // DataFusion raises `exec_err!` for what the user asked of the
+            // data (bad arguments, invalid casts); Arrow's compute errors
+            // are the same. Engine faults are `Internal`, I/O and the rest.
+            DataFusionError::Execution(_) => Error::DataError(message),
+            DataFusionError::ArrowError(arrow_error, _) => match arrow_error.as_ref() {
+                ArrowError::CastError(_)
+                | ArrowError::ParseError(_)
+                | ArrowError::DivideByZero
+                | ArrowError::ArithmeticOverflow(_)
+                | ArrowError::InvalidArgumentError(_)
+                | ArrowError::ComputeError(_) => Error::DataError(message),
+                _ => Error::Execution(message),
+            },
             _ => Error::Execution(message),
         }
     }

@@ -15,13 +15,18 @@
 //! cannot match.
 //!
 //! Queries are read-only (no DDL, DML or `SET`), and each runs in its own
-//! session with a memory pool of `memory_limit` bytes and a `timeout`.
+//! session with a memory pool of `memory_limit` bytes, a cap on its answer
+//! and a `timeout`. Text size and nesting depth are checked before planning
+//! (`complexity`), and queries run on their own large-stack threads, so no
+//! query text can overflow a stack and abort the process.
 
+mod complexity;
 mod engine;
 mod error;
 mod table;
 mod time_range;
 
+pub use complexity::{MAX_SQL_BYTES, MAX_SQL_DEPTH};
 pub use engine::{QueryConfig, QueryEngine, QueryMetrics, QueryResult, SystemTable};
 pub use error::{Error, Result};
 pub use table::WeirTable;

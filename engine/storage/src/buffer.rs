@@ -78,6 +78,11 @@ impl Buffer {
             .collect()
     }
 
+    /// Bytes of the generation now filling.
+    pub fn active_bytes(&self) -> usize {
+        self.active.bytes
+    }
+
     pub fn bytes(&self) -> usize {
         self.generations().map(|g| g.bytes).sum()
     }

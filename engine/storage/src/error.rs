@@ -7,6 +7,16 @@ pub enum Error {
     #[error(transparent)]
     InvalidWrite(#[from] weir_model::Error),
 
+    /// The write would grow a table past `max_columns_per_table`.
+    #[error(
+        "table {table:?} would have {columns} columns, more than the limit of {limit} (max_columns_per_table)"
+    )]
+    TableTooWide {
+        table: String,
+        columns: usize,
+        limit: usize,
+    },
+
     #[error("WAL I/O on {path}: {source}")]
     WalIo {
         path: PathBuf,

@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{AsArray, UInt32Array};
+use arrow::array::{ArrayRef, AsArray, UInt32Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
@@ -56,16 +56,20 @@ pub(crate) fn write_partitioned(
     }
     let mut files = Vec::new();
     for (partition, rows) in partitions(&all) {
-        let part = match rows {
-            None => all.clone(),
-            Some(indices) => take_record_batch(&all, &indices).map_err(arrange_err)?,
-        };
-        let sorted = sort_by_series_then_time(schema, &part).map_err(arrange_err)?;
+        let order = sorted_order(schema, &all, rows).map_err(arrange_err)?;
         let id = next_file_id();
         let relative = table_dir(table_id)
             .join(day_name(partition))
             .join(format!("{id:012}.parquet"));
-        let meta = write_file(data_dir, &relative, schema, &sorted)?;
+        // The sorted rows are taken a chunk at a time as the writer needs
+        // them: persisting costs one copy of a chunk, not of the partition.
+        let chunks = (0..order.len())
+            .step_by(WRITE_CHUNK_ROWS)
+            .map(|start| {
+                let len = WRITE_CHUNK_ROWS.min(order.len() - start);
+                take_record_batch(&all, &order.slice(start, len)).map_err(arrange_err)
+            });
+        let meta = write_file(data_dir, &relative, schema, &arrow_schema, chunks)?;
         files.push(FileMeta {
             id,
             partition,
@@ -74,6 +78,9 @@ pub(crate) fn write_partitioned(
     }
     Ok(files)
 }
+
+/// Rows handed to the Parquet writer at a time while persisting.
+const WRITE_CHUNK_ROWS: usize = 64 * 1024;
 
 /// Row indices per day partition; `None` when every row is in one partition.
 fn partitions(batch: &RecordBatch) -> BTreeMap<i64, Option<UInt32Array>> {
@@ -96,26 +103,38 @@ fn partitions(batch: &RecordBatch) -> BTreeMap<i64, Option<UInt32Array>> {
         .collect()
 }
 
-/// Sorts by the tag columns (the series key) then time, the order that makes
-/// tags compress to runs and lets readers skip by series.
-fn sort_by_series_then_time(
+/// The rows of one partition (`rows`, or all of `batch`) in the order they
+/// are stored: by the tag columns (the series key) then time, the order that
+/// makes tags compress to runs and lets readers skip by series. Only the
+/// sort keys are copied.
+fn sorted_order(
     schema: &TableSchema,
     batch: &RecordBatch,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut keys: Vec<SortColumn> = schema
+    rows: Option<UInt32Array>,
+) -> Result<UInt32Array, arrow::error::ArrowError> {
+    let key = |values: &ArrayRef| match &rows {
+        Some(rows) => arrow::compute::take(values.as_ref(), rows, None),
+        None => Ok(Arc::clone(values)),
+    };
+    let mut keys = Vec::new();
+    for values in schema
         .tag_names()
         .filter_map(|name| batch.column_by_name(name))
-        .map(|values| SortColumn {
-            values: Arc::clone(values),
+        .chain([batch.column(0)])
+    {
+        keys.push(SortColumn {
+            values: key(values)?,
             options: None,
-        })
-        .collect();
-    keys.push(SortColumn {
-        values: Arc::clone(batch.column(0)),
-        options: None,
-    });
-    let indices = lexsort_to_indices(&keys, None)?;
-    take_record_batch(batch, &indices)
+        });
+    }
+    let order = lexsort_to_indices(&keys, None)?;
+    match rows {
+        // Positions within the partition back to rows of `batch`.
+        Some(rows) => Ok(arrow::compute::take(&rows, &order, None)?
+            .as_primitive::<arrow::datatypes::UInt32Type>()
+            .clone()),
+        None => Ok(order),
+    }
 }
 
 fn writer_properties(schema: &TableSchema, arrow_schema: &SchemaRef) -> WriterProperties {
@@ -142,12 +161,13 @@ fn writer_properties(schema: &TableSchema, arrow_schema: &SchemaRef) -> WriterPr
         .build()
 }
 
-/// Writes one sorted batch to `relative` (under `data_dir`) durably.
+/// Writes sorted `chunks` as one file at `relative` (under `data_dir`), durably.
 fn write_file(
     data_dir: &Path,
     relative: &Path,
     schema: &TableSchema,
-    batch: &RecordBatch,
+    arrow_schema: &SchemaRef,
+    chunks: impl Iterator<Item = Result<RecordBatch>>,
 ) -> Result<FileMeta> {
     let path = data_dir.join(relative);
     let dir = path
@@ -160,14 +180,21 @@ fn write_file(
         source,
     };
     let file = File::create(&tmp).map_err(Error::io(&tmp))?;
-    let arrow_schema = batch.schema();
     let mut writer = ArrowWriter::try_new(
         file,
-        Arc::clone(&arrow_schema),
-        Some(writer_properties(schema, &arrow_schema)),
+        Arc::clone(arrow_schema),
+        Some(writer_properties(schema, arrow_schema)),
     )
     .map_err(parquet_err)?;
-    writer.write(batch).map_err(parquet_err)?;
+    let (mut rows, mut min_time, mut max_time) = (0u64, i64::MAX, i64::MIN);
+    for chunk in chunks {
+        let chunk = chunk?;
+        let times = chunk.column(0).as_primitive::<TimestampNanosecondType>();
+        min_time = min_time.min(arrow::compute::min(times).unwrap_or(i64::MAX));
+        max_time = max_time.max(arrow::compute::max(times).unwrap_or(i64::MIN));
+        rows += chunk.num_rows() as u64;
+        writer.write(&chunk).map_err(parquet_err)?;
+    }
     let file = writer.into_inner().map_err(parquet_err)?;
     file.sync_all().map_err(Error::io(&tmp))?;
     let bytes = file.metadata().map_err(Error::io(&tmp))?.len();
@@ -175,16 +202,13 @@ fn write_file(
     fs::rename(&tmp, &path).map_err(Error::io(&path))?;
     sync_dir(dir)?;
 
-    let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
-    let min_time = arrow::compute::min(times).unwrap_or(0);
-    let max_time = arrow::compute::max(times).unwrap_or(0);
     Ok(FileMeta {
         id: 0,
         path: relative.to_string_lossy().into_owned(),
         partition: 0,
-        min_time,
-        max_time,
-        rows: batch.num_rows() as u64,
+        min_time: if rows == 0 { 0 } else { min_time },
+        max_time: if rows == 0 { 0 } else { max_time },
+        rows,
         bytes,
     })
 }

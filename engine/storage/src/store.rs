@@ -42,6 +42,8 @@ pub struct StoreConfig {
     /// Writes wait (backpressure) while the buffer holds more than this.
     pub max_buffer_bytes: usize,
     pub tables: HashMap<String, TableOptions>,
+    /// Most columns (tags and fields) a table may grow to.
+    pub max_columns_per_table: usize,
     /// A partition with at least this many files is compacted.
     pub compaction_min_files: usize,
     /// Files replaced by compaction or dropped by retention are deleted this
@@ -271,28 +273,60 @@ impl Store {
     /// durable and visible when this returns `Ok`, or none are. Schema changes
     /// (new tables, new columns) are checked for every table before any is
     /// applied; a conflict rejects the whole request.
+    ///
+    /// Tables named like Weir's system tables (`weir_…`) are refused: rows
+    /// from outside stored there would be acknowledged and never seen.
     pub async fn write(&self, batches: Vec<TableBatch>) -> Result<u64> {
+        for tb in &batches {
+            weir_model::check_not_system_table(&tb.table)?;
+        }
+        self.write_any(batches).await
+    }
+
+    /// Like [`write`](Self::write), for the rows Weir writes to its own
+    /// `weir_…` tables (dead letters, alerts).
+    pub async fn write_system(&self, batches: Vec<TableBatch>) -> Result<u64> {
+        self.write_any(batches).await
+    }
+
+    async fn write_any(&self, batches: Vec<TableBatch>) -> Result<u64> {
         let rows: u64 = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
         if rows == 0 {
             return Ok(0);
         }
         self.wait_for_buffer_space().await;
         {
+            // Work under the lock is proportional to the request's columns
+            // (bounded by the write limits), never to the table's.
             let mut state = write(&self.inner.state);
             let mut additions: Vec<Vec<ColumnDef>> = Vec::with_capacity(batches.len());
             for tb in &batches {
-                let new_columns = match state.catalog.tables.get(&tb.table) {
-                    Some(entry) => entry.schema.check_batch(&tb.batch, &tb.first_rows)?,
-                    None => TableSchema::new(&tb.table, tb.batch.schema().field(0).name())
-                        .check_batch(&tb.batch, &tb.first_rows)?,
+                let (existing, new_columns) = match state.catalog.tables.get(&tb.table) {
+                    Some(entry) => (
+                        entry.schema.columns().len(),
+                        entry.schema.check_batch(&tb.batch, &tb.first_rows)?,
+                    ),
+                    None => (
+                        0,
+                        TableSchema::new(&tb.table, tb.batch.schema().field(0).name())
+                            .check_batch(&tb.batch, &tb.first_rows)?,
+                    ),
                 };
+                let limit = self.inner.config.max_columns_per_table;
+                if existing + new_columns.len() > limit {
+                    return Err(Error::TableTooWide {
+                        table: tb.table.clone(),
+                        columns: existing + new_columns.len(),
+                        limit,
+                    });
+                }
                 additions.push(new_columns);
             }
             for (tb, columns) in batches.iter().zip(additions) {
                 let time_column = tb.batch.schema().field(0).name().clone();
                 let entry = state.catalog.table_mut(&tb.table, &time_column);
                 if entry.schema.add_columns(columns) {
-                    debug!(table = %tb.table, columns = entry.schema.columns.len(), "schema grew");
+                    debug!(table = %tb.table, columns = entry.schema.columns().len(), "schema grew");
                 }
             }
         }
@@ -404,30 +438,52 @@ impl Store {
         let started = Instant::now();
         self.inner.wal.rotate().await?;
         let mut report = PersistReport::default();
+        // Generations frozen by this run beyond the first; bounded so that
+        // compaction and retention get their turn under sustained load.
+        let mut refrozen = 0;
         // Older frozen generations may remain from a failed earlier run.
         loop {
-            let frozen = {
+            let (frozen, active_bytes) = {
                 let state = read(&self.inner.state);
-                let Some(generation) = state.buffer.oldest_frozen() else {
-                    break;
+                let frozen = match state.buffer.oldest_frozen() {
+                    None => None,
+                    Some(generation) => {
+                        let tables = generation
+                            .tables
+                            .iter()
+                            .map(|(name, batches)| {
+                                let entry = state.catalog.tables.get(name).ok_or_else(|| {
+                                    Error::Internal(format!(
+                                        "buffered table {name:?} is not in the catalog"
+                                    ))
+                                })?;
+                                Ok((entry.id, entry.schema.clone(), batches.clone()))
+                            })
+                            .collect::<Result<Vec<(u64, TableSchema, Vec<RecordBatch>)>>>()?;
+                        Some((
+                            generation.id,
+                            generation.through_segment.unwrap_or(0),
+                            tables,
+                        ))
+                    }
                 };
-                let tables = generation
-                    .tables
-                    .iter()
-                    .map(|(name, batches)| {
-                        let entry = state.catalog.tables.get(name).ok_or_else(|| {
-                            Error::Internal(format!(
-                                "buffered table {name:?} is not in the catalog"
-                            ))
-                        })?;
-                        Ok((entry.id, entry.schema.clone(), batches.clone()))
-                    })
-                    .collect::<Result<Vec<(u64, TableSchema, Vec<RecordBatch>)>>>()?;
-                (
-                    generation.id,
-                    generation.through_segment.unwrap_or(0),
-                    tables,
-                )
+                (frozen, state.buffer.active_bytes())
+            };
+            let Some(frozen) = frozen else {
+                // Under sustained load the generation that filled while this
+                // run wrote the last one is persisted straight away, so
+                // generations stay near `persist_buffer_bytes` and each frees
+                // its memory in seconds, instead of the buffer growing to its
+                // limit and stalling writers for the time one huge
+                // generation takes to write.
+                if refrozen < 4
+                    && active_bytes >= self.inner.config.persist_buffer_bytes
+                    && self.inner.wal.rotate().await?.is_some()
+                {
+                    refrozen += 1;
+                    continue;
+                }
+                break;
             };
             let (generation, through_segment, tables) = frozen;
             let data_dir = self.inner.config.data_dir.clone();
@@ -461,6 +517,8 @@ impl Store {
                 update_buffer_gauges(&self.inner.metrics, &state.buffer);
                 self.inner.catalog_to_save(&mut state)
             };
+            // Writers waiting for space go on as soon as each generation is out.
+            self.inner.space_freed.notify_waiters();
             self.save_catalog(catalog).await?;
             let removed = self.inner.wal.remove_segments_through(through_segment)?;
             debug!(

@@ -7,7 +7,7 @@ use weir_model::{ColumnType, Value, WriteBatchBuilder};
 use weir_query::{QueryConfig, QueryEngine};
 use weir_storage::{DAY_NS, Durability, Store, StoreConfig, WalConfig};
 
-fn store(dir: &std::path::Path) -> Store {
+pub(crate) fn store(dir: &std::path::Path) -> Store {
     tokio::task::block_in_place(|| {
         Store::open(StoreConfig {
             data_dir: dir.to_path_buf(),
@@ -20,6 +20,7 @@ fn store(dir: &std::path::Path) -> Store {
             persist_buffer_bytes: 1 << 30,
             max_buffer_bytes: 1 << 30,
             tables: Default::default(),
+            max_columns_per_table: 1_000,
             compaction_min_files: 8,
             file_delete_grace: Duration::from_secs(1),
         })
@@ -59,8 +60,10 @@ async fn time_filters_prune_parquet_files() {
             memory_limit: 256 << 20,
             timeout: Duration::from_secs(30),
             target_partitions: 2,
+            max_result_bytes: 64 << 20,
         },
-    );
+    )
+    .unwrap();
     let all = "SELECT v, COUNT(*) AS n FROM m GROUP BY v ORDER BY v";
     let expected = "\
 +-------+----+
