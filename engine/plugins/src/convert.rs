@@ -161,24 +161,50 @@ pub fn apply_filter(table: &TableBatch, kept: &[u32]) -> Result<TableBatch, Stri
     })
 }
 
-/// Checks a column from a guest: lengths, dictionary keys, offsets, UTF-8.
+/// Checks a column from a guest before anything reads it: every length
+/// first (values against `rows`, the validity bitmap against `rows`), then
+/// what the lengths make safe to look at (offsets within their bytes and
+/// rising, UTF-8 cut at character boundaries, dictionary keys of valid rows
+/// in range). A column that passes can be read row by row with
+/// [`wit_value`] for every `row < rows` without going out of bounds.
 pub fn check_column(column: &Column, rows: usize) -> Result<(), String> {
-    let fail = |what: String| Err(format!("column {:?}: {what}", column.name));
-    let check_validity = |validity: &[u8]| {
-        if !validity.is_empty() && validity.len() < rows.div_ceil(8) {
-            return Err(format!(
-                "column {:?}: validity of {} bytes for {rows} rows",
-                column.name,
-                validity.len()
-            ));
-        }
-        Ok(())
+    check_values(&column.values, rows).map_err(|e| format!("column {:?}: {e}", column.name))
+}
+
+fn check_values(values: &ColumnValues, rows: usize) -> Result<(), String> {
+    let (len, validity) = match values {
+        ColumnValues::Tag(c) => (c.keys.len(), &c.validity),
+        ColumnValues::F64(c) => (c.values.len(), &c.validity),
+        ColumnValues::S64(c) => (c.values.len(), &c.validity),
+        ColumnValues::U64(c) => (c.values.len(), &c.validity),
+        ColumnValues::Bool(c) => (c.values.len(), &c.validity),
+        // `offsets` has one entry more than there are rows.
+        ColumnValues::String(c) => (c.offsets.len().saturating_sub(1), &c.validity),
     };
-    let len = match &column.values {
+    if let ColumnValues::String(c) = values
+        && c.offsets.len() != rows + 1
+    {
+        return Err(format!(
+            "{} offsets for {rows} rows (one more than the rows)",
+            c.offsets.len()
+        ));
+    }
+    if len != rows {
+        return Err(format!("{len} values for {rows} rows"));
+    }
+    // Longer than needed is harmless (the bits past the rows are never
+    // read); shorter would be read out of bounds.
+    if !validity.is_empty() && validity.len() < rows.div_ceil(8) {
+        return Err(format!(
+            "validity of {} bytes for {rows} rows (needs {})",
+            validity.len(),
+            rows.div_ceil(8)
+        ));
+    }
+    match values {
         ColumnValues::Tag(c) => {
-            check_validity(&c.validity)?;
             check_offsets(&c.dictionary_offsets, &c.dictionary_data)
-                .map_err(|e| format!("column {:?}: dictionary: {e}", column.name))?;
+                .map_err(|e| format!("dictionary: {e}"))?;
             let entries = c.dictionary_offsets.len() - 1;
             if let Some((row, key)) = c
                 .keys
@@ -186,50 +212,32 @@ pub fn check_column(column: &Column, rows: usize) -> Result<(), String> {
                 .enumerate()
                 .find(|(row, key)| is_valid(&c.validity, *row) && **key as usize >= entries)
             {
-                return fail(format!(
+                return Err(format!(
                     "row {row}: key {key} outside a dictionary of {entries}"
                 ));
             }
-            c.keys.len()
         }
-        ColumnValues::F64(c) => {
-            check_validity(&c.validity)?;
-            c.values.len()
-        }
-        ColumnValues::S64(c) => {
-            check_validity(&c.validity)?;
-            c.values.len()
-        }
-        ColumnValues::U64(c) => {
-            check_validity(&c.validity)?;
-            c.values.len()
-        }
-        ColumnValues::Bool(c) => {
-            check_validity(&c.validity)?;
-            c.values.len()
-        }
-        ColumnValues::String(c) => {
-            check_validity(&c.validity)?;
-            if c.offsets.len() != rows + 1 {
-                return fail(format!("{} offsets for {rows} rows", c.offsets.len()));
-            }
-            check_offsets(&c.offsets, &c.data)
-                .map_err(|e| format!("column {:?}: {e}", column.name))?;
-            rows
-        }
-    };
-    if len != rows {
-        return fail(format!("{len} values for {rows} rows"));
+        ColumnValues::String(c) => check_offsets(&c.offsets, &c.data)?,
+        ColumnValues::F64(_)
+        | ColumnValues::S64(_)
+        | ColumnValues::U64(_)
+        | ColumnValues::Bool(_) => {}
     }
     Ok(())
 }
 
-/// `offsets` (at least one) cut `data`, valid UTF-8, at character boundaries.
+/// `offsets` (at least one) cut `data`, valid UTF-8, at character
+/// boundaries, each no lower than the one before.
 fn check_offsets(offsets: &[u32], data: &[u8]) -> Result<(), String> {
     if offsets.is_empty() {
         return Err("no offsets; they start with 0".into());
     }
-    let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
+    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
+    if let Some(&last) = offsets.last()
+        && last as usize > text.len()
+    {
+        return Err(format!("offset {last} past {} bytes", text.len()));
+    }
     for pair in offsets.windows(2) {
         let (start, end) = (pair[0] as usize, pair[1] as usize);
         if start > end
@@ -246,31 +254,47 @@ fn check_offsets(offsets: &[u32], data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Bit `row` of a validity bitmap; a row past a (checked-short) bitmap has
+/// no value rather than panicking.
 fn is_valid(validity: &[u8], row: usize) -> bool {
-    validity.is_empty() || validity[row / 8] & (1 << (row % 8)) != 0
+    validity.is_empty()
+        || validity
+            .get(row / 8)
+            .is_some_and(|b| b & (1 << (row % 8)) != 0)
 }
 
-/// Row `row` of a column that passed [`check_column`].
+/// Row `row` of a column that passed [`check_column`]; `None` for a row
+/// without a value. Reads with `get`, so even an unchecked column or a row
+/// out of range gives `None` rather than a panic — [`check_column`] is what
+/// tells a missing value from a malformed column.
 pub fn wit_value(column: &ColumnValues, row: usize) -> Option<Value<'_>> {
     Some(match column {
         ColumnValues::Tag(c) => {
             is_valid(&c.validity, row).then_some(())?;
-            let (key, offsets) = (c.keys[row] as usize, &c.dictionary_offsets);
-            let data = &c.dictionary_data[offsets[key] as usize..offsets[key + 1] as usize];
+            let key = *c.keys.get(row)? as usize;
+            let data = slice(&c.dictionary_offsets, &c.dictionary_data, key)?;
             Value::Tag(std::str::from_utf8(data).ok()?)
         }
-        ColumnValues::F64(c) => Value::F64(*is_valid(&c.validity, row).then_some(&c.values[row])?),
-        ColumnValues::S64(c) => Value::I64(*is_valid(&c.validity, row).then_some(&c.values[row])?),
-        ColumnValues::U64(c) => Value::U64(*is_valid(&c.validity, row).then_some(&c.values[row])?),
-        ColumnValues::Bool(c) => {
-            Value::Bool(*is_valid(&c.validity, row).then_some(&c.values[row])? != 0)
-        }
+        ColumnValues::F64(c) => Value::F64(valid(&c.values, &c.validity, row)?),
+        ColumnValues::S64(c) => Value::I64(valid(&c.values, &c.validity, row)?),
+        ColumnValues::U64(c) => Value::U64(valid(&c.values, &c.validity, row)?),
+        ColumnValues::Bool(c) => Value::Bool(valid(&c.values, &c.validity, row)? != 0),
         ColumnValues::String(c) => {
             is_valid(&c.validity, row).then_some(())?;
-            let data = &c.data[c.offsets[row] as usize..c.offsets[row + 1] as usize];
-            Value::String(std::str::from_utf8(data).ok()?)
+            Value::String(std::str::from_utf8(slice(&c.offsets, &c.data, row)?).ok()?)
         }
     })
+}
+
+fn valid<T: Copy>(values: &[T], validity: &[u8], row: usize) -> Option<T> {
+    is_valid(validity, row).then(|| values.get(row).copied())?
+}
+
+/// Entry `i` of an offsets + bytes buffer, if it is in bounds.
+fn slice<'a>(offsets: &[u32], data: &'a [u8], i: usize) -> Option<&'a [u8]> {
+    let start = *offsets.get(i)? as usize;
+    let end = *offsets.get(i.checked_add(1)?)? as usize;
+    data.get(start..end)
 }
 
 fn wit_type(column: &ColumnValues) -> ColumnType {
@@ -349,11 +373,20 @@ pub fn apply_enrichment(
         check_column(column, rows)?;
     }
     let schema = table.batch.schema();
-    let time_column = schema.field(0).name();
-    let times = table
-        .batch
-        .column(0)
-        .as_primitive::<TimestampNanosecondType>();
+    let (Some(time_field), Some(times)) = (
+        schema.fields().first(),
+        table
+            .batch
+            .columns()
+            .first()
+            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>()),
+    ) else {
+        return Err(format!(
+            "table {:?}: first column is not the time column",
+            table.table
+        ));
+    };
+    let time_column = time_field.name();
     let existing: Vec<(&str, ColumnType, &ArrayRef)> = schema
         .fields()
         .iter()
@@ -489,3 +522,6 @@ pub fn batch_as_json(batch: &RecordBatch) -> String {
     }
     String::from_utf8(out).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

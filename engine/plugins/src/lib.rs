@@ -12,11 +12,14 @@
 //!   epoch interruption), the on-disk cache of compiled components keyed by
 //!   content hash and wasmtime's compatibility hash, the linker;
 //! - `sandbox`: what a guest may import (its world, plus a WASI that grants
-//!   nothing) and the check that refuses more at load time;
+//!   nothing and never waits past the call's deadline), the check that
+//!   refuses more at load time, and the bounds on what a guest says (error
+//!   text cut to 4 KiB, a log budget per call);
 //! - `plugin`: one loaded plugin — `InstancePre`, the live instance kept
 //!   between batches, deadlines, limits, restarts after faults;
-//! - `convert`: Arrow ⇄ the columnar WIT batch; plugin output is validated
-//!   by `weir-model` like any write;
+//! - `convert`: Arrow ⇄ the columnar WIT batch; plugin output is checked
+//!   (every length before any index) and then validated by `weir-model`
+//!   like any write — malformed output is an error, never a panic;
 //! - `stats`: per-plugin counters.
 //!
 //! Faults never unwind into the engine: a trap, deadline or limit hit drops
@@ -33,7 +36,7 @@ mod stats;
 pub use error::{Error, Result};
 pub use plugin::{Limits, Plugin, PluginSpec};
 pub use runtime::{Compiled, EPOCH_TICK, PluginRuntime, RuntimeConfig};
-pub use sandbox::{GRANTED_WASI, WIT_PACKAGE};
+pub use sandbox::{GRANTED_WASI, LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL, WIT_PACKAGE};
 pub use stats::{PluginStats, StatsSnapshot};
 
 /// The three plugin worlds of `weir:plugin@0.1.0`.

@@ -22,7 +22,7 @@ use crate::bindings::enricher::{EnricherPlugin, EnricherPluginPre};
 use crate::bindings::filter::{FilterPlugin, FilterPluginPre};
 use crate::bindings::types::Batch;
 use crate::runtime::{Compiled, EPOCH_TICK};
-use crate::sandbox::GuestState;
+use crate::sandbox::{GuestState, MAX_GUEST_TEXT, cut_to, guest_text};
 use crate::stats::PluginStats;
 use crate::{Error, PluginKind, Result, convert};
 
@@ -174,14 +174,26 @@ impl Plugin {
         (self.spec.limits.timeout.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
     }
 
+    /// Arms both halves of the deadline for one call (or instantiation and
+    /// `init`): the epoch deadline for wasm code, the store's for host calls
+    /// that could wait.
+    fn arm(&self, store: &mut Store<GuestState>) {
+        store.set_epoch_deadline(self.deadline_ticks());
+        store.data_mut().arm(self.spec.limits.timeout);
+    }
+
     fn instantiate(&self) -> Result<Live> {
         let mut store = Store::new(
             &self.engine,
-            GuestState::new(Arc::clone(&self.name), self.spec.limits.memory_bytes),
+            GuestState::new(
+                Arc::clone(&self.name),
+                self.spec.limits.memory_bytes,
+                Arc::clone(&self.stats),
+            ),
         );
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks());
+        self.arm(&mut store);
         let bound = match &self.pre {
             Pre::Adapter(pre) => pre.instantiate(&mut store).map(Bound::Adapter),
             Pre::Filter(pre) => pre.instantiate(&mut store).map(Bound::Filter),
@@ -194,11 +206,12 @@ impl Plugin {
             Bound::Filter(b) => b.weir_plugin_filter().call_init(&mut store, config),
             Bound::Enricher(b) => b.weir_plugin_enricher().call_init(&mut store, config),
         };
+        store.data_mut().disarm();
         match result {
             Ok(Ok(())) => Ok(Live { store, bound }),
             Ok(Err(message)) => Err(Error::Init {
                 plugin: self.spec.name.clone(),
-                message,
+                message: guest_text(message),
             }),
             Err(e) => Err(match self.classify(&store, e) {
                 Error::Trapped { message, .. } => Error::Init {
@@ -227,11 +240,17 @@ impl Plugin {
                 limit: self.spec.limits.memory_bytes,
             };
         }
+        // The trap's text can carry guest text too (function names in the
+        // backtrace), so it gets half the room and the stderr tail the rest.
+        let message = cut_to(message, MAX_GUEST_TEXT / 2);
         let message = match store.data().take_stderr_tail() {
             Some(stderr) => format!("{message}; the plugin's last words: {stderr}"),
             None => message,
         };
-        Error::Trapped { plugin, message }
+        Error::Trapped {
+            plugin,
+            message: guest_text(message),
+        }
     }
 
     /// Runs one call on the live instance (making one if there is none),
@@ -263,12 +282,14 @@ impl Plugin {
                 }
             }
         };
-        live.store.set_epoch_deadline(self.deadline_ticks());
-        let result = match call(&mut live.store, &live.bound) {
+        self.arm(&mut live.store);
+        let result = call(&mut live.store, &live.bound);
+        live.store.data_mut().disarm();
+        let result = match result {
             Ok(Ok(output)) => check(&output).map(|events_out| (output, events_out)),
             Ok(Err(message)) => Err(Error::Rejected {
                 plugin: self.spec.name.clone(),
-                message,
+                message: guest_text(message),
             }),
             Err(e) => Err(self.classify(&live.store, e)),
         };
@@ -410,11 +431,13 @@ impl Plugin {
             .map_err(|message| self.bad_output(message))
     }
 
+    /// Output that failed validation. The message quotes the guest's names
+    /// and values, so it is cut like any guest text.
     fn bad_output(&self, message: String) -> Error {
         PluginStats::add(&self.stats.rejections, 1);
         Error::BadOutput {
             plugin: self.spec.name.clone(),
-            message,
+            message: guest_text(message),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The wasmtime engine shared by every plugin: compilation (cached on disk),
-//! the pooling allocator, the epoch ticker that enforces call deadlines, and
-//! the linker that defines what a guest may import.
+//! the pooling allocator, the epoch ticker that enforces call deadlines in
+//! wasm code (the sandbox makes host calls keep them too), and the linker
+//! that defines what a guest may import.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -11,11 +12,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::plugin::{Plugin, PluginSpec};
-use crate::sandbox::{GuestState, check_imports};
+use crate::sandbox::{GuestState, add_to_linker, check_imports};
 use crate::{Error, PluginKind, Result};
 
 /// How often the engine's epoch advances; call deadlines are counted in
@@ -83,10 +84,8 @@ impl PluginRuntime {
             false => engine(None)?,
         };
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| Error::Runtime(format!("linking WASI: {e:#}")))?;
-        crate::bindings::log::add_to_linker::<GuestState, HasSelf<GuestState>>(&mut linker, |s| s)
-            .map_err(|e| Error::Runtime(format!("linking weir:plugin/log: {e:#}")))?;
+        add_to_linker(&mut linker)
+            .map_err(|e| Error::Runtime(format!("linking the plugin imports: {e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {

@@ -3,29 +3,39 @@
 //! A Rust guest built for `wasm32-wasip2` imports WASI interfaces through
 //! `std` (environment, stdio, clocks, filesystem preopens, random) even when
 //! it never uses them, so a host that linked no WASI would refuse every Rust
-//! plugin. Weir links WASI p2 with a context that grants nothing — no
-//! preopened directories, an empty environment, no arguments, sockets and
-//! name lookup off, both clocks frozen at the epoch — and routes the guest's
-//! stdout and stderr into Weir's log. On top of that, [`check_imports`]
-//! refuses at load time any component importing an interface outside
-//! [`GRANTED_WASI`] (sockets, HTTP, anything newer), naming what it asked for.
+//! plugin. Weir links exactly the WASI interfaces of [`GRANTED_WASI`] with a
+//! context that grants nothing — no preopened directories, an empty
+//! environment, no arguments, stdin closed, both clocks frozen at the epoch —
+//! and routes the guest's stdout and stderr into Weir's log. On top of that,
+//! [`check_imports`] refuses at load time any component importing an
+//! interface outside [`GRANTED_WASI`] (sockets, HTTP, anything newer), naming
+//! what it asked for.
+//!
+//! Two more things a guest could use against its host, and how they are held:
+//!
+//! - time: the epoch deadline interrupts wasm code, not a guest waiting in a
+//!   host call. `wasi` links every granted interface so that none can wait
+//!   past the call's deadline (its module docs hold the audit);
+//! - text: whatever a guest says — an error, a log line, its stderr — is cut
+//!   to a bound where it enters the host ([`guest_text`]), and its logging is
+//!   budgeted per call (`log`), so a guest cannot flood clients, dead letters
+//!   or the log.
 
-use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
+mod log;
+mod wasi;
 
-use tokio::io::AsyncWrite;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, StoreLimits, StoreLimitsBuilder};
-use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::{
-    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
-};
+use wasmtime_wasi::{HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::PluginKind;
+use crate::stats::PluginStats;
+
+pub use log::{LOG_BYTES_PER_CALL, LOG_LINES_PER_CALL};
+pub(crate) use wasi::add_to_linker;
 
 /// The WIT package version this host speaks.
 pub const WIT_PACKAGE: &str = "weir:plugin@0.1.0";
@@ -124,27 +134,24 @@ pub fn check_imports(engine: &Engine, component: &Component) -> Result<PluginKin
 
 /// The data of one guest's `Store`.
 pub struct GuestState {
-    pub(crate) plugin: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limits: StoreLimits,
-    /// The last lines the guest wrote to stderr, kept to explain a trap
-    /// (a Rust panic message lands here before the abort).
-    pub(crate) stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// When the running call (or `init`) must be over: host calls that could
+    /// wait give up then (see `wasi`).
+    deadline: Instant,
+    /// The guest's log lines, budgeted per call, and its stderr tail.
+    log: Arc<log::GuestLog>,
 }
 
 impl GuestState {
-    pub fn new(plugin: Arc<str>, memory_bytes: usize) -> Self {
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    pub fn new(plugin: Arc<str>, memory_bytes: usize, stats: Arc<PluginStats>) -> Self {
+        let log = Arc::new(log::GuestLog::new(Arc::clone(&plugin), stats));
         let wasi = WasiCtxBuilder::new()
-            .stdout(LogStream::new(Arc::clone(&plugin), "stdout", None))
-            .stderr(LogStream::new(
-                Arc::clone(&plugin),
-                "stderr",
-                Some(Arc::clone(&stderr_tail)),
-            ))
+            .stdin(wasmtime_wasi::p2::pipe::ClosedInputStream)
+            .stdout(log::LogStream::new(Arc::clone(&log), log::Stream::Stdout))
+            .stderr(log::LogStream::new(Arc::clone(&log), log::Stream::Stderr))
             .wall_clock(FrozenClock)
-            .monotonic_clock(FrozenClock)
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -158,22 +165,31 @@ impl GuestState {
             .trap_on_grow_failure(true)
             .build();
         Self {
-            plugin,
             wasi,
             table: ResourceTable::new(),
             limits,
-            stderr_tail,
+            // Until a call is armed, any wait is already over time.
+            deadline: Instant::now(),
+            log,
         }
     }
 
-    /// The last stderr lines, joined, for an error message.
+    /// Starts a call (or `init`) that may run for `timeout`: sets the
+    /// deadline host calls honour and gives the guest a fresh log budget.
+    pub(crate) fn arm(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
+        self.log.start_call();
+    }
+
+    /// Ends a call: reports the log lines it dropped, if any.
+    pub(crate) fn disarm(&mut self) {
+        self.log.end_call();
+    }
+
+    /// The last stderr lines, joined, for an error message: half of its
+    /// room, the trap's own message gets the other half.
     pub(crate) fn take_stderr_tail(&self) -> Option<String> {
-        let mut tail = self.stderr_tail.lock().ok()?;
-        if tail.is_empty() {
-            return None;
-        }
-        let text = tail.drain(..).collect::<Vec<_>>().join("\n");
-        Some(text)
+        self.log.take_stderr_tail(MAX_GUEST_TEXT / 2)
     }
 }
 
@@ -186,35 +202,48 @@ impl WasiView for GuestState {
     }
 }
 
-impl crate::bindings::log::Host for GuestState {
-    fn log(&mut self, level: crate::bindings::log::Level, message: String) {
-        use crate::bindings::log::Level;
-        let plugin = &*self.plugin;
-        // A guest may log anything; keep one line from flooding the log.
-        let message = truncate(&message, 4096);
-        match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
-        }
+/// Most bytes of guest text (an error message, a log line, the stderr tail)
+/// the host keeps. Past it the text is cut, with a note of how much.
+pub(crate) const MAX_GUEST_TEXT: usize = 4096;
+
+/// `text` from a guest, cut to [`MAX_GUEST_TEXT`] bytes on a character
+/// boundary with a note of how many bytes were cut. Every string a guest
+/// hands the host that may end up in an error, a dead letter or the log goes
+/// through here: a 32 MiB error string would otherwise travel to gRPC
+/// clients, reload responses and the dead-letter table whole.
+pub(crate) fn guest_text(text: String) -> String {
+    cut_to(text, MAX_GUEST_TEXT)
+}
+
+/// [`guest_text`] with another bound.
+pub(crate) fn cut_to(text: String, max: usize) -> String {
+    match cut(&text, max) {
+        // A fresh string: truncating in place would keep the guest's
+        // allocation (possibly many MiB) alive behind a 4 KiB message.
+        Some(cut) => cut,
+        None => text,
     }
 }
 
-fn truncate(text: &str, max: usize) -> &str {
+/// `text` cut to at most `max` bytes (plus the note), or `None` if it fits.
+pub(crate) fn cut(text: &str, max: usize) -> Option<String> {
     if text.len() <= max {
-        return text;
+        return None;
     }
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &text[..end]
+    Some(format!(
+        "{}… [{} more bytes cut]",
+        &text[..end],
+        text.len() - end
+    ))
 }
 
-/// Both WASI clocks, stopped at the Unix epoch: a plugin gets no time the
-/// host does not hand it in the events themselves.
+/// The wall clock, stopped at the Unix epoch: a plugin gets no time the host
+/// does not hand it in the events themselves. (The monotonic clock is frozen
+/// by `wasi`, which answers that interface itself.)
 struct FrozenClock;
 
 impl HostWallClock for FrozenClock {
@@ -226,106 +255,29 @@ impl HostWallClock for FrozenClock {
     }
 }
 
-impl HostMonotonicClock for FrozenClock {
-    fn resolution(&self) -> u64 {
-        1_000_000_000
-    }
-    fn now(&self) -> u64 {
-        0
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A guest's stdout or stderr, written line by line into Weir's log.
-#[derive(Clone)]
-struct LogStream {
-    plugin: Arc<str>,
-    stream: &'static str,
-    tail: Option<Arc<Mutex<VecDeque<String>>>>,
-    partial: Arc<Mutex<Vec<u8>>>,
-}
-
-const TAIL_LINES: usize = 8;
-const MAX_LINE: usize = 4096;
-
-impl LogStream {
-    fn new(
-        plugin: Arc<str>,
-        stream: &'static str,
-        tail: Option<Arc<Mutex<VecDeque<String>>>>,
-    ) -> Self {
-        Self {
-            plugin,
-            stream,
-            tail,
-            partial: Arc::new(Mutex::new(Vec::new())),
-        }
-    }
-
-    fn emit(&self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line);
-        let line = truncate(line.trim_end(), MAX_LINE);
-        if line.is_empty() {
-            return;
-        }
-        tracing::info!(plugin = &*self.plugin, stream = self.stream, "{line}");
-        if let Some(tail) = &self.tail
-            && let Ok(mut tail) = tail.lock()
-        {
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line.to_string());
-        }
-    }
-
-    fn write_bytes(&self, buf: &[u8]) {
-        let Ok(mut partial) = self.partial.lock() else {
-            return;
-        };
-        for &byte in buf {
-            if byte == b'\n' || partial.len() >= MAX_LINE {
-                self.emit(&partial);
-                partial.clear();
-                if byte == b'\n' {
-                    continue;
-                }
-            }
-            partial.push(byte);
-        }
-    }
-}
-
-impl IsTerminal for LogStream {
-    fn is_terminal(&self) -> bool {
-        false
-    }
-}
-
-impl StdoutStream for LogStream {
-    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(self.clone())
-    }
-}
-
-impl AsyncWrite for LogStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.write_bytes(buf);
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Ok(mut partial) = self.partial.lock() {
-            self.emit(&partial);
-            partial.clear();
-        }
-        Poll::Ready(Ok(()))
+    #[test]
+    fn guest_text_is_cut_on_a_char_boundary_with_a_note() {
+        assert_eq!(guest_text("short".into()), "short");
+        let long = "é".repeat(MAX_GUEST_TEXT); // two bytes each
+        let cut = guest_text(long.clone());
+        assert!(cut.len() < MAX_GUEST_TEXT + 64, "{}", cut.len());
+        assert!(cut.starts_with(&long[..MAX_GUEST_TEXT]));
+        assert!(
+            cut.ends_with(&format!(
+                "… [{} more bytes cut]",
+                long.len() - MAX_GUEST_TEXT
+            )),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+        // A boundary inside a character moves back to its start.
+        let odd = format!("a{}", "é".repeat(MAX_GUEST_TEXT));
+        let cut = guest_text(odd);
+        assert!(cut.starts_with('a'));
+        assert!(cut.contains("… ["));
     }
 }

@@ -14,6 +14,9 @@ pub struct PluginStats {
     pub timeouts: AtomicU64,
     pub limit_hits: AtomicU64,
     pub restarts: AtomicU64,
+    /// Log lines (from `log`, stdout or stderr) dropped because a call went
+    /// over its log budget.
+    pub log_dropped: AtomicU64,
 }
 
 /// A consistent-enough copy of [`PluginStats`] for reporting.
@@ -28,6 +31,7 @@ pub struct StatsSnapshot {
     pub timeouts: u64,
     pub limit_hits: u64,
     pub restarts: u64,
+    pub log_dropped: u64,
 }
 
 impl StatsSnapshot {
@@ -59,6 +63,7 @@ impl PluginStats {
             timeouts: get(&self.timeouts),
             limit_hits: get(&self.limit_hits),
             restarts: get(&self.restarts),
+            log_dropped: get(&self.log_dropped),
         }
     }
 

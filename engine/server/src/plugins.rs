@@ -200,6 +200,13 @@ pub fn render_metrics(pipelines: &Pipelines, out: &mut Exposition<'_>) {
         "counter",
         &|r| r.stats.restarts as f64,
     );
+    family(
+        out,
+        "weir_plugin_log_dropped_total",
+        "Plugin log lines (log, stdout, stderr) dropped over the per-call log budget.",
+        "counter",
+        &|r| r.stats.log_dropped as f64,
+    );
     out.family(
         "weir_plugin_reloads_total",
         "Successful plugin reloads.",
