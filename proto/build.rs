@@ -16,6 +16,8 @@ fn main() -> anyhow::Result<()> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure()
+        // Undecodable requests are INVALID_ARGUMENT, not prost's INTERNAL.
+        .codec_path("crate::codec::WeirCodec")
         // Symbols become zero-copy slices of the request buffer.
         .bytes(".weir.v1.WriteRequest.symbols")
         .compile_fds(descriptors)?;

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+pub mod codec;
+
 pub mod v1 {
     #![allow(clippy::all, clippy::clone_on_ref_ptr, missing_docs)]
     tonic::include_proto!("weir.v1");

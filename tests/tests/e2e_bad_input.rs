@@ -315,3 +315,285 @@ async fn bad_queries_and_query_limits_get_clear_errors() {
         5
     );
 }
+
+/// Each class of query that used to abort, freeze or balloon the server:
+/// deep operator, set-operation, join and CTE chains (stack), endless
+/// results (memory), oversized text, and errors in the data (which are the
+/// user's, never a 500). The server answers each clearly and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_queries_get_clear_errors_and_never_take_the_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(
+        &dir.path().join("data"),
+        &["--query-max-result-size", "16MiB"],
+    )
+    .unwrap();
+    let mut client = server.client().await.unwrap();
+    client.write(good_rows(5).build(0)).await.unwrap();
+
+    let chain = |n: usize, term: &str, sep: &str| vec![term; n].join(sep);
+    let n = 2_000;
+    let deep = [
+        format!("SELECT {}", chain(n, "1", "+")),
+        format!("SELECT {}", chain(n, "'a'", "||")),
+        format!("SELECT 1 WHERE {}", chain(n, "1 = 1", " AND ")),
+        format!(
+            "SELECT 1 FROM service_metrics WHERE {}",
+            chain(n, "status = 'x'", " OR ")
+        ),
+        chain(n, "SELECT 1", " UNION ALL "),
+        format!(
+            "SELECT 1 FROM service_metrics {}",
+            chain(n, "CROSS JOIN service_metrics", " ")
+        ),
+    ];
+    let mut cases: Vec<(String, u16, &str)> = deep
+        .into_iter()
+        .map(|sql| (sql, 400, "flatten it"))
+        .collect();
+    cases.extend([
+        (
+            "SELECT * FROM generate_series(1, 10000000000)".to_string(),
+            413,
+            "add a LIMIT",
+        ),
+        (
+            format!("SELECT 1 -- {}", "x".repeat(300 << 10)),
+            413,
+            "more than the limit",
+        ),
+        ("SELECT 1 / 0".to_string(), 400, "query failed"),
+        (
+            "SELECT CAST('not a number' AS INT)".to_string(),
+            400,
+            "query failed",
+        ),
+    ]);
+    for (sql, status, message) in cases {
+        let (got, body) = server.sql_raw(&sql, "application/json").await.unwrap();
+        assert_eq!(got, status, "{}…: {body}", &sql[..40]);
+        assert!(body.contains(message), "{}…: {body}", &sql[..40]);
+    }
+    assert_eq!(
+        server
+            .count("SELECT COUNT(*) AS n FROM service_metrics")
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(server.get("/health").await.unwrap().0, 200);
+}
+
+/// Tables named `weir_…` are Weir's: a write to one is refused with a clear
+/// error and never acknowledged, in any spelling, alone or beside good rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_table_names_are_refused_not_swallowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"), &[]).unwrap();
+    let mut client = server.client().await.unwrap();
+    for table in [
+        "weir_plugins",
+        "weir_dead_letters",
+        "WEIR_PLUGINS",
+        "Weir_Dead_Letters",
+        "weir_alerts",
+    ] {
+        let mut req = good_rows(2);
+        req.point(table, now_ns(), &[("k", "v")], vec![]);
+        let err = client.write(req.build(0)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{table}: {err:?}");
+        assert!(err.message().contains("reserved"), "{table}: {err:?}");
+    }
+    // Nothing of the refused requests was written, not even their good rows.
+    let tables = server
+        .count("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> 'weir_plugins'")
+        .await
+        .unwrap();
+    assert_eq!(tables, 0);
+
+    // The CLI import goes through the same check.
+    let csv = dir.path().join("rows.csv");
+    std::fs::write(&csv, "time,k,v\n1700000000000000000,a,1\n").unwrap();
+    let out = server
+        .cli(&[
+            "import",
+            csv.to_str().unwrap(),
+            "--table",
+            "weir_dead_letters",
+        ])
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("reserved"), "{text}");
+    let (status, body) = server
+        .sql_raw("SELECT * FROM weir_dead_letters", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Wide and sparse writes are bounded by configuration at and past every
+/// limit, and refused ones leave no columns behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_writes_are_capped_at_every_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(
+        &dir.path().join("data"),
+        &[
+            "--max-columns-per-write",
+            "100",
+            "--max-tables-per-write",
+            "10",
+            "--max-columns-per-table",
+            "150",
+        ],
+    )
+    .unwrap();
+    let mut client = server.client().await.unwrap();
+    let wide = |table: &str, prefix: &str, columns: usize| {
+        let mut req = RequestBuilder::default();
+        let fields: Vec<(String, field::Value)> = (0..columns)
+            .map(|i| (format!("{prefix}{i}"), field::Value::I64(i as i64)))
+            .collect();
+        let fields: Vec<(&str, field::Value)> =
+            fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        req.point(table, now_ns(), &[], fields);
+        req.build(0)
+    };
+    // At the per-write limit: fine. One past: refused, naming the setting.
+    client.write(wide("w", "a", 100)).await.unwrap();
+    let err = client.write(wide("w", "b", 101)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("limit of 100 columns per write"), "{err:?}");
+    // The table may grow to 150 columns, not past.
+    client.write(wide("w", "c", 50)).await.unwrap();
+    let err = client.write(wide("w", "d", 1)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("max_columns_per_table"), "{err:?}");
+    let columns = server
+        .count("SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_name = 'w'")
+        .await
+        .unwrap();
+    assert_eq!(columns, 151, "time + 150 columns, nothing of the refused writes");
+
+    // Tables per write: 10 fine, 11 refused.
+    let tables = |n: usize| {
+        let mut req = RequestBuilder::default();
+        for i in 0..n {
+            req.point(&format!("t{i}"), now_ns(), &[], vec![("v", field::Value::I64(1))]);
+        }
+        req.build(0)
+    };
+    client.write(tables(10)).await.unwrap();
+    let err = client.write(tables(11)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("limit of 10 tables"), "{err:?}");
+
+    // The write that took tens of seconds and gigabytes: 60,000 new columns
+    // in one request, each point bringing its own. Refused at the limit.
+    let mut req = RequestBuilder::default();
+    for i in 0..60_000 {
+        req.point("sparse", now_ns(), &[], vec![(&format!("f{i}"), field::Value::I64(1))]);
+    }
+    let err = client.write(req.build(0)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Another table is written meanwhile and after, as usual.
+    client.write(good_rows(3).build(0)).await.unwrap();
+    assert_eq!(
+        server
+            .count("SELECT COUNT(*) AS n FROM service_metrics")
+            .await
+            .unwrap(),
+        3
+    );
+}
+
+/// Bytes that are not a protobuf message are the client's error:
+/// INVALID_ARGUMENT on every RPC, never INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_grpc_requests_are_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"), &[]).unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(server.grpc_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let garbage: [&[u8]; 4] = [
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"\x12\x80\x80\x80\x80\x10",
+        b"\x0a",
+        b"\x1a\x05\x08\x01\x1a",
+    ];
+    for path in [
+        "/weir.v1.WriteService/Write",
+        "/weir.v1.WriteService/WriteRaw",
+    ] {
+        for bytes in garbage {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.unwrap();
+            let status = grpc
+                .unary::<Vec<u8>, Vec<u8>, _>(
+                    tonic::Request::new(bytes.to_vec()),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                    RawBytes,
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{path} {bytes:?}: {status:?}");
+        }
+    }
+    assert_eq!(server.get("/health").await.unwrap().0, 200);
+}
+
+/// Sends and receives message bytes as they are, bypassing our own client.
+#[derive(Clone, Copy)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut out = vec![0; src.remaining()];
+        src.copy_to_slice(&mut out);
+        Ok(Some(out))
+    }
+}

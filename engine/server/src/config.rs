@@ -134,6 +134,30 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_QUERY_TIMEOUT", value_name = "DURATION")]
     pub query_timeout: Option<String>,
 
+    /// Largest result one query may return (Arrow bytes); a larger one fails
+    /// with a hint to aggregate or add a LIMIT. Default `256MiB`.
+    #[arg(long, env = "WEIR_QUERY_MAX_RESULT_SIZE", value_name = "SIZE")]
+    pub query_max_result_size: Option<String>,
+
+    /// Most columns (tags and fields) one table may have. Default 1000.
+    #[arg(long, env = "WEIR_MAX_COLUMNS_PER_TABLE", value_name = "N")]
+    pub max_columns_per_table: Option<usize>,
+
+    /// Most distinct tables one write request may name. Default 1000.
+    #[arg(long, env = "WEIR_MAX_TABLES_PER_WRITE", value_name = "N")]
+    pub max_tables_per_write: Option<usize>,
+
+    /// Most distinct columns (over all its tables) one write request may
+    /// name. Default 10000.
+    #[arg(long, env = "WEIR_MAX_COLUMNS_PER_WRITE", value_name = "N")]
+    pub max_columns_per_write: Option<usize>,
+
+    /// Encoded bytes of writes in flight (admitted, not yet acknowledged);
+    /// more wait, and streams stop reading, until earlier ones are acked.
+    /// Bounds the memory writes hold. Default `256MiB`.
+    #[arg(long, env = "WEIR_MAX_WRITE_INFLIGHT_SIZE", value_name = "SIZE")]
+    pub max_write_inflight_size: Option<String>,
+
     /// Largest accepted gRPC message. Default `64MiB`.
     #[arg(long, env = "WEIR_MAX_MESSAGE_SIZE", value_name = "SIZE")]
     pub max_message_size: Option<String>,
@@ -241,6 +265,8 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     pub background: BackgroundConfig,
     pub query: QueryConfig,
+    pub write_limits: weir_model::WriteLimits,
+    pub max_write_inflight_bytes: usize,
     pub max_message_bytes: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
@@ -320,6 +346,11 @@ impl ServeArgs {
             retention_interval,
             query_memory_limit,
             query_timeout,
+            query_max_result_size,
+            max_columns_per_table,
+            max_tables_per_write,
+            max_columns_per_write,
+            max_write_inflight_size,
             max_message_size,
             shutdown_grace,
             log_format,
@@ -404,6 +435,10 @@ impl ServeArgs {
             persist_buffer_bytes,
             max_buffer_bytes,
             tables,
+            max_columns_per_table: positive(
+                "max_columns_per_table",
+                self.max_columns_per_table.unwrap_or(1_000),
+            )?,
             compaction_min_files: self.compaction_min_files.unwrap_or(8).max(2),
             file_delete_grace: Duration::from_secs(60),
         };
@@ -433,6 +468,21 @@ impl ServeArgs {
                 self.query_timeout.as_deref().unwrap_or("60s"),
             )?,
             target_partitions: 0,
+            max_result_bytes: size(
+                "query_max_result_size",
+                self.query_max_result_size.as_deref().unwrap_or("256MiB"),
+            )?,
+        };
+        let write_limits = weir_model::WriteLimits {
+            max_tables: positive(
+                "max_tables_per_write",
+                self.max_tables_per_write.unwrap_or(1_000),
+            )?,
+            max_columns: positive(
+                "max_columns_per_write",
+                self.max_columns_per_write.unwrap_or(10_000),
+            )?,
+            ..weir_model::WriteLimits::default()
         };
         let plugins = self.plugins_config(&store_data_dir)?;
         Ok(ServerConfig {
@@ -445,6 +495,11 @@ impl ServeArgs {
             store,
             background,
             query,
+            write_limits,
+            max_write_inflight_bytes: size(
+                "max_write_inflight_size",
+                self.max_write_inflight_size.as_deref().unwrap_or("256MiB"),
+            )?,
             max_message_bytes: size(
                 "max_message_size",
                 self.max_message_size.as_deref().unwrap_or("64MiB"),
@@ -813,6 +868,54 @@ name = "nagios"
         ] {
             let err = config_error(toml);
             assert!(err.contains(expect), "{toml}: {err}");
+        }
+    }
+
+    /// Config files are untrusted input too: any value of the wrong type,
+    /// sign or size, at any key, is a clear error, never a panic.
+    #[test]
+    fn arbitrary_config_files_never_panic() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../weir.example.toml"),
+        )
+        .unwrap();
+        let keys: Vec<&str> = example
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim_start_matches("# ")))
+            .filter(|k| !k.contains(' ') && !k.is_empty())
+            .collect();
+        assert!(keys.len() > 20, "{keys:?}");
+        let values = [
+            "0", "-1", "1", "18446744073709551615", "99999999999999999999999", "1.5", "true",
+            "\"\"", "\"0s\"", "\"1ns\"", "\"584942417355y\"", "\"99999999999GiB\"",
+            "\"18446744073709551615B\"", "\"1KiB\"", "\"fsync\"", "\"interval\"",
+            "\"\\u0000\"", "\"é\"", "[]", "{}", "{ a = 1 }", "\"127.0.0.1:0\"",
+            "\"[::1]:99999\"", "\"off\"",
+        ];
+        let sections = [
+            "",
+            "[tables.\"\"]\ntime_column = \"\"\n",
+            "[tables.m]\nretention = \"-1s\"\n",
+            "[tables.weir_x]\ntime_column = \"t\"\n",
+            "[pipelines.m]\non_failure = \"maybe\"\n",
+            "[[pipelines.m.stages]]\nwasm = \"/nonexistent.wasm\"\ntimeout = \"0s\"\n",
+            "[sources.s]\nwasm = \"\"\nconfig = { a = [1, 2] }\n",
+        ];
+        let mut rng = StdRng::seed_from_u64(11);
+        for _ in 0..2_000 {
+            let mut text = String::new();
+            for _ in 0..rng.random_range(1..5) {
+                let key = keys[rng.random_range(0..keys.len())];
+                let value = values[rng.random_range(0..values.len())];
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+            text.push_str(sections[rng.random_range(0..sections.len())]);
+            // Ok or a clear error; resolving must not panic either way.
+            if let Ok(args) = ServeArgs::from_toml(&text) {
+                let _ = args.into_config();
+            }
         }
     }
 

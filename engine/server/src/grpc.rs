@@ -2,8 +2,10 @@
 
 use std::pin::Pin;
 
+use futures::future::{BoxFuture, Fuse, FusedFuture};
 use futures::stream::FuturesOrdered;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -11,8 +13,8 @@ use tracing::{Instrument, info_span, warn};
 use weir_proto::v1::write_service_server::WriteService;
 use weir_proto::v1::{RawWriteRequest, WriteAck, WriteError, WriteRequest, WriteResponse};
 
-use crate::ingest::Ingest;
-use crate::request_id;
+use crate::ingest::{Admission, Ingest};
+use crate::{Result, request_id};
 
 /// Batches of one stream being written at once. More lets a client keep the
 /// WAL's group commit full; the bound keeps a stream's memory bounded.
@@ -85,8 +87,11 @@ impl WriteService for WriteApi {
         tokio::spawn(
             async move {
                 let mut pending = FuturesOrdered::new();
+                // The message read last, waiting for admission: the stream
+                // reads nothing more until it is admitted.
+                let mut admitting = Box::pin(Fuse::terminated());
                 let mut open = true;
-                while open || !pending.is_empty() {
+                while open || !pending.is_empty() || !admitting.is_terminated() {
                     tokio::select! {
                         biased;
                         Some(ack) = pending.next(), if !pending.is_empty() => {
@@ -94,11 +99,19 @@ impl WriteService for WriteApi {
                                 return; // client went away
                             }
                         }
-                        message = inbound.message(), if open && pending.len() < MAX_IN_FLIGHT_PER_STREAM => {
+                        (request, admission) = &mut admitting, if !admitting.is_terminated() => {
+                            let ingest = ingest.clone();
+                            pending.push_back(async move { ack(&ingest, request, admission).await });
+                        }
+                        message = inbound.message(), if open && admitting.is_terminated() && pending.len() < MAX_IN_FLIGHT_PER_STREAM => {
                             match message {
                                 Ok(Some(request)) => {
                                     let ingest = ingest.clone();
-                                    pending.push_back(async move { ack(&ingest, request).await });
+                                    let admit: BoxFuture<'static, _> = Box::pin(async move {
+                                        let admission = ingest.admit(request.encoded_len()).await;
+                                        (request, admission)
+                                    });
+                                    admitting.set(admit.fuse());
                                 }
                                 Ok(None) => open = false,
                                 Err(status) => {
@@ -127,9 +140,13 @@ impl WriteService for WriteApi {
     }
 }
 
-async fn ack(ingest: &Ingest, request: WriteRequest) -> WriteAck {
+async fn ack(ingest: &Ingest, request: WriteRequest, admission: Result<Admission>) -> WriteAck {
     let sequence = request.sequence;
-    match ingest.write(request).await {
+    let written = match admission {
+        Ok(admission) => ingest.write_admitted(request, admission).await,
+        Err(e) => Err(e),
+    };
+    match written {
         Ok(rows) => WriteAck {
             sequence,
             rows_written: rows,

@@ -41,7 +41,7 @@ pub use config::{
 pub use decode::decode_write;
 pub use error::{Error, Result};
 pub use http::ARROW_STREAM;
-pub use ingest::{Ingest, IngestMetrics};
+pub use ingest::{Admission, Ingest, IngestConfig, IngestMetrics};
 
 /// Where a started server listens.
 #[derive(Debug, Clone, Copy)]
@@ -67,9 +67,16 @@ pub async fn serve(
     let background = spawn_background(store.clone(), config.background.clone(), stop_rx.clone());
 
     let pipelines = plugins::start(&config.plugins, &config.native_stages).await?;
-    let ingest = Ingest::new(store.clone(), Arc::clone(&pipelines));
+    let ingest = Ingest::new(
+        store.clone(),
+        Arc::clone(&pipelines),
+        IngestConfig {
+            write_limits: config.write_limits,
+            max_inflight_bytes: config.max_write_inflight_bytes,
+        },
+    );
     let query = Arc::new(
-        QueryEngine::new(store.clone(), config.query.clone())
+        QueryEngine::new(store.clone(), config.query.clone())?
             .with_system_table(Arc::new(plugins::PluginsTable::new(Arc::clone(&pipelines)))),
     );
     let http_state = Arc::new(http::HttpState {

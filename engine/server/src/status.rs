@@ -10,7 +10,9 @@ impl Error {
         match self {
             Error::Decode(_) | Error::InvalidWrite(_) => Code::InvalidArgument,
             Error::Storage(e) => match e {
-                weir_storage::Error::InvalidWrite(_) => Code::InvalidArgument,
+                weir_storage::Error::InvalidWrite(_) | weir_storage::Error::TableTooWide { .. } => {
+                    Code::InvalidArgument
+                }
                 weir_storage::Error::WalFailed(_) | weir_storage::Error::WalClosed => {
                     Code::Unavailable
                 }
@@ -26,10 +28,13 @@ impl Error {
                 | weir_pipeline::Error::Config(_) => Code::FailedPrecondition,
             },
             Error::Query(e) => match e {
-                weir_query::Error::InvalidQuery(_) | weir_query::Error::NotReadOnly(_) => {
-                    Code::InvalidArgument
-                }
-                weir_query::Error::MemoryLimit { .. } => Code::ResourceExhausted,
+                weir_query::Error::InvalidQuery(_)
+                | weir_query::Error::NotReadOnly(_)
+                | weir_query::Error::TooDeep { .. }
+                | weir_query::Error::DataError(_) => Code::InvalidArgument,
+                weir_query::Error::MemoryLimit { .. }
+                | weir_query::Error::TooLarge { .. }
+                | weir_query::Error::ResultTooLarge { .. } => Code::ResourceExhausted,
                 weir_query::Error::Timeout { .. } => Code::DeadlineExceeded,
                 _ => Code::Internal,
             },
