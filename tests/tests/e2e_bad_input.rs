@@ -459,8 +459,10 @@ async fn wide_writes_are_capped_at_every_limit() {
         let fields: Vec<(String, field::Value)> = (0..columns)
             .map(|i| (format!("{prefix}{i}"), field::Value::I64(i as i64)))
             .collect();
-        let fields: Vec<(&str, field::Value)> =
-            fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let fields: Vec<(&str, field::Value)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
         req.point(table, now_ns(), &[], fields);
         req.build(0)
     };
@@ -468,7 +470,10 @@ async fn wide_writes_are_capped_at_every_limit() {
     client.write(wide("w", "a", 100)).await.unwrap();
     let err = client.write(wide("w", "b", 101)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("limit of 100 columns per write"), "{err:?}");
+    assert!(
+        err.message().contains("limit of 100 columns per write"),
+        "{err:?}"
+    );
     // The table may grow to 150 columns, not past.
     client.write(wide("w", "c", 50)).await.unwrap();
     let err = client.write(wide("w", "d", 1)).await.unwrap_err();
@@ -478,13 +483,21 @@ async fn wide_writes_are_capped_at_every_limit() {
         .count("SELECT COUNT(*) AS n FROM information_schema.columns WHERE table_name = 'w'")
         .await
         .unwrap();
-    assert_eq!(columns, 151, "time + 150 columns, nothing of the refused writes");
+    assert_eq!(
+        columns, 151,
+        "time + 150 columns, nothing of the refused writes"
+    );
 
     // Tables per write: 10 fine, 11 refused.
     let tables = |n: usize| {
         let mut req = RequestBuilder::default();
         for i in 0..n {
-            req.point(&format!("t{i}"), now_ns(), &[], vec![("v", field::Value::I64(1))]);
+            req.point(
+                &format!("t{i}"),
+                now_ns(),
+                &[],
+                vec![("v", field::Value::I64(1))],
+            );
         }
         req.build(0)
     };
@@ -497,7 +510,12 @@ async fn wide_writes_are_capped_at_every_limit() {
     // in one request, each point bringing its own. Refused at the limit.
     let mut req = RequestBuilder::default();
     for i in 0..60_000 {
-        req.point("sparse", now_ns(), &[], vec![(&format!("f{i}"), field::Value::I64(1))]);
+        req.point(
+            "sparse",
+            now_ns(),
+            &[],
+            vec![(&format!("f{i}"), field::Value::I64(1))],
+        );
     }
     let err = client.write(req.build(0)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -544,7 +562,11 @@ async fn undecodable_grpc_requests_are_invalid_argument() {
                 )
                 .await
                 .unwrap_err();
-            assert_eq!(status.code(), Code::InvalidArgument, "{path} {bytes:?}: {status:?}");
+            assert_eq!(
+                status.code(),
+                Code::InvalidArgument,
+                "{path} {bytes:?}: {status:?}"
+            );
         }
     }
     assert_eq!(server.get("/health").await.unwrap().0, 200);

@@ -622,3 +622,58 @@ async fn a_guest_in_c_runs_in_a_pipeline() {
         .unwrap();
     assert_eq!(kind[0]["kind"], "filter");
 }
+
+/// System tables are written only by Weir: an adapter producing rows for
+/// `weir_dead_letters` (or any `weir_…` table) is a faulty plugin — its
+/// output is refused, and the dead letter Weir writes about it lands with
+/// Weir's own column types, as do all later ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adapters_cannot_forge_rows_in_system_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let forgers = format!(
+        r#"
+[sources.forger]
+wasm = {webhook}
+config = {{ table = "weir_dead_letters" }}
+
+[sources.shouter]
+wasm = {webhook}
+config = {{ table = "WEIR_PLUGINS" }}
+"#,
+        webhook = toml_path(&guest("webhook-adapter"))
+    );
+    let server = start(dir.path(), &config(&forgers), &[]);
+    let alert =
+        r#"{"id": "1", "title": "forged", "alert_transition": "Triggered", "host": "web-1"}"#;
+    for source in ["forger", "shouter"] {
+        let (status, body) = server
+            .post(
+                &format!("/api/v1/ingest/{source}"),
+                "application/json",
+                alert,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{source}: {body}");
+        assert!(body.contains("reserved"), "{source}: {body}");
+    }
+    // Only Weir's own rows are there, with Weir's types: the error is a
+    // string, input_rows a count.
+    let dead = server
+        .sql("SELECT pipeline, reason, input_rows, arrow_typeof(error) AS error_type FROM weir_dead_letters ORDER BY pipeline")
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0]["pipeline"], "source:forger");
+    assert_eq!(dead[0]["reason"], "bad_output");
+    assert_eq!(dead[0]["input_rows"], 0);
+    assert_eq!(dead[0]["error_type"], "Utf8");
+    assert_eq!(dead[1]["pipeline"], "source:shouter");
+    assert!(
+        !server
+            .sql("SELECT title FROM weir_dead_letters")
+            .await
+            .is_ok(),
+        "no forged column"
+    );
+}

@@ -119,7 +119,13 @@ mod tests {
 
     #[test]
     fn system_table_names_are_reserved_in_any_case() {
-        for name in ["weir_plugins", "weir_dead_letters", "WEIR_X", "Weir_", "weir_é"] {
+        for name in [
+            "weir_plugins",
+            "weir_dead_letters",
+            "WEIR_X",
+            "Weir_",
+            "weir_é",
+        ] {
             assert!(is_system_table(name), "{name}");
             let err = check_not_system_table(name).unwrap_err().to_string();
             assert!(err.contains("reserved"), "{err}");

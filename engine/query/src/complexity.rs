@@ -138,7 +138,11 @@ mod tests {
     #[test]
     fn ordinary_queries_pass() {
         depth_of("SELECT service_name, COUNT(*) FILTER (WHERE status = 'healthy') FROM t WHERE recorded_at > NOW() - INTERVAL '1 hour' GROUP BY 1").unwrap();
-        depth_of(&format!("SELECT 1 WHERE x IN ({})", chain(10_000, "1", ","))).unwrap();
+        depth_of(&format!(
+            "SELECT 1 WHERE x IN ({})",
+            chain(10_000, "1", ",")
+        ))
+        .unwrap();
         depth_of(&format!("SELECT {}", chain(MAX_SQL_DEPTH - 1, "1", "+"))).unwrap();
     }
 
@@ -148,10 +152,19 @@ mod tests {
         let cases = [
             (format!("SELECT {}", chain(n, "1", "+")), "expressions"),
             (format!("SELECT {}", chain(n, "'a'", "||")), "expressions"),
-            (format!("SELECT 1 WHERE {}", chain(n, "x = 1", " OR ")), "expressions"),
-            (format!("SELECT 1 WHERE {}", chain(n, "x = 1", " AND ")), "expressions"),
+            (
+                format!("SELECT 1 WHERE {}", chain(n, "x = 1", " OR ")),
+                "expressions",
+            ),
+            (
+                format!("SELECT 1 WHERE {}", chain(n, "x = 1", " AND ")),
+                "expressions",
+            ),
             (format!("SELECT 1{}", "::int".repeat(n)), "expressions"),
-            (chain(n, "SELECT 1", " UNION ALL "), "set operations, joins and CTEs"),
+            (
+                chain(n, "SELECT 1", " UNION ALL "),
+                "set operations, joins and CTEs",
+            ),
             (
                 format!("SELECT 1 FROM t {}", chain(n, "JOIN t USING (x)", " ")),
                 "set operations, joins and CTEs",

@@ -129,7 +129,9 @@ impl Ingest {
             .acquire_many_owned(units)
             .await
             .map_err(|_| Error::Internal("the write path is shut down".into()))?;
-        self.metrics.admission_wait_seconds.observe(started.elapsed());
+        self.metrics
+            .admission_wait_seconds
+            .observe(started.elapsed());
         Ok(Admission(permit))
     }
 

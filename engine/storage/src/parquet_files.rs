@@ -63,12 +63,10 @@ pub(crate) fn write_partitioned(
             .join(format!("{id:012}.parquet"));
         // The sorted rows are taken a chunk at a time as the writer needs
         // them: persisting costs one copy of a chunk, not of the partition.
-        let chunks = (0..order.len())
-            .step_by(WRITE_CHUNK_ROWS)
-            .map(|start| {
-                let len = WRITE_CHUNK_ROWS.min(order.len() - start);
-                take_record_batch(&all, &order.slice(start, len)).map_err(arrange_err)
-            });
+        let chunks = (0..order.len()).step_by(WRITE_CHUNK_ROWS).map(|start| {
+            let len = WRITE_CHUNK_ROWS.min(order.len() - start);
+            take_record_batch(&all, &order.slice(start, len)).map_err(arrange_err)
+        });
         let meta = write_file(data_dir, &relative, schema, &arrow_schema, chunks)?;
         files.push(FileMeta {
             id,
