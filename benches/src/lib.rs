@@ -111,6 +111,7 @@ impl Workload {
             sequence,
             symbols: symbols.into_iter().map(Into::into).collect(),
             points,
+            time_columns: Vec::new(),
         }
     }
 

@@ -338,6 +338,7 @@ impl RequestBuilder {
             sequence,
             symbols: self.symbols.take(),
             points: self.points,
+            time_columns: Vec::new(),
         }
     }
 }

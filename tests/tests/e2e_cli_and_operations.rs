@@ -2,7 +2,8 @@
 //! health and reflection, JSON logs, and graceful shutdown — as a user sees
 //! them.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -11,8 +12,8 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use weir_e2e::{MetricRow, RequestBuilder, WeirServer, now_ns};
-use weir_proto::v1::field;
+use weir_e2e::{MetricRow, RequestBuilder, WeirServer, now_ns, weir_binary};
+use weir_proto::v1::{TimeColumn, WriteRequest, field};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -121,7 +122,10 @@ async fn sql_and_import_from_the_command_line() {
             )
         })
         .collect();
-    assert_eq!(types[0], "time:Timestamp(ns, \"+00:00\")");
+    assert_eq!(
+        types[0], "recorded_at:Timestamp(ns, \"+00:00\")",
+        "--time-column names the time column of the table the import creates"
+    );
     assert!(
         types.contains(&"service_name:Dictionary(Int32, Utf8)".to_string()),
         "{types:?}"
@@ -346,4 +350,447 @@ async fn operations_health_metrics_request_ids_and_graceful_shutdown() {
         metrics.contains("weir_wal_replayed_records_total 0"),
         "everything was persisted at shutdown"
     );
+}
+
+/// `weir serve` with no configuration at all: [`WeirServer`] configures the
+/// reference table's time column, which is just what the import must not
+/// need.
+struct UnconfiguredServer {
+    child: Child,
+    grpc_url: String,
+    http_url: String,
+}
+
+impl UnconfiguredServer {
+    fn start(data_dir: &std::path::Path) -> Self {
+        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
+        let mut child = Command::new(weir_binary())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("WEIR_CONFIG")
+            .env_remove("WEIR_TIME_COLUMNS")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let (mut grpc_url, mut http_url) = (None, None);
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        for line in stdout.lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("weir: gRPC listening on ") {
+                grpc_url = Some(format!("http://{addr}"));
+            } else if let Some(url) = line.strip_prefix("weir: HTTP listening on ") {
+                http_url = Some(url.to_string());
+            }
+            if grpc_url.is_some() && http_url.is_some() {
+                break;
+            }
+        }
+        Self {
+            child,
+            grpc_url: grpc_url.expect("weir serve reports its gRPC address"),
+            http_url: http_url.expect("weir serve reports its HTTP address"),
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(weir_binary())
+            .args(args)
+            .env("WEIR_HTTP_URL", &self.http_url)
+            .env("WEIR_GRPC_URL", &self.grpc_url)
+            .output()
+            .unwrap()
+    }
+
+    async fn sql(&self, query: &str) -> (u16, String) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/sql", self.http_url))
+            .header("accept", "text/csv")
+            .body(query.to_string())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}
+
+impl Drop for UnconfiguredServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-point write to `table` that asks for `time_column`.
+fn write_naming_time_column(table: &str, time_column: &str) -> WriteRequest {
+    let mut b = RequestBuilder::default();
+    b.point(
+        table,
+        1_763_632_800_000_000_000,
+        &[("host", "a")],
+        vec![("v", field::Value::F64(1.0))],
+    );
+    let entry = TimeColumn {
+        table: b.symbol(table),
+        name: b.symbol(time_column),
+    };
+    let mut request = b.build(0);
+    request.time_columns = vec![entry];
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_names_the_time_column_of_the_table_it_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let server = UnconfiguredServer::start(&data_dir);
+
+    let csv = dir.path().join("checks.csv");
+    std::fs::write(
+        &csv,
+        "recorded_at,service_name,status,response_ms\n\
+         2025-11-20T10:00:00Z,api,healthy,12.5\n\
+         2025-11-20T10:01:00Z,db,unhealthy,80\n\
+         2025-11-20T10:02:00Z,api,healthy,11\n",
+    )
+    .unwrap();
+    let import = server.cli(&[
+        "import",
+        csv.to_str().unwrap(),
+        "--table",
+        "service_metrics",
+        "--time-column",
+        "recorded_at",
+        "--tag",
+        "service_name",
+    ]);
+    assert!(import.status.success(), "{}", stderr(&import));
+    assert!(
+        stdout(&import).contains("imported 3 rows into service_metrics; rejected 0 rows"),
+        "{}",
+        stdout(&import)
+    );
+    let (status, body) = server
+        .sql("SELECT recorded_at, service_name FROM service_metrics ORDER BY recorded_at")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "recorded_at,service_name\n\
+         2025-11-20T10:00:00Z,api\n\
+         2025-11-20T10:01:00Z,db\n\
+         2025-11-20T10:02:00Z,api\n"
+    );
+
+    // Another time column for the same table: refused, naming both, nothing written.
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "ts,service_name\n2025-11-20T11:00:00Z,web\n").unwrap();
+    let import = server.cli(&[
+        "import",
+        other.to_str().unwrap(),
+        "--table",
+        "service_metrics",
+        "--time-column",
+        "ts",
+    ]);
+    assert_eq!(import.status.code(), Some(1), "{}", stdout(&import));
+    assert!(
+        stderr(&import)
+            .contains("table \"service_metrics\" has time column \"recorded_at\", not \"ts\""),
+        "{}",
+        stderr(&import)
+    );
+    // The server refuses it too, to any client.
+    let mut client =
+        weir_proto::v1::write_service_client::WriteServiceClient::connect(server.grpc_url.clone())
+            .await
+            .unwrap();
+    let err = client
+        .write(write_naming_time_column("service_metrics", "ts"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "table \"service_metrics\": time column is \"recorded_at\", the batch's is \"ts\""
+    );
+    let (_, count) = server
+        .sql("SELECT COUNT(*) AS n FROM service_metrics")
+        .await;
+    assert_eq!(count, "n\n3\n");
+
+    // Writes racing to create a table with different time columns: one
+    // wins, the other is refused naming both; none is silently renamed.
+    for round in 0..5 {
+        let table = format!("race_{round}");
+        let (mut first, mut second) = (client.clone(), client.clone());
+        let (a, b) = tokio::join!(
+            first.write(write_naming_time_column(&table, "a")),
+            second.write(write_naming_time_column(&table, "b")),
+        );
+        let (winner, loser) = match (a, b) {
+            (Ok(_), Err(e)) => ("a", e),
+            (Err(e), Ok(_)) => ("b", e),
+            other => panic!("exactly one write must win: {other:?}"),
+        };
+        assert_eq!(loser.code(), tonic::Code::InvalidArgument);
+        let loser_name = if winner == "a" { "b" } else { "a" };
+        assert_eq!(
+            loser.message(),
+            format!(
+                "table \"{table}\": time column is \"{winner}\", the batch's is \"{loser_name}\""
+            )
+        );
+        let (status, body) = server
+            .sql(&format!("SELECT {winner}, v FROM {table}"))
+            .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                200,
+                format!("{winner},v\n2025-11-20T10:00:00Z,1.0\n").as_str()
+            )
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_time_column_holds_against_the_one_a_write_names() {
+    let dir = tempfile::tempdir().unwrap();
+    // `time`, configured explicitly, is as binding as any other name.
+    let server =
+        WeirServer::start(&dir.path().join("data"), &["--time-column", "plain=time"]).unwrap();
+    let mut client = server.client().await.unwrap();
+    for (table, configured) in [("plain", "time"), ("service_metrics", "recorded_at")] {
+        let err = client
+            .write(write_naming_time_column(table, "ts"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            format!("table \"{table}\": time column is \"{configured}\", the batch's is \"ts\"")
+        );
+        client
+            .write(write_naming_time_column(table, configured))
+            .await
+            .unwrap();
+    }
+}
+
+/// `rejected: line N: …` lines of an import's stderr, as (N, reason).
+fn rejected_lines(out: &std::process::Output) -> Vec<(usize, String)> {
+    stderr(out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("rejected: line "))
+        .filter_map(|l| {
+            let (line, reason) = l.split_once(": ")?;
+            Some((line.parse().ok()?, reason.to_string()))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_rejects_exactly_the_rows_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"), &[]).unwrap();
+    // The table exists: a tag, an f64 and an i64 column.
+    let mut client = server.client().await.unwrap();
+    let mut seed = RequestBuilder::default();
+    seed.point(
+        "checks",
+        1_763_632_700_000_000_000,
+        &[("service_name", "seed")],
+        vec![
+            ("response_ms", field::Value::F64(1.0)),
+            ("code", field::Value::I64(200)),
+        ],
+    );
+    let entry = TimeColumn {
+        table: seed.symbol("checks"),
+        name: seed.symbol("recorded_at"),
+    };
+    let mut seed = seed.build(0);
+    seed.time_columns = vec![entry];
+    client.write(seed).await.unwrap();
+
+    let long_tag = "x".repeat(5 * 1024);
+    let mut csv: Vec<u8> = Vec::new();
+    for line in [
+        "recorded_at,service_name,response_ms,code",
+        "2025-11-20T10:00:00Z,csv-a,10.5,200",             // 2
+        "2025-11-20T10:01:00Z,csv-x,NaN,200",              // 3: NaN
+        "2025-11-20T10:02:00Z,csv-b,11,200",               // 4
+        "2025-11-20T10:03:00Z,csv-x,inf,200",              // 5: +inf
+        "2025-11-20T10:04:00Z,csv-x,-inf,200",             // 6: -inf
+        "2250-01-01T00:00:00Z,csv-x,1,200",                // 7: after 2200
+        "1969-12-31T23:59:59Z,csv-x,1,200",                // 8: before 1970
+        &format!("2025-11-20T10:05:00Z,{long_tag},1,200"), // 9: 5 KB tag
+        "2025-11-20T10:06:00Z,csv-\u{1}\u{1},1,200",       // 10: made invalid UTF-8 below
+        "2025-11-20T10:07:00Z,csv-x,1,200.5",              // 11: not an i64, as the table has it
+        "2025-11-20T10:08:00Z,csv-c,12,201",               // 12
+    ] {
+        csv.extend_from_slice(line.as_bytes());
+        csv.push(b'\n');
+    }
+    let bad = csv.iter().position(|&b| b == 1).unwrap();
+    csv[bad] = 0xff;
+    csv[bad + 1] = 0xfe;
+    let csv_path = dir.path().join("checks.csv");
+    std::fs::write(&csv_path, &csv).unwrap();
+    let import = server
+        .cli(&[
+            "import",
+            csv_path.to_str().unwrap(),
+            "--table",
+            "checks",
+            "--time-column",
+            "recorded_at",
+            "--tag",
+            "service_name",
+        ])
+        .unwrap();
+    assert_eq!(import.status.code(), Some(1), "{}", stderr(&import));
+    assert!(
+        stdout(&import).contains("imported 3 rows into checks; rejected 8 rows"),
+        "{}\n{}",
+        stdout(&import),
+        stderr(&import)
+    );
+    let rejected = rejected_lines(&import);
+    assert_eq!(
+        rejected.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
+        [3, 5, 6, 7, 8, 9, 10, 11],
+        "{}",
+        stderr(&import)
+    );
+    for (line, needle) in [
+        (3, "NaN is not a finite number"),
+        (5, "inf is not a finite number"),
+        (6, "-inf is not a finite number"),
+        (7, "out of range"),
+        (8, "out of range"),
+        (9, "more than the limit of 4096"),
+        (10, "not valid UTF-8"),
+        (11, "\"200.5\" is not an integer"),
+    ] {
+        let reason = &rejected.iter().find(|(l, _)| *l == line).unwrap().1;
+        assert!(reason.contains(needle), "line {line}: {reason}");
+    }
+
+    // JSON lines, with the table's types unknown to the importer (no HTTP):
+    // the type changes reach the server, which rejects their batch, and the
+    // importer splits it down to them.
+    let mut jsonl: Vec<u8> = Vec::new();
+    for line in [
+        r#"{"recorded_at": "2025-11-20T11:00:00Z", "service_name": "json-a", "response_ms": 1.5, "code": 200}"#, // 1
+        r#"{"recorded_at": "2025-11-20T11:01:00Z", "service_name": "json-x", "response_ms": NaN}"#, // 2: NaN is not JSON
+        r#"{"recorded_at": "2025-11-20T11:02:00Z", "service_name": "json-b", "response_ms": 2, "code": 200}"#, // 3
+        r#"{"recorded_at": "2025-11-20T11:03:00Z", "service_name": "json-x", "response_ms": 1e999}"#, // 4: inf
+        r#"{"recorded_at": "2250-01-01T00:00:00Z", "service_name": "json-x", "response_ms": 1.0}"#, // 5
+        &format!(r#"{{"recorded_at": "2025-11-20T11:04:00Z", "service_name": "{long_tag}"}}"#), // 6
+        "{\"recorded_at\": \"2025-11-20T11:05:00Z\", \"service_name\": \"json-\u{1}\"}", // 7: invalid UTF-8 below
+        r#"{"recorded_at": "2025-11-20T11:06:00Z", "service_name": "json-x", "code": "oops"}"#, // 8: string into i64
+        r#"{"recorded_at": "2025-11-20T11:07:00Z", "service_name": "json-x", "response_ms": true}"#, // 9: bool into f64
+        r#"{"recorded_at": "2025-11-20T11:08:00Z", "service_name": "json-c", "response_ms": 3.5, "code": 201}"#, // 10
+        r#"{"recorded_at": "2025-11-20T11:09:00Z", "service_name": "json-x", "bad\nname": 1}"#, // 11: invalid column name
+    ] {
+        jsonl.extend_from_slice(line.as_bytes());
+        jsonl.push(b'\n');
+    }
+    let bad = jsonl.iter().position(|&b| b == 1).unwrap();
+    jsonl[bad] = 0xc3; // a lead byte without its continuation
+    let jsonl_path = dir.path().join("checks.jsonl");
+    std::fs::write(&jsonl_path, &jsonl).unwrap();
+    let import = server
+        .cli(&[
+            "import",
+            jsonl_path.to_str().unwrap(),
+            "--table",
+            "checks",
+            "--time-column",
+            "recorded_at",
+            "--tag",
+            "service_name",
+            "--http-server",
+            "http://127.0.0.1:1",
+        ])
+        .unwrap();
+    assert_eq!(import.status.code(), Some(1), "{}", stderr(&import));
+    assert!(
+        stdout(&import).contains("imported 3 rows into checks; rejected 8 rows"),
+        "{}\n{}",
+        stdout(&import),
+        stderr(&import)
+    );
+    let rejected = rejected_lines(&import);
+    assert_eq!(
+        rejected.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
+        [2, 4, 5, 6, 7, 8, 9, 11],
+        "{}",
+        stderr(&import)
+    );
+    for (line, needle) in [
+        (2, "not JSON"),
+        (4, "not JSON"),
+        (5, "out of range"),
+        (6, "more than the limit of 4096"),
+        (7, "not valid UTF-8"),
+        (8, "column \"code\""),
+        (9, "column \"response_ms\""),
+        (11, "invalid column name"),
+    ] {
+        let reason = &rejected.iter().find(|(l, _)| *l == line).unwrap().1;
+        assert!(reason.contains(needle), "line {line}: {reason}");
+    }
+
+    // Exactly the good rows went in.
+    let rows = server
+        .sql("SELECT service_name, response_ms, code FROM checks ORDER BY recorded_at")
+        .await
+        .unwrap();
+    let rows: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} {} {}", r["service_name"], r["response_ms"], r["code"]))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "\"seed\" 1.0 200",
+            "\"csv-a\" 10.5 200",
+            "\"csv-b\" 11.0 200",
+            "\"csv-c\" 12.0 201",
+            "\"json-a\" 1.5 200",
+            "\"json-b\" 2.0 200",
+            "\"json-c\" 3.5 201",
+        ]
+    );
+
+    // A server that cannot be reached is no bad row: the import stops.
+    let down = server
+        .cli(&[
+            "import",
+            csv_path.to_str().unwrap(),
+            "--table",
+            "checks",
+            "--time-column",
+            "recorded_at",
+            "--server",
+            "http://127.0.0.1:1",
+        ])
+        .unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        stderr(&down).contains("cannot reach the server"),
+        "{}",
+        stderr(&down)
+    );
+    assert!(!stdout(&down).contains("rejected"), "{}", stdout(&down));
 }

@@ -5,13 +5,19 @@
 //! and each (table, key symbol) is resolved to a column once per request, so a
 //! row costs a few array lookups and appends.
 
-use weir_model::{ColumnId, ColumnType, TableBatch, TableId, Value, WriteBatchBuilder};
+use std::collections::HashMap;
+
+use weir_model::{
+    ColumnId, ColumnType, NameKind, TableBatch, TableId, Value, WriteBatchBuilder, validate_name,
+};
 use weir_proto::v1::{WriteRequest, field};
+use weir_storage::DEFAULT_TIME_COLUMN;
 
 use crate::{Error, Result};
 
 /// Decodes and validates a request. `time_column_for` names the time column
-/// of a table the first time the request mentions it.
+/// of a table the first time the request mentions it, unless the request's
+/// `time_columns` name it (see [`requested_time_columns`]).
 pub fn decode_write(
     request: &WriteRequest,
     now_ns: i64,
@@ -35,6 +41,8 @@ pub fn decode_write(
         })
     };
 
+    let requested = requested_time_columns(request, &symbols, time_column_for)?;
+
     let mut builder = WriteBatchBuilder::new(now_ns);
     // Per table: its id, and its columns by key symbol.
     let mut tables: Vec<(u32, TableId, Vec<Option<ColumnId>>)> = Vec::new();
@@ -45,7 +53,11 @@ pub fn decode_write(
                 Some(i) => i,
                 None => {
                     let name = symbol(row, point.table)?;
-                    let id = builder.table(name, &time_column_for(name))?;
+                    let time_column = match requested.get(name) {
+                        Some(requested) => requested.to_string(),
+                        None => time_column_for(name),
+                    };
+                    let id = builder.table(name, &time_column)?;
                     tables.push((point.table, id, vec![None; symbols.len()]));
                     tables.len() - 1
                 }
@@ -97,6 +109,81 @@ pub fn decode_write(
     Ok(builder.finish()?)
 }
 
+/// The request's `time_columns`, by table name, checked against the tables'
+/// own: a table's time column is fixed when it is created, so naming another
+/// one for a table that has (or is configured with) a time column is an error.
+///
+/// `time_column_for` cannot tell "no table, no configuration" from a table
+/// whose time column is the default name, so a requested name that differs
+/// only from the default is let through: the store checks it against the
+/// catalog and the configuration under its lock (`TimeColumnMismatch`),
+/// which also settles two concurrent writes creating the same table with
+/// different names.
+fn requested_time_columns<'a>(
+    request: &WriteRequest,
+    symbols: &[&'a str],
+    time_column_for: &dyn Fn(&str) -> String,
+) -> Result<HashMap<&'a str, &'a str>> {
+    let mut requested = HashMap::new();
+    for (i, entry) in request.time_columns.iter().enumerate() {
+        let symbol = |index: u32| {
+            symbols.get(index as usize).copied().ok_or_else(|| {
+                Error::Decode(format!(
+                    "time_columns[{i}]: symbol index {index} out of range (the request has {} symbols)",
+                    symbols.len()
+                ))
+            })
+        };
+        let (table, name) = (symbol(entry.table)?, symbol(entry.name)?);
+        validate_name(NameKind::Column, name)?;
+        if let Some(other) = requested.insert(table, name)
+            && other != name
+        {
+            return Err(Error::Decode(format!(
+                "time_columns: table {table:?} is given two time columns, {other:?} and {name:?}"
+            )));
+        }
+        let current = time_column_for(table);
+        if current != name && current != DEFAULT_TIME_COLUMN {
+            return Err(weir_model::Error::TimeColumnMismatch {
+                table: table.to_string(),
+                expected: current,
+                found: name.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(requested)
+}
+
+/// Dense slots for the symbols used as tag or field keys.
+struct KeySlots {
+    by_symbol: Vec<u32>,
+    next: u32,
+}
+
+impl KeySlots {
+    const NONE: u32 = u32::MAX;
+
+    fn new(symbols: usize) -> Self {
+        Self {
+            by_symbol: vec![Self::NONE; symbols],
+            next: 0,
+        }
+    }
+
+    /// The slot of key symbol `key`, if it is a symbol at all.
+    fn slot(&mut self, key: u32) -> Option<usize> {
+        let slot = self.by_symbol.get_mut(key as usize)?;
+        if *slot == Self::NONE {
+            *slot = self.next;
+            self.next += 1;
+        }
+        Some(*slot as usize)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn column<'a>(
     builder: &mut WriteBatchBuilder,
     columns: &mut [Option<ColumnId>],
@@ -120,7 +207,7 @@ fn column<'a>(
 #[cfg(test)]
 mod tests {
     use arrow::array::AsArray;
-    use weir_proto::v1::{Field, Point};
+    use weir_proto::v1::{Field, Point, TimeColumn};
 
     use super::*;
 
@@ -129,6 +216,7 @@ mod tests {
             sequence: 0,
             symbols: symbols.iter().map(|s| s.to_vec().into()).collect(),
             points,
+            time_columns: Vec::new(),
         }
     }
 
@@ -248,5 +336,97 @@ mod tests {
             err,
             "type conflict in table \"m\", column \"x\", row 1: column is f64, value is i64"
         );
+    }
+
+    fn time_column_names(out: &[TableBatch]) -> Vec<(String, String)> {
+        out.iter()
+            .map(|t| (t.table.clone(), t.batch.schema().field(0).name().clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_request_names_the_time_column_of_a_table_it_creates() {
+        let mut req = request(
+            &[b"m", b"recorded_at", b"other"],
+            vec![
+                Point {
+                    table: 0,
+                    timestamp_ns: 1,
+                    ..Default::default()
+                },
+                Point {
+                    table: 2,
+                    timestamp_ns: 1,
+                    ..Default::default()
+                },
+            ],
+        );
+        req.time_columns = vec![TimeColumn { table: 0, name: 1 }];
+        let out = decode_write(&req, 1, &time).unwrap();
+        assert_eq!(
+            time_column_names(&out),
+            [
+                ("m".to_string(), "recorded_at".to_string()),
+                ("other".to_string(), "time".to_string())
+            ],
+            "the request's name wins; a table without one gets the server's"
+        );
+
+        // The same name as the table's own is no conflict.
+        let out = decode_write(&req, 1, &|_: &str| "recorded_at".to_string()).unwrap();
+        assert_eq!(out[0].batch.schema().field(0).name(), "recorded_at");
+    }
+
+    #[test]
+    fn a_time_column_other_than_the_tables_own_is_refused_naming_both() {
+        let mut req = request(
+            &[b"m", b"recorded_at"],
+            vec![Point {
+                table: 0,
+                timestamp_ns: 1,
+                ..Default::default()
+            }],
+        );
+        req.time_columns = vec![TimeColumn { table: 0, name: 1 }];
+        // An existing or configured table whose time column is `ts`.
+        let err = decode_write(&req, 1, &|_: &str| "ts".to_string()).unwrap_err();
+        assert_eq!(err.grpc_code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            err.to_string(),
+            "table \"m\": time column is \"ts\", the batch's is \"recorded_at\""
+        );
+        // Checked even when no point of the request writes the table.
+        req.points.clear();
+        assert!(decode_write(&req, 1, &|_: &str| "ts".to_string()).is_err());
+    }
+
+    #[test]
+    fn bad_time_column_entries_are_clear() {
+        let entry = |table, name| vec![TimeColumn { table, name }];
+        let mut req = request(&[b"m", b"", b"a", b"b"], vec![]);
+
+        req.time_columns = entry(0, 9);
+        let err = decode_write(&req, 1, &time).unwrap_err();
+        assert_eq!(err.grpc_code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.to_string()
+                .contains("time_columns[0]: symbol index 9 out of range"),
+            "{err}"
+        );
+
+        req.time_columns = entry(0, 1);
+        let err = decode_write(&req, 1, &time).unwrap_err().to_string();
+        assert!(err.contains("invalid column name \"\""), "{err}");
+
+        req.time_columns = [entry(0, 2), entry(0, 3)].concat();
+        let err = decode_write(&req, 1, &time).unwrap_err().to_string();
+        assert!(
+            err.contains("table \"m\" is given two time columns, \"a\" and \"b\""),
+            "{err}"
+        );
+
+        // Said twice, the same name is fine.
+        req.time_columns = [entry(0, 2), entry(0, 2)].concat();
+        decode_write(&req, 1, &time).unwrap();
     }
 }

@@ -289,6 +289,17 @@ impl Store {
         self.write_any(batches).await
     }
 
+    /// The time column a new table's first batch must have: the configured
+    /// one, else the batch's own.
+    fn configured_time_column<'a>(&'a self, tb: &'a TableBatch) -> &'a str {
+        self.inner
+            .config
+            .tables
+            .get(&tb.table)
+            .and_then(|t| t.time_column.as_deref())
+            .unwrap_or_else(|| tb.batch.schema_ref().field(0).name())
+    }
+
     async fn write_any(&self, batches: Vec<TableBatch>) -> Result<u64> {
         let rows: u64 = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
         if rows == 0 {
@@ -306,9 +317,11 @@ impl Store {
                         entry.schema.columns().len(),
                         entry.schema.check_batch(&tb.batch, &tb.first_rows)?,
                     ),
+                    // A write may name a new table's time column, but not
+                    // against the configuration.
                     None => (
                         0,
-                        TableSchema::new(&tb.table, tb.batch.schema().field(0).name())
+                        TableSchema::new(&tb.table, self.configured_time_column(tb))
                             .check_batch(&tb.batch, &tb.first_rows)?,
                     ),
                 };

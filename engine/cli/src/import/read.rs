@@ -1,7 +1,8 @@
 //! Reading an import file into typed rows: CSV, JSON lines, Parquet.
 //!
 //! Readers run on a blocking thread and send each row, or the reason it was
-//! rejected with its line number, down a bounded channel.
+//! rejected with its line number, down a bounded channel. A line that is not
+//! valid UTF-8 is one rejected row; only an I/O error stops the reading.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -118,7 +119,9 @@ pub(super) fn read_csv(
     if header.is_empty() || header.iter().all(String::is_empty) {
         bail!("the CSV file has no header row");
     }
-    let mut records = reader.records();
+    // Byte records, so that invalid UTF-8 rejects its row rather than
+    // failing the reader; with `flexible`, reading them fails only on I/O.
+    let mut records = reader.byte_records();
     let mut sample = Vec::new();
     for record in records.by_ref().take(SAMPLE_ROWS) {
         sample.push(record);
@@ -132,17 +135,28 @@ pub(super) fn read_csv(
                 sample
                     .iter()
                     .filter_map(|r| r.as_ref().ok())
-                    .filter_map(|r| r.get(i)),
+                    .filter_map(|r| r.get(i))
+                    .filter_map(|field| std::str::from_utf8(field).ok()),
             ),
         })
         .collect();
     for (i, record) in sample.into_iter().chain(records).enumerate() {
-        let line = i + 2; // 1-based, after the header
-        let row = match record {
-            Err(e) => Err(Rejection {
-                line,
-                reason: format!("unreadable CSV: {e}"),
-            }),
+        let record = record.with_context(|| format!("reading CSV record {}", i + 1))?;
+        // A quoted field may span lines: the record knows where it starts.
+        let line = record
+            .position()
+            .map_or(i + 2, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+        let row = match csv::StringRecord::from_byte_record(record) {
+            Err(e) => {
+                let field = e.utf8_error().field();
+                Err(Rejection {
+                    line,
+                    reason: format!(
+                        "column {:?}: not valid UTF-8",
+                        header.get(field).map_or("?", String::as_str)
+                    ),
+                })
+            }
             Ok(record) if record.len() != header.len() => Err(Rejection {
                 line,
                 reason: format!("{} fields, the header has {}", record.len(), header.len()),
@@ -191,7 +205,8 @@ fn json_cell(value: &serde_json::Value) -> Result<Cell, String> {
 
 pub(super) fn read_jsonl(path: &std::path::Path, tx: &RowSender) -> anyhow::Result<()> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut lines = BufReader::new(file).lines().enumerate();
+    // Raw bytes, so that a line of invalid UTF-8 is one rejected row.
+    let mut lines = BufReader::new(file).split(b'\n').enumerate();
     // Columns holding any fractional number are floats throughout, so a
     // column never flips between i64 and f64 from row to row.
     let mut sample = Vec::new();
@@ -202,7 +217,7 @@ pub(super) fn read_jsonl(path: &std::path::Path, tx: &RowSender) -> anyhow::Resu
     for (_, line) in &sample {
         if let Ok(line) = line
             && let Ok(serde_json::Value::Object(map)) =
-                serde_json::from_str::<serde_json::Value>(line)
+                serde_json::from_slice::<serde_json::Value>(line)
         {
             for (k, v) in map {
                 if v.as_number().is_some_and(|n| n.is_f64()) {
@@ -213,7 +228,24 @@ pub(super) fn read_jsonl(path: &std::path::Path, tx: &RowSender) -> anyhow::Resu
     }
     for (i, line) in sample.into_iter().chain(lines) {
         let line_no = i + 1;
-        let line = line.with_context(|| format!("reading line {line_no}"))?;
+        let mut line = line.with_context(|| format!("reading line {line_no}"))?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let line = match String::from_utf8(line) {
+            Ok(line) => line,
+            Err(e) => {
+                let rejection = Rejection {
+                    line: line_no,
+                    reason: format!(
+                        "not valid UTF-8 (at byte {})",
+                        e.utf8_error().valid_up_to() + 1
+                    ),
+                };
+                send(tx, Err(rejection))?;
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -356,5 +388,62 @@ mod tests {
         );
         assert_eq!(text_cell("", TextType::Int), Ok(Cell::Null));
         assert!(text_cell("abc", TextType::Float).is_err());
+    }
+
+    /// A row read, or the reason it was rejected, with its line.
+    type Read = (usize, Result<Vec<(String, Cell)>, String>);
+
+    /// Runs a reader over `content`.
+    fn read(
+        name: &str,
+        content: &[u8],
+        reader: fn(&std::path::Path, &RowSender) -> anyhow::Result<()>,
+    ) -> Vec<Read> {
+        let path = std::env::temp_dir().join(format!("weir-import-{}-{name}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        let (tx, mut rx) = mpsc::channel(100);
+        let result = reader(&path, &tx);
+        let _ = std::fs::remove_file(&path);
+        result.unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        while let Some(row) = rx.blocking_recv() {
+            out.push(match row {
+                Ok(row) => (row.line, Ok(row.cells)),
+                Err(r) => (r.line, Err(r.reason)),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn invalid_utf8_rejects_one_csv_row_by_its_line() {
+        let csv = b"name,v\na,1\n\"multi\nline\",2\nb\xff,3\nc,4\n";
+        let rows = read("utf8.csv", csv, |path, tx| {
+            read_csv(path, tx, &HashMap::new())
+        });
+        let lines: Vec<usize> = rows.iter().map(|(line, _)| *line).collect();
+        assert_eq!(lines, [2, 3, 5, 6], "a quoted line break counts");
+        assert_eq!(
+            rows[2].1,
+            Err("column \"name\": not valid UTF-8".to_string())
+        );
+        assert_eq!(
+            rows[3].1,
+            Ok(vec![
+                ("name".into(), Cell::Str("c".into())),
+                ("v".into(), Cell::Int(4))
+            ])
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_rejects_one_json_line() {
+        let jsonl = b"{\"a\": 1}\r\n{\"a\": \"\xc3\x28\"}\n\n{\"a\": 2}\n";
+        let rows = read("utf8.jsonl", jsonl, read_jsonl);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0], (1, Ok(vec![("a".into(), Cell::Int(1))])));
+        assert_eq!(rows[1], (2, Err("not valid UTF-8 (at byte 8)".to_string())));
+        assert_eq!(rows[2], (4, Ok(vec![("a".into(), Cell::Int(2))])));
     }
 }
