@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 
 use weir_model::{
-    ColumnId, ColumnType, NameKind, TableBatch, TableId, Value, WriteBatchBuilder, validate_name,
+    ColumnId, ColumnType, NameKind, TableBatch, TableId, Value, WriteBatchBuilder, WriteLimits,
+    validate_name,
 };
 use weir_proto::v1::{WriteRequest, field};
 use weir_storage::DEFAULT_TIME_COLUMN;
@@ -21,6 +22,16 @@ use crate::{Error, Result};
 pub fn decode_write(
     request: &WriteRequest,
     now_ns: i64,
+    time_column_for: &dyn Fn(&str) -> String,
+) -> Result<Vec<TableBatch>> {
+    decode_write_limited(request, now_ns, WriteLimits::default(), time_column_for)
+}
+
+/// [`decode_write`] under the server's configured [`WriteLimits`].
+pub fn decode_write_limited(
+    request: &WriteRequest,
+    now_ns: i64,
+    limits: WriteLimits,
     time_column_for: &dyn Fn(&str) -> String,
 ) -> Result<Vec<TableBatch>> {
     let symbols = request
@@ -43,14 +54,20 @@ pub fn decode_write(
 
     let requested = requested_time_columns(request, &symbols, time_column_for)?;
 
-    let mut builder = WriteBatchBuilder::new(now_ns);
-    // Per table: its id, and its columns by key symbol.
+    let mut builder = WriteBatchBuilder::new(now_ns).with_limits(limits);
+    // Each symbol used as a key gets a small dense slot, once per request;
+    // each table maps slots to its columns. Memory is one slot per symbol
+    // plus, per table, one entry per key seen so far — never tables ×
+    // symbols, which a request naming many tables would make huge.
+    let mut key_slots = KeySlots::new(symbols.len());
+    // Per table: its symbol, its id, and its columns by key slot.
     let mut tables: Vec<(u32, TableId, Vec<Option<ColumnId>>)> = Vec::new();
+    let mut table_index: HashMap<u32, usize> = HashMap::new();
     let mut last = usize::MAX;
     for (row, point) in request.points.iter().enumerate() {
         if last >= tables.len() || tables[last].0 != point.table {
-            last = match tables.iter().position(|t| t.0 == point.table) {
-                Some(i) => i,
+            last = match table_index.get(&point.table) {
+                Some(&i) => i,
                 None => {
                     let name = symbol(row, point.table)?;
                     let time_column = match requested.get(name) {
@@ -58,7 +75,8 @@ pub fn decode_write(
                         None => time_column_for(name),
                     };
                     let id = builder.table(name, &time_column)?;
-                    tables.push((point.table, id, vec![None; symbols.len()]));
+                    tables.push((point.table, id, Vec::new()));
+                    table_index.insert(point.table, tables.len() - 1);
                     tables.len() - 1
                 }
             };
@@ -76,6 +94,7 @@ pub fn decode_write(
         for pair in point.tags.chunks_exact(2) {
             let column = column(
                 &mut builder,
+                &mut key_slots,
                 columns,
                 table,
                 row,
@@ -96,6 +115,7 @@ pub fn decode_write(
             };
             let column = column(
                 &mut builder,
+                &mut key_slots,
                 columns,
                 table,
                 row,
@@ -186,20 +206,26 @@ impl KeySlots {
 #[allow(clippy::too_many_arguments)]
 fn column<'a>(
     builder: &mut WriteBatchBuilder,
-    columns: &mut [Option<ColumnId>],
+    key_slots: &mut KeySlots,
+    columns: &mut Vec<Option<ColumnId>>,
     table: TableId,
     row: usize,
     key: u32,
     column_type: ColumnType,
     symbol: &dyn Fn(usize, u32) -> Result<&'a str>,
 ) -> Result<ColumnId> {
-    if let Some(Some(id)) = columns.get(key as usize) {
+    let slot = key_slots.slot(key);
+    if let Some(Some(id)) = slot.and_then(|slot| columns.get(slot)) {
+        // A value of another type is caught by `set` as a type conflict.
         return Ok(*id);
     }
     let name = symbol(row, key)?;
     let id = builder.column(table, name, column_type, row)?;
-    if let Some(slot) = columns.get_mut(key as usize) {
-        *slot = Some(id);
+    if let Some(slot) = slot {
+        if columns.len() <= slot {
+            columns.resize(slot + 1, None);
+        }
+        columns[slot] = Some(id);
     }
     Ok(id)
 }
@@ -428,5 +454,97 @@ mod tests {
         // Said twice, the same name is fine.
         req.time_columns = [entry(0, 2), entry(0, 2)].concat();
         decode_write(&req, 1, &time).unwrap();
+    }
+
+    /// Whatever a client sends, bypassing our own client: arbitrary bytes
+    /// as a protobuf message, and well-formed messages with arbitrary
+    /// indexes, symbols, timestamps and values. Decoding answers `Ok` or a
+    /// clear error and never panics.
+    #[test]
+    fn arbitrary_requests_never_panic() {
+        use prost::Message;
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(42);
+        let valid = request(
+            &[b"m", b"host", b"a", b"v", b"s"],
+            vec![Point {
+                table: 0,
+                timestamp_ns: 5,
+                tags: vec![1, 2],
+                fields: vec![field(3, field::Value::F64(1.0))],
+            }],
+        )
+        .encode_to_vec();
+        let limits = WriteLimits {
+            max_tables: 4,
+            max_columns: 6,
+            max_cells: 200,
+        };
+        for case in 0..5_000 {
+            let req = if case % 2 == 0 {
+                // Random edits of a valid encoding.
+                let mut bytes = valid.clone();
+                for _ in 0..rng.random_range(1..8) {
+                    let at = rng.random_range(0..bytes.len());
+                    match rng.random_range(0..3) {
+                        0 => bytes[at] = rng.random(),
+                        1 => bytes.insert(at, rng.random()),
+                        _ => {
+                            bytes.truncate(at.max(1));
+                        }
+                    }
+                }
+                match WriteRequest::decode(bytes.as_slice()) {
+                    Ok(req) => req,
+                    Err(_) => continue,
+                }
+            } else {
+                let symbols: Vec<Vec<u8>> = (0..rng.random_range(0..8))
+                    .map(|_| {
+                        let pool: [&[u8]; 8] =
+                            [b"m", b"n", b"", b"\xff", b"time", b"weir_x", b"k", b"\0"];
+                        pool[rng.random_range(0..pool.len())].to_vec()
+                    })
+                    .collect();
+                let index = |rng: &mut StdRng| rng.random_range(0..10u32);
+                let points = (0..rng.random_range(0..20))
+                    .map(|_| Point {
+                        table: index(&mut rng),
+                        timestamp_ns: [0, 1, -1, i64::MAX, i64::MIN][rng.random_range(0..5)],
+                        tags: (0..rng.random_range(0..5))
+                            .map(|_| index(&mut rng))
+                            .collect(),
+                        fields: (0..rng.random_range(0..4))
+                            .map(|_| Field {
+                                key: index(&mut rng),
+                                value: match rng.random_range(0..6) {
+                                    0 => None,
+                                    1 => Some(field::Value::F64(
+                                        [f64::NAN, 1.0, f64::INFINITY][rng.random_range(0..3)],
+                                    )),
+                                    2 => Some(field::Value::I64(rng.random())),
+                                    3 => Some(field::Value::U64(rng.random())),
+                                    4 => Some(field::Value::Bool(rng.random())),
+                                    _ => Some(field::Value::String(index(&mut rng))),
+                                },
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let mut req = request(
+                    &symbols.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                    points,
+                );
+                if rng.random_range(0..4) == 0 {
+                    req.time_columns.push(TimeColumn {
+                        table: index(&mut rng),
+                        name: index(&mut rng),
+                    });
+                }
+                req
+            };
+            let _ = decode_write_limited(&req, 1, limits, &time);
+        }
     }
 }
