@@ -459,10 +459,8 @@ async fn wide_writes_are_capped_at_every_limit() {
         let fields: Vec<(String, field::Value)> = (0..columns)
             .map(|i| (format!("{prefix}{i}"), field::Value::I64(i as i64)))
             .collect();
-        let fields: Vec<(&str, field::Value)> = fields
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect();
+        let fields: Vec<(&str, field::Value)> =
+            fields.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         req.point(table, now_ns(), &[], fields);
         req.build(0)
     };

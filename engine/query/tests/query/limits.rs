@@ -220,7 +220,7 @@ async fn arbitrary_sql_never_crashes_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path(), 8 << 20, Duration::from_secs(10));
     assert!(engine.sql(SEED_QUERY).await.is_ok());
-    let mut rng = StdRng::seed_from_u64(0x5eed_0f_5e1);
+    let mut rng = StdRng::seed_from_u64(0x0005_eed0_f5e1);
     for case in 0..400 {
         let sql = if case % 2 == 0 {
             let len = rng.random_range(1..60);
