@@ -109,7 +109,8 @@ fn now_ns() -> i64 {
 
 impl Ingest {
     pub fn new(store: Store, pipelines: Arc<Pipelines>, config: IngestConfig) -> Self {
-        let units = (config.max_inflight_bytes / INFLIGHT_UNIT).clamp(1, Semaphore::MAX_PERMITS);
+        // Counted in u32 permits: anything past 4 TiB is as good as unbounded.
+        let units = (config.max_inflight_bytes / INFLIGHT_UNIT).clamp(1, u32::MAX as usize);
         Self {
             store,
             pipelines,
