@@ -61,8 +61,18 @@ impl WeirServer {
     /// Starts a server on `data_dir` with the reference table configured and
     /// `extra` flags.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Result<Self> {
-        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let args = ["--time-column", "service_metrics=recorded_at"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
         Self::spawn(data_dir, args)
+    }
+
+    /// Starts a server with nothing configured but `extra` flags: no table
+    /// has a configured time column.
+    pub fn start_unconfigured(data_dir: &Path, extra: &[&str]) -> Result<Self> {
+        Self::spawn(data_dir, extra.iter().map(|s| s.to_string()).collect())
     }
 
     fn spawn(data_dir: &Path, args: Vec<String>) -> Result<Self> {
@@ -82,9 +92,9 @@ impl WeirServer {
                 "--http-listen",
                 "127.0.0.1:0",
             ])
-            .args(["--time-column", "service_metrics=recorded_at"])
             .args(&args)
             .env_remove("WEIR_CONFIG")
+            .env_remove("WEIR_TIME_COLUMNS")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

@@ -2,8 +2,7 @@
 //! health and reflection, JSON logs, and graceful shutdown — as a user sees
 //! them.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -12,7 +11,7 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use weir_e2e::{MetricRow, RequestBuilder, WeirServer, now_ns, weir_binary};
+use weir_e2e::{MetricRow, RequestBuilder, WeirServer, now_ns};
 use weir_proto::v1::{TimeColumn, WriteRequest, field};
 
 fn stdout(out: &std::process::Output) -> String {
@@ -352,81 +351,6 @@ async fn operations_health_metrics_request_ids_and_graceful_shutdown() {
     );
 }
 
-/// `weir serve` with no configuration at all: [`WeirServer`] configures the
-/// reference table's time column, which is just what the import must not
-/// need.
-struct UnconfiguredServer {
-    child: Child,
-    grpc_url: String,
-    http_url: String,
-}
-
-impl UnconfiguredServer {
-    fn start(data_dir: &std::path::Path) -> Self {
-        let log = std::fs::File::create(data_dir.with_extension("log")).unwrap();
-        let mut child = Command::new(weir_binary())
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args([
-                "--grpc-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .env_remove("WEIR_CONFIG")
-            .env_remove("WEIR_TIME_COLUMNS")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let (mut grpc_url, mut http_url) = (None, None);
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        for line in stdout.lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("weir: gRPC listening on ") {
-                grpc_url = Some(format!("http://{addr}"));
-            } else if let Some(url) = line.strip_prefix("weir: HTTP listening on ") {
-                http_url = Some(url.to_string());
-            }
-            if grpc_url.is_some() && http_url.is_some() {
-                break;
-            }
-        }
-        Self {
-            child,
-            grpc_url: grpc_url.expect("weir serve reports its gRPC address"),
-            http_url: http_url.expect("weir serve reports its HTTP address"),
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(weir_binary())
-            .args(args)
-            .env("WEIR_HTTP_URL", &self.http_url)
-            .env("WEIR_GRPC_URL", &self.grpc_url)
-            .output()
-            .unwrap()
-    }
-
-    async fn sql(&self, query: &str) -> (u16, String) {
-        let response = reqwest::Client::new()
-            .post(format!("{}/api/v1/sql", self.http_url))
-            .header("accept", "text/csv")
-            .body(query.to_string())
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
-    }
-}
-
-impl Drop for UnconfiguredServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A one-point write to `table` that asks for `time_column`.
 fn write_naming_time_column(table: &str, time_column: &str) -> WriteRequest {
     let mut b = RequestBuilder::default();
@@ -450,7 +374,7 @@ async fn import_names_the_time_column_of_the_table_it_creates() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let server = UnconfiguredServer::start(&data_dir);
+    let server = WeirServer::start_unconfigured(&data_dir, &[]).unwrap();
 
     let csv = dir.path().join("checks.csv");
     std::fs::write(
@@ -461,16 +385,18 @@ async fn import_names_the_time_column_of_the_table_it_creates() {
          2025-11-20T10:02:00Z,api,healthy,11\n",
     )
     .unwrap();
-    let import = server.cli(&[
-        "import",
-        csv.to_str().unwrap(),
-        "--table",
-        "service_metrics",
-        "--time-column",
-        "recorded_at",
-        "--tag",
-        "service_name",
-    ]);
+    let import = server
+        .cli(&[
+            "import",
+            csv.to_str().unwrap(),
+            "--table",
+            "service_metrics",
+            "--time-column",
+            "recorded_at",
+            "--tag",
+            "service_name",
+        ])
+        .unwrap();
     assert!(import.status.success(), "{}", stderr(&import));
     assert!(
         stdout(&import).contains("imported 3 rows into service_metrics; rejected 0 rows"),
@@ -478,8 +404,12 @@ async fn import_names_the_time_column_of_the_table_it_creates() {
         stdout(&import)
     );
     let (status, body) = server
-        .sql("SELECT recorded_at, service_name FROM service_metrics ORDER BY recorded_at")
-        .await;
+        .sql_raw(
+            "SELECT recorded_at, service_name FROM service_metrics ORDER BY recorded_at",
+            "text/csv",
+        )
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
@@ -492,14 +422,16 @@ async fn import_names_the_time_column_of_the_table_it_creates() {
     // Another time column for the same table: refused, naming both, nothing written.
     let other = dir.path().join("other.csv");
     std::fs::write(&other, "ts,service_name\n2025-11-20T11:00:00Z,web\n").unwrap();
-    let import = server.cli(&[
-        "import",
-        other.to_str().unwrap(),
-        "--table",
-        "service_metrics",
-        "--time-column",
-        "ts",
-    ]);
+    let import = server
+        .cli(&[
+            "import",
+            other.to_str().unwrap(),
+            "--table",
+            "service_metrics",
+            "--time-column",
+            "ts",
+        ])
+        .unwrap();
     assert_eq!(import.status.code(), Some(1), "{}", stdout(&import));
     assert!(
         stderr(&import)
@@ -522,8 +454,9 @@ async fn import_names_the_time_column_of_the_table_it_creates() {
         "table \"service_metrics\": time column is \"recorded_at\", the batch's is \"ts\""
     );
     let (_, count) = server
-        .sql("SELECT COUNT(*) AS n FROM service_metrics")
-        .await;
+        .sql_raw("SELECT COUNT(*) AS n FROM service_metrics", "text/csv")
+        .await
+        .unwrap();
     assert_eq!(count, "n\n3\n");
 
     // Writes racing to create a table with different time columns: one
@@ -549,8 +482,9 @@ async fn import_names_the_time_column_of_the_table_it_creates() {
             )
         );
         let (status, body) = server
-            .sql(&format!("SELECT {winner}, v FROM {table}"))
-            .await;
+            .sql_raw(&format!("SELECT {winner}, v FROM {table}"), "text/csv")
+            .await
+            .unwrap();
         assert_eq!(
             (status, body.as_str()),
             (
