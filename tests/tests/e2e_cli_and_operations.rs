@@ -519,6 +519,30 @@ async fn a_configured_time_column_holds_against_the_one_a_write_names() {
     }
 }
 
+/// Checks an import that rejected rows: exit code 1, its summary line, and
+/// exactly the `expected` lines rejected, each for a reason containing its
+/// text.
+fn assert_rejected(import: &std::process::Output, summary: &str, expected: &[(usize, &str)]) {
+    assert_eq!(import.status.code(), Some(1), "{}", stderr(import));
+    assert!(
+        stdout(import).contains(summary),
+        "{}\n{}",
+        stdout(import),
+        stderr(import)
+    );
+    let rejected = rejected_lines(import);
+    assert_eq!(
+        rejected.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
+        expected.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
+        "{}",
+        stderr(import)
+    );
+    for (line, needle) in expected {
+        let reason = &rejected.iter().find(|(l, _)| l == line).unwrap().1;
+        assert!(reason.contains(needle), "line {line}: {reason}");
+    }
+}
+
 /// `rejected: line N: …` lines of an import's stderr, as (N, reason).
 fn rejected_lines(out: &std::process::Output) -> Vec<(usize, String)> {
     stderr(out)
@@ -591,33 +615,20 @@ async fn import_rejects_exactly_the_rows_that_cannot_be_written() {
             "service_name",
         ])
         .unwrap();
-    assert_eq!(import.status.code(), Some(1), "{}", stderr(&import));
-    assert!(
-        stdout(&import).contains("imported 3 rows into checks; rejected 8 rows"),
-        "{}\n{}",
-        stdout(&import),
-        stderr(&import)
+    assert_rejected(
+        &import,
+        "imported 3 rows into checks; rejected 8 rows",
+        &[
+            (3, "NaN is not a finite number"),
+            (5, "inf is not a finite number"),
+            (6, "-inf is not a finite number"),
+            (7, "out of range"),
+            (8, "out of range"),
+            (9, "more than the limit of 4096"),
+            (10, "not valid UTF-8"),
+            (11, "\"200.5\" is not an integer"),
+        ],
     );
-    let rejected = rejected_lines(&import);
-    assert_eq!(
-        rejected.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
-        [3, 5, 6, 7, 8, 9, 10, 11],
-        "{}",
-        stderr(&import)
-    );
-    for (line, needle) in [
-        (3, "NaN is not a finite number"),
-        (5, "inf is not a finite number"),
-        (6, "-inf is not a finite number"),
-        (7, "out of range"),
-        (8, "out of range"),
-        (9, "more than the limit of 4096"),
-        (10, "not valid UTF-8"),
-        (11, "\"200.5\" is not an integer"),
-    ] {
-        let reason = &rejected.iter().find(|(l, _)| *l == line).unwrap().1;
-        assert!(reason.contains(needle), "line {line}: {reason}");
-    }
 
     // JSON lines, with the table's types unknown to the importer (no HTTP):
     // the type changes reach the server, which rejects their batch, and the
@@ -657,33 +668,20 @@ async fn import_rejects_exactly_the_rows_that_cannot_be_written() {
             "http://127.0.0.1:1",
         ])
         .unwrap();
-    assert_eq!(import.status.code(), Some(1), "{}", stderr(&import));
-    assert!(
-        stdout(&import).contains("imported 3 rows into checks; rejected 8 rows"),
-        "{}\n{}",
-        stdout(&import),
-        stderr(&import)
+    assert_rejected(
+        &import,
+        "imported 3 rows into checks; rejected 8 rows",
+        &[
+            (2, "not JSON"),
+            (4, "not JSON"),
+            (5, "out of range"),
+            (6, "more than the limit of 4096"),
+            (7, "not valid UTF-8"),
+            (8, "column \"code\""),
+            (9, "column \"response_ms\""),
+            (11, "invalid column name"),
+        ],
     );
-    let rejected = rejected_lines(&import);
-    assert_eq!(
-        rejected.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
-        [2, 4, 5, 6, 7, 8, 9, 11],
-        "{}",
-        stderr(&import)
-    );
-    for (line, needle) in [
-        (2, "not JSON"),
-        (4, "not JSON"),
-        (5, "out of range"),
-        (6, "more than the limit of 4096"),
-        (7, "not valid UTF-8"),
-        (8, "column \"code\""),
-        (9, "column \"response_ms\""),
-        (11, "invalid column name"),
-    ] {
-        let reason = &rejected.iter().find(|(l, _)| *l == line).unwrap().1;
-        assert!(reason.contains(needle), "line {line}: {reason}");
-    }
 
     // Exactly the good rows went in.
     let rows = server
