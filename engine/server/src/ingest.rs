@@ -95,7 +95,11 @@ pub struct Ingest {
 }
 
 /// A write's share of the in-flight budget, returned when dropped.
-pub struct Admission(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    /// The encoded size it was admitted for, counted once.
+    bytes: usize,
+}
 
 /// The budget is counted in KiB, so that any size fits a semaphore's permits.
 const INFLIGHT_UNIT: usize = 1024;
@@ -133,7 +137,10 @@ impl Ingest {
         self.metrics
             .admission_wait_seconds
             .observe(started.elapsed());
-        Ok(Admission(permit))
+        Ok(Admission {
+            _permit: permit,
+            bytes,
+        })
     }
 
     pub fn metrics(&self) -> &Arc<IngestMetrics> {
@@ -150,7 +157,7 @@ impl Ingest {
     pub async fn write_admitted(&self, request: WriteRequest, admission: Admission) -> Result<u64> {
         let started = Instant::now();
         self.metrics.requests.inc();
-        self.metrics.bytes.add(request.encoded_len() as u64);
+        self.metrics.bytes.add(admission.bytes as u64);
         let result = self.write_inner(&request).await;
         drop(admission);
         match &result {
