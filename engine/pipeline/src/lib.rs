@@ -1,5 +1,6 @@
-//! Weir's write pipeline: the stages a write passes between decoding and the
-//! WAL, inside the acknowledgement.
+//! Weir's write path: the stages a write passes between decoding and the
+//! WAL, inside the acknowledgement, and the [`WritePath`] every writer
+//! (front ends, raw-ingest sources, the monitor) goes through.
 //!
 //! What flows in: the decoded, validated [`TableBatch`]es of one write
 //! request — or, for a raw-ingest *source*, a body and its content type,
@@ -15,6 +16,10 @@
 //! `pass-through` the batch as the stage received it. Either way the failed
 //! batch is recorded as a dead letter.
 //!
+//! [`WritePath`] admits a write against the in-flight budget, runs it
+//! through [`Pipelines`] and stores it; Weir's own `weir_…` tables are
+//! written past the pipelines with [`WritePath::write_system`].
+//!
 //! [`Pipelines`] holds the current set and swaps it whole on reload, so a
 //! write runs entirely on the old set or entirely on the new one; plugins
 //! whose file and settings did not change carry over with their state.
@@ -22,10 +27,12 @@
 mod dead_letter;
 mod pipelines;
 mod stage;
+mod write_path;
 
 pub use dead_letter::{DEAD_LETTER_TABLE, DeadLetter};
 pub use pipelines::{PipelineDef, Pipelines, PipelinesDef, PluginReport, ReloadReport, SourceDef};
 pub use stage::{FailurePolicy, Pipeline, Stage, StageError, WasmStage};
+pub use write_path::{Admission, WriteMetrics, WritePath, now_ns};
 pub use weir_model::TableBatch;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +64,15 @@ pub enum Error {
 
     #[error("{0}")]
     Config(String),
+
+    #[error(transparent)]
+    Store(#[from] weir_storage::Error),
+
+    #[error("the write path is shut down")]
+    ShutDown,
+
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

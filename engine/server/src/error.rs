@@ -13,10 +13,11 @@ pub enum Error {
     Storage(#[from] weir_storage::Error),
 
     #[error(transparent)]
-    Pipeline(#[from] weir_pipeline::Error),
+    Pipeline(weir_pipeline::Error),
 
     #[error(transparent)]
     Query(#[from] weir_query::Error),
+
 
     #[error("configuration: {0}")]
     Config(String),
@@ -36,6 +37,16 @@ pub enum Error {
 
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<weir_pipeline::Error> for Error {
+    /// A store error met on the write path is a store error, whoever met it.
+    fn from(e: weir_pipeline::Error) -> Self {
+        match e {
+            weir_pipeline::Error::Store(e) => Error::Storage(e),
+            e => Error::Pipeline(e),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,7 +13,8 @@ use tracing::{Instrument, info_span, warn};
 use weir_proto::v1::write_service_server::WriteService;
 use weir_proto::v1::{RawWriteRequest, WriteAck, WriteError, WriteRequest, WriteResponse};
 
-use crate::ingest::{Admission, Ingest};
+use crate::ingest::Ingest;
+use weir_pipeline::Admission;
 use crate::{Result, request_id};
 
 /// Batches of one stream being written at once. More lets a client keep the
@@ -61,10 +62,12 @@ impl WriteService for WriteApi {
         let span = info_span!("write_raw", request_id = %id, source = %raw.source);
         let rows = self
             .ingest
+            .path()
             .write_raw(&raw.source, &raw.content_type, &raw.body)
             .instrument(span.clone())
             .await
             .map_err(|e| {
+                let e = crate::Error::from(e);
                 span.in_scope(|| warn!(error = %e, "raw write rejected"));
                 e.grpc_status()
             })?;

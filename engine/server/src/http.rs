@@ -92,7 +92,7 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     let mut text = String::with_capacity(8 * 1024);
     let mut out = Exposition::new(&mut text);
-    state.ingest.metrics().render(&mut out);
+    state.ingest.path().metrics().render(&mut out);
     plugins::render_metrics(&state.pipelines, &mut out);
     state.store.metrics().render(&mut out);
     state.query.metrics().render(&mut out);
@@ -128,7 +128,7 @@ async fn ingest_raw(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let rows = state.ingest.write_raw(&source, content_type, &body).await?;
+    let rows = state.ingest.path().write_raw(&source, content_type, &body).await?;
     Ok(axum::Json(serde_json::json!({ "rows_written": rows })).into_response())
 }
 

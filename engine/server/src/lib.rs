@@ -6,8 +6,8 @@
 //! What flows out: acks once writes are durable, query results, metrics.
 //!
 //! Rooms: `config` (every setting: flag, env, TOML), `decode` (wire →
-//! Arrow, the ingest hot path), `ingest` (decode or adapter → pipeline →
-//! store, dead letters), `plugins` (start-up, reload and file watching,
+//! Arrow, the ingest hot path), `ingest` (decode → the shared
+//! `weir_pipeline::WritePath`), `plugins` (start-up, reload and file watching,
 //! per-plugin counters and the `weir_plugins` table), `grpc` and `http` (the
 //! front ends), `status` (errors → status codes, only there), `request_id`.
 
@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
+use weir_pipeline::WritePath;
 use weir_proto::v1::write_service_server::WriteServiceServer;
 use weir_query::QueryEngine;
 use weir_storage::{Store, spawn_background};
@@ -41,7 +42,7 @@ pub use config::{
 pub use decode::decode_write;
 pub use error::{Error, Result};
 pub use http::ARROW_STREAM;
-pub use ingest::{Admission, Ingest, IngestConfig, IngestMetrics};
+pub use ingest::Ingest;
 
 /// Where a started server listens.
 #[derive(Debug, Clone, Copy)]
@@ -67,17 +68,15 @@ pub async fn serve(
     let background = spawn_background(store.clone(), config.background.clone(), stop_rx.clone());
 
     let pipelines = plugins::start(&config.plugins, &config.native_stages).await?;
-    let ingest = Ingest::new(
+    let write_path = WritePath::new(
         store.clone(),
         Arc::clone(&pipelines),
-        IngestConfig {
-            write_limits: config.write_limits,
-            max_inflight_bytes: config.max_write_inflight_bytes,
-        },
+        config.max_write_inflight_bytes,
     );
+    let ingest = Ingest::new(write_path.clone(), config.write_limits);
     let query = Arc::new(
         QueryEngine::new(store.clone(), config.query.clone())?
-            .with_system_table(Arc::new(plugins::PluginsTable::new(Arc::clone(&pipelines)))),
+            .with_system_table(Arc::new(plugins::PluginsTable::new(Arc::clone(&pipelines))))
     );
     let http_state = Arc::new(http::HttpState {
         store: store.clone(),

@@ -26,6 +26,10 @@ impl Error {
                 weir_pipeline::Error::Failed { .. }
                 | weir_pipeline::Error::Load(_)
                 | weir_pipeline::Error::Config(_) => Code::FailedPrecondition,
+                weir_pipeline::Error::ShutDown => Code::Unavailable,
+                weir_pipeline::Error::Store(_) | weir_pipeline::Error::Internal(_) => {
+                    Code::Internal
+                }
             },
             Error::Query(e) => match e {
                 weir_query::Error::InvalidQuery(_)

@@ -1,0 +1,268 @@
+//! The write path every writer shares — front ends, raw-ingest sources and
+//! Weir's own monitor: pipeline, then store, inside the acknowledgement.
+//! Plugin calls are CPU work with a deadline, so they run on the blocking
+//! pool, not on the async workers. Dead letters of failed stages are written
+//! whether or not the write itself goes through.
+//!
+//! Every write is first *admitted*: it takes its encoded size from a budget
+//! of bytes in flight (`max_write_inflight_size`) and gives it back once
+//! acknowledged. Decoded requests, their Arrow batches and WAL payloads are
+//! a small multiple of that size, so the budget bounds the memory writes
+//! hold while they wait for the WAL or for buffer space; a stream waits for
+//! admission before it reads its next message, which pushes back on the
+//! client through HTTP/2 flow control instead of queueing in the server.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use weir_model::TableBatch;
+use weir_storage::Store;
+use weir_storage::metrics::{Counter, Exposition, Histogram};
+
+use crate::{DEAD_LETTER_TABLE, DeadLetter, Error, Pipelines, Result};
+
+#[derive(Debug, Default)]
+pub struct WriteMetrics {
+    pub requests: Counter,
+    pub rows: Counter,
+    pub bytes: Counter,
+    pub rejected_requests: Counter,
+    pub rejected_rows: Counter,
+    pub write_seconds: Histogram,
+    pub admission_wait_seconds: Histogram,
+}
+
+impl WriteMetrics {
+    pub fn render(&self, out: &mut Exposition<'_>) {
+        out.counter(
+            "weir_ingest_requests_total",
+            "Write requests (batches) received.",
+            &self.requests,
+        );
+        out.counter(
+            "weir_ingest_rows_total",
+            "Rows written and acknowledged.",
+            &self.rows,
+        );
+        out.counter(
+            "weir_ingest_bytes_total",
+            "Encoded bytes of write requests received.",
+            &self.bytes,
+        );
+        out.counter(
+            "weir_ingest_rejected_requests_total",
+            "Write requests rejected.",
+            &self.rejected_requests,
+        );
+        out.counter(
+            "weir_ingest_rejected_rows_total",
+            "Rows in rejected write requests.",
+            &self.rejected_rows,
+        );
+        out.histogram(
+            "weir_ingest_admission_wait_seconds",
+            "Time writes waited for the in-flight budget (max_write_inflight_size) before decoding.",
+            &self.admission_wait_seconds,
+        );
+        out.histogram(
+            "weir_ingest_write_seconds",
+            "Time from receiving a write to acknowledging it (decode, pipeline, WAL group commit).",
+            &self.write_seconds,
+        );
+    }
+}
+
+/// Pipeline → store, for every writer.
+#[derive(Clone)]
+pub struct WritePath {
+    store: Store,
+    pipelines: Arc<Pipelines>,
+    metrics: Arc<WriteMetrics>,
+    inflight: Arc<Semaphore>,
+    inflight_units: u32,
+}
+
+/// A write's share of the in-flight budget, returned when dropped.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    /// The encoded size it was admitted for, counted once.
+    bytes: usize,
+    started: Instant,
+}
+
+/// The budget is counted in KiB, so that any size fits a semaphore's permits.
+const INFLIGHT_UNIT: usize = 1024;
+
+/// Nanoseconds since the epoch: the server time that replaces timestamps of 0.
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl WritePath {
+    /// `max_inflight_bytes`: encoded bytes of writes admitted and not yet
+    /// acknowledged.
+    pub fn new(store: Store, pipelines: Arc<Pipelines>, max_inflight_bytes: usize) -> Self {
+        // Counted in u32 permits: anything past 4 TiB is as good as unbounded.
+        let units = (max_inflight_bytes / INFLIGHT_UNIT).clamp(1, u32::MAX as usize);
+        Self {
+            store,
+            pipelines,
+            metrics: Arc::new(WriteMetrics::default()),
+            inflight: Arc::new(Semaphore::new(units)),
+            inflight_units: units as u32,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<WriteMetrics> {
+        &self.metrics
+    }
+
+    /// Waits until `bytes` more of writes may be in flight. A write larger
+    /// than the whole budget waits until it is alone.
+    pub async fn admit(&self, bytes: usize) -> Result<Admission> {
+        let units = (bytes / INFLIGHT_UNIT + 1).min(self.inflight_units as usize) as u32;
+        let started = Instant::now();
+        let permit = Arc::clone(&self.inflight)
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| Error::ShutDown)?;
+        self.metrics
+            .admission_wait_seconds
+            .observe(started.elapsed());
+        self.metrics.requests.inc();
+        self.metrics.bytes.add(bytes as u64);
+        Ok(Admission {
+            _permit: permit,
+            bytes,
+            started: Instant::now(),
+        })
+    }
+
+    /// Counts a write refused before it reached [`write`](Self::write)
+    /// (it did not decode, say).
+    pub fn rejected(&self, admission: Admission, rows: u64) {
+        self.metrics.rejected_requests.inc();
+        self.metrics.rejected_rows.add(rows);
+        drop(admission);
+    }
+
+    /// Runs decoded batches through their tables' pipelines and stores the
+    /// result atomically; returns the rows written once they are durable.
+    /// `now_ns` is the server time the batches were decoded with.
+    pub async fn write(
+        &self,
+        batches: Vec<TableBatch>,
+        now_ns: i64,
+        admission: Admission,
+    ) -> Result<u64> {
+        let rows: u64 = batches.iter().map(|b| b.batch.num_rows() as u64).sum();
+        let result = self.pipeline_and_store(batches, now_ns).await;
+        self.finish(result, rows, admission)
+    }
+
+    async fn pipeline_and_store(&self, batches: Vec<TableBatch>, now_ns: i64) -> Result<u64> {
+        if !self.pipelines.has_table_stages() {
+            return Ok(self.store.write(batches).await?);
+        }
+        let pipelines = Arc::clone(&self.pipelines);
+        let (result, dead_letters) = tokio::task::spawn_blocking(move || {
+            let mut dead_letters = Vec::new();
+            let result = pipelines.run(batches, now_ns, &mut dead_letters);
+            (result, dead_letters)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
+        self.write_dead_letters(dead_letters).await;
+        Ok(self.store.write(result?).await?)
+    }
+
+    /// Writes a raw body through the source's adapter and the pipelines of
+    /// the tables it produces; returns the rows written.
+    pub async fn write_raw(&self, source: &str, content_type: &str, body: &[u8]) -> Result<u64> {
+        let admission = self.admit(body.len()).await?;
+        let now_ns = now_ns();
+        let pipelines = Arc::clone(&self.pipelines);
+        let store = self.store.clone();
+        let (source, content_type, body) =
+            (source.to_string(), content_type.to_string(), body.to_vec());
+        let (result, dead_letters) = tokio::task::spawn_blocking(move || {
+            let mut dead_letters = Vec::new();
+            let time_column_for = |table: &str| store.time_column_for(table);
+            let result = pipelines.ingest_raw(
+                &source,
+                &content_type,
+                &body,
+                now_ns,
+                &time_column_for,
+                &mut dead_letters,
+            );
+            (result, dead_letters)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
+        self.write_dead_letters(dead_letters).await;
+        let result = match result {
+            Ok(batches) => self.store.write(batches).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        self.finish(result, 0, admission)
+    }
+
+    /// Stores rows of Weir's own `weir_…` tables (alert history,
+    /// notifications, dead letters): durable like any write, but past the
+    /// pipelines, which are for what clients send.
+    pub async fn write_system(&self, batches: Vec<TableBatch>) -> Result<u64> {
+        Ok(self.store.write_system(batches).await?)
+    }
+
+    fn finish(&self, result: Result<u64>, rows_in: u64, admission: Admission) -> Result<u64> {
+        match &result {
+            Ok(rows) => {
+                self.metrics.rows.add(*rows);
+                self.metrics
+                    .write_seconds
+                    .observe(admission.started.elapsed());
+            }
+            Err(_) => {
+                self.metrics.rejected_requests.inc();
+                self.metrics.rejected_rows.add(rows_in);
+            }
+        }
+        drop(admission);
+        result
+    }
+
+    async fn write_dead_letters(&self, dead_letters: Vec<DeadLetter>) {
+        if dead_letters.is_empty() {
+            return;
+        }
+        let time_column = self.store.time_column_for(DEAD_LETTER_TABLE);
+        let written = match DeadLetter::to_batches(&dead_letters, &time_column) {
+            Ok(batches) => self
+                .store
+                .write_system(batches)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, count = dead_letters.len(), "could not store dead letters");
+        }
+    }
+}
+
+impl Admission {
+    /// The encoded size this write was admitted for.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
