@@ -119,9 +119,17 @@ impl QueryEngine {
 
     /// Runs `sql` to completion.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        self.sql_limited(sql, usize::MAX).await
+    }
+
+    /// Like [`sql`](Self::sql), and fails with [`Error::TooManyRows`] as
+    /// soon as the answer has more than `max_rows` rows — for callers that
+    /// keep every row (an alert rule's instances), so an unexpected answer
+    /// stops early instead of filling memory up to the result size cap.
+    pub async fn sql_limited(&self, sql: &str, max_rows: usize) -> Result<QueryResult> {
         let started = Instant::now();
         self.metrics.queries.inc();
-        let result = self.run_bounded(sql).await;
+        let result = self.run_bounded(sql, max_rows).await;
         self.metrics.seconds.observe(started.elapsed());
         if result.is_err() {
             self.metrics.failed.inc();
@@ -134,7 +142,7 @@ impl QueryEngine {
         result
     }
 
-    async fn run_bounded(&self, sql: &str) -> Result<QueryResult> {
+    async fn run_bounded(&self, sql: &str, max_rows: usize) -> Result<QueryResult> {
         if sql.len() > MAX_SQL_BYTES {
             return Err(Error::TooLarge {
                 bytes: sql.len(),
@@ -143,7 +151,7 @@ impl QueryEngine {
         }
         let planner = self.planner.clone();
         let sql = sql.to_string();
-        let task = AbortOnDrop(self.runtime.spawn(async move { planner.run(&sql).await }));
+        let task = AbortOnDrop(self.runtime.spawn(async move { planner.run(&sql, max_rows).await }));
         let timeout = self.planner.config.timeout;
         match tokio::time::timeout(timeout, task).await {
             Ok(result) => result,
@@ -154,7 +162,7 @@ impl QueryEngine {
 }
 
 impl Planner {
-    async fn run(&self, sql: &str) -> Result<QueryResult> {
+    async fn run(&self, sql: &str, max_rows: usize) -> Result<QueryResult> {
         let limit = self.config.memory_limit;
         let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
         let ctx = self.session().map_err(df_err)?;
@@ -178,8 +186,13 @@ impl Planner {
         let mut stream = frame.execute_stream().await.map_err(df_err)?;
         let mut batches = Vec::new();
         let mut bytes = 0usize;
+        let mut rows = 0usize;
         while let Some(batch) = stream.next().await {
             let batch = batch.map_err(df_err)?;
+            rows += batch.num_rows();
+            if rows > max_rows {
+                return Err(Error::TooManyRows { limit: max_rows });
+            }
             bytes += batch.get_array_memory_size();
             if bytes > self.config.max_result_bytes {
                 return Err(Error::ResultTooLarge {

@@ -32,6 +32,9 @@ pub enum Error {
     )]
     ResultTooLarge { limit: usize },
 
+    #[error("query returned more than {limit} rows, the most this caller keeps")]
+    TooManyRows { limit: usize },
+
     /// The query is valid but failed on the data: a cast that does not
     /// parse, a division by zero, an overflow.
     #[error("query failed: {0}")]
