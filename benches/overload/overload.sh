@@ -9,6 +9,8 @@
 #   - the reference query (tests/sql/reference_uptime.sql) idle, then during
 #     the overload, median of QUERY_RUNS each, and their ratio.
 # Prints JSON lines; RUNS separate server runs (default 3).
+# WEIR_BIN runs another `weir` binary as the server (a build of an older
+# commit, for before/after figures); loadgen is always this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,6 +25,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$WORK"' EXIT
 
 cargo build --release -p weir -p weir-benches --bins >&2
 BIN=${CARGO_TARGET_DIR:-target}/release
+WEIR_BIN=${WEIR_BIN:-$BIN/weir}
 HTTP=http://127.0.0.1:58186
 CLK=$(getconf CLK_TCK)
 
@@ -47,7 +50,7 @@ PY
 
 for run in $(seq "$RUNS"); do
   data="$WORK/data-$run"
-  "$BIN/weir" serve --data-dir "$data" --grpc-listen 127.0.0.1:50651 --http-listen 127.0.0.1:58186 \
+  "$WEIR_BIN" serve --data-dir "$data" --grpc-listen 127.0.0.1:50651 --http-listen 127.0.0.1:58186 \
     --time-column service_metrics=recorded_at --log-filter warn >"$data.out" 2>"$data.log" &
   pid=$!
   for _ in $(seq 100); do curl -sf "$HTTP/health/ready" >/dev/null && break; sleep 0.1; done

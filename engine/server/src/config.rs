@@ -231,6 +231,39 @@ pub struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     pub sources: BTreeMap<String, StageSection>,
+
+    /// Probe requests in flight at once. Default 512.
+    #[arg(long, env = "WEIR_PROBE_CONCURRENCY", value_name = "N")]
+    pub probe_concurrency: Option<usize>,
+
+    /// Most alert instances one rule may return; more fail the evaluation
+    /// with a clear error. Default 10000.
+    #[arg(long, env = "WEIR_MAX_ALERTS_PER_RULE", value_name = "N")]
+    pub max_alerts_per_rule: Option<usize>,
+
+    /// How long an undeliverable notification is retried. Default `1h`.
+    #[arg(long, env = "WEIR_NOTIFY_RETRY_FOR", value_name = "DURATION")]
+    pub notify_retry_for: Option<String>,
+
+    /// Probes (TOML only): `[probes.NAME]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub probes: BTreeMap<String, weir_monitor::ProbeSection>,
+
+    /// Push monitors (TOML only): `[heartbeats.NAME]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub heartbeats: BTreeMap<String, weir_monitor::HeartbeatSection>,
+
+    /// Alert rules (TOML only): `[rules.NAME]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub rules: BTreeMap<String, weir_monitor::RuleSection>,
+
+    /// Notification receivers (TOML only): `[receivers.NAME]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub receivers: BTreeMap<String, weir_monitor::ReceiverSection>,
 }
 
 /// The plugin runtime, the pipelines, and how to reload them.
@@ -273,6 +306,8 @@ pub struct ServerConfig {
     pub log_filter: String,
     pub plugins: PluginsConfig,
     pub native_stages: NativeStages,
+    pub monitor: weir_monitor::MonitorSections,
+    pub monitor_settings: weir_monitor::MonitorSettings,
 }
 
 impl ServeArgs {
@@ -302,7 +337,7 @@ impl ServeArgs {
         Ok(config)
     }
 
-    /// `wasm` paths in a config file are relative to the file.
+    /// `wasm` and `tls_ca_file` paths in a config file are relative to the file.
     fn make_wasm_paths_relative_to(&mut self, dir: &Path) {
         let stages = self
             .pipelines
@@ -312,6 +347,13 @@ impl ServeArgs {
         for stage in stages {
             if stage.wasm.is_relative() {
                 stage.wasm = dir.join(&stage.wasm);
+            }
+        }
+        for probe in self.probes.values_mut() {
+            if let Some(ca) = &mut probe.tls_ca_file
+                && Path::new(ca.as_str()).is_relative()
+            {
+                *ca = dir.join(&*ca).display().to_string();
             }
         }
     }
@@ -326,6 +368,10 @@ impl ServeArgs {
                     tables: file.tables,
                     pipelines: file.pipelines,
                     sources: file.sources,
+                    probes: file.probes,
+                    heartbeats: file.heartbeats,
+                    rules: file.rules,
+                    receivers: file.receivers,
                     $($field: self.$field.or(file.$field),)*
                 }
             };
@@ -360,6 +406,9 @@ impl ServeArgs {
             plugin_max_output,
             plugin_cache_dir,
             plugin_watch_interval,
+            probe_concurrency,
+            max_alerts_per_rule,
+            notify_retry_for,
         )
     }
 
@@ -485,6 +534,28 @@ impl ServeArgs {
             ..weir_model::WriteLimits::default()
         };
         let plugins = self.plugins_config(&store_data_dir)?;
+        let monitor = weir_monitor::MonitorSections {
+            probes: self.probes.clone(),
+            heartbeats: self.heartbeats.clone(),
+            rules: self.rules.clone(),
+            receivers: self.receivers.clone(),
+        };
+        monitor.check().map_err(|e| Error::Config(e.to_string()))?;
+        let monitor_settings = weir_monitor::MonitorSettings {
+            probe_concurrency: positive(
+                "probe_concurrency",
+                self.probe_concurrency.unwrap_or(512),
+            )?,
+            max_alerts_per_rule: positive(
+                "max_alerts_per_rule",
+                self.max_alerts_per_rule.unwrap_or(10_000),
+            )?,
+            notify_retry_for: duration(
+                "notify_retry_for",
+                self.notify_retry_for.as_deref().unwrap_or("1h"),
+            )?,
+            ..weir_monitor::MonitorSettings::default()
+        };
         Ok(ServerConfig {
             grpc_listen: self
                 .grpc_listen
@@ -512,6 +583,8 @@ impl ServeArgs {
             log_filter: self.log_filter.unwrap_or_else(|| "info".to_string()),
             plugins,
             native_stages: NativeStages::default(),
+            monitor,
+            monitor_settings,
         })
     }
 

@@ -18,6 +18,8 @@ pub enum Error {
     #[error(transparent)]
     Query(#[from] weir_query::Error),
 
+    #[error(transparent)]
+    Monitor(weir_monitor::Error),
 
     #[error("configuration: {0}")]
     Config(String),
@@ -45,6 +47,17 @@ impl From<weir_pipeline::Error> for Error {
         match e {
             weir_pipeline::Error::Store(e) => Error::Storage(e),
             e => Error::Pipeline(e),
+        }
+    }
+}
+
+impl From<weir_monitor::Error> for Error {
+    /// Query and write errors met by the monitor keep their own status.
+    fn from(e: weir_monitor::Error) -> Self {
+        match e {
+            weir_monitor::Error::Query(e) => Error::Query(e),
+            weir_monitor::Error::Write(e) => Error::from(e),
+            e => Error::Monitor(e),
         }
     }
 }

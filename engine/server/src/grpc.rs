@@ -14,8 +14,8 @@ use weir_proto::v1::write_service_server::WriteService;
 use weir_proto::v1::{RawWriteRequest, WriteAck, WriteError, WriteRequest, WriteResponse};
 
 use crate::ingest::Ingest;
-use weir_pipeline::Admission;
 use crate::{Result, request_id};
+use weir_pipeline::Admission;
 
 /// Batches of one stream being written at once. More lets a client keep the
 /// WAL's group commit full; the bound keeps a stream's memory bounded.

@@ -10,6 +10,7 @@
 //! | `POST /api/v1/ingest/{source}` | a raw body (webhook, scrape, check output) for the source's adapter; `Content-Type` is passed on; answers `{"rows_written":N}` |
 //! | `POST /api/v1/plugins/reload` | re-read the config and plugins, swap them in; answers which were loaded and kept |
 //! | `GET /api/v1/plugins` | the loaded plugins and their counters (also SQL: `weir_plugins`) |
+//! | `/status`, `/api/v1/status`, `/api/v1/alerts`, `/api/v1/probes…`, `/api/v1/heartbeat/{name}` | the monitor (see `http/monitor.rs`) |
 //!
 //! Errors answer with a JSON body `{"error": "..."}` and the status from `status.rs`.
 
@@ -33,6 +34,8 @@ use crate::config::ServeArgs;
 use crate::ingest::Ingest;
 use crate::{Error, plugins, request_id};
 
+mod monitor;
+
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// Largest SQL request body accepted.
 const MAX_SQL_BODY: usize = 1 << 20;
@@ -42,6 +45,7 @@ pub struct HttpState {
     pub query: Arc<QueryEngine>,
     pub ingest: Ingest,
     pub pipelines: Arc<weir_pipeline::Pipelines>,
+    pub monitor: Arc<weir_monitor::Monitor>,
     pub reload_args: Option<ServeArgs>,
     pub max_raw_body: usize,
     pub ready: AtomicBool,
@@ -56,6 +60,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/v1/persist", post(persist))
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/reload", post(reload_plugins))
+        .merge(monitor::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SQL_BODY))
         .merge(
             Router::new()
@@ -94,6 +99,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     let mut out = Exposition::new(&mut text);
     state.ingest.path().metrics().render(&mut out);
     plugins::render_metrics(&state.pipelines, &mut out);
+    state.monitor.render_metrics(&mut out);
     state.store.metrics().render(&mut out);
     state.query.metrics().render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
@@ -128,7 +134,11 @@ async fn ingest_raw(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let rows = state.ingest.path().write_raw(&source, content_type, &body).await?;
+    let rows = state
+        .ingest
+        .path()
+        .write_raw(&source, content_type, &body)
+        .await?;
     Ok(axum::Json(serde_json::json!({ "rows_written": rows })).into_response())
 }
 

@@ -2,8 +2,9 @@
 //! the one place where the engine's parts are assembled ([`serve`]).
 //!
 //! What flows in: gRPC `weir.v1.WriteService` calls (plus `grpc.health.v1`
-//! and server reflection), HTTP requests, raw bodies for ingest sources.
-//! What flows out: acks once writes are durable, query results, metrics.
+//! and server reflection), HTTP requests, raw bodies for ingest sources,
+//! heartbeats. What flows out: acks once writes are durable, query results,
+//! metrics, the status page; the monitor (`weir-monitor`) runs inside.
 //!
 //! Rooms: `config` (every setting: flag, env, TOML), `decode` (wire →
 //! Arrow, the ingest hot path), `ingest` (decode → the shared
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
+use weir_monitor::{Monitor, MonitorArgs};
 use weir_pipeline::WritePath;
 use weir_proto::v1::write_service_server::WriteServiceServer;
 use weir_query::QueryEngine;
@@ -74,15 +76,24 @@ pub async fn serve(
         config.max_write_inflight_bytes,
     );
     let ingest = Ingest::new(write_path.clone(), config.write_limits);
+    let monitor = Arc::new(Monitor::load(MonitorArgs {
+        sections: config.monitor.clone(),
+        settings: config.monitor_settings.clone(),
+        write_path: write_path.clone(),
+        data_dir: config.store.data_dir.clone(),
+    })?);
     let query = Arc::new(
         QueryEngine::new(store.clone(), config.query.clone())?
             .with_system_table(Arc::new(plugins::PluginsTable::new(Arc::clone(&pipelines))))
+            .with_system_table(monitor.alerts_table()),
     );
+    monitor.start(Arc::clone(&query)).await?;
     let http_state = Arc::new(http::HttpState {
         store: store.clone(),
         query,
         ingest: ingest.clone(),
         pipelines: Arc::clone(&pipelines),
+        monitor: Arc::clone(&monitor),
         reload_args: config.plugins.reload_args.clone(),
         max_raw_body: config.max_message_bytes,
         ready: true.into(),
@@ -143,6 +154,8 @@ pub async fn serve(
     if drained.is_err() {
         warn!(grace = ?config.shutdown_grace, "open requests did not finish in time; closing them");
     }
+    // The monitor's last rows and its alert book go out before the store closes.
+    monitor.shutdown().await;
     let _ = background.await;
     if let Some(watcher) = watcher {
         let _ = watcher.await;

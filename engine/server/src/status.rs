@@ -38,8 +38,16 @@ impl Error {
                 | weir_query::Error::DataError(_) => Code::InvalidArgument,
                 weir_query::Error::MemoryLimit { .. }
                 | weir_query::Error::TooLarge { .. }
-                | weir_query::Error::ResultTooLarge { .. } => Code::ResourceExhausted,
+                | weir_query::Error::ResultTooLarge { .. }
+                | weir_query::Error::TooManyRows { .. } => Code::ResourceExhausted,
                 weir_query::Error::Timeout { .. } => Code::DeadlineExceeded,
+                _ => Code::Internal,
+            },
+            Error::Monitor(e) => match e {
+                weir_monitor::Error::Config { .. } | weir_monitor::Error::Model(_) => {
+                    Code::InvalidArgument
+                }
+                weir_monitor::Error::NotFound { .. } => Code::NotFound,
                 _ => Code::Internal,
             },
             Error::Config(_) => Code::FailedPrecondition,

@@ -1,0 +1,548 @@
+//! Alert state: the `pending → firing → resolved` machine, and the book
+//! that keeps every alert instance, durable across restarts and crashes.
+//!
+//! The book is one JSON file, `<data_dir>/monitor/alerts.json`, replaced
+//! atomically (write, fsync, rename, fsync the directory). Besides the
+//! alerts it holds an *outbox*: the history rows and notifications that
+//! transitions owe. A transition goes into the outbox in the same change
+//! that records it, and nothing in the outbox is acted on before the file
+//! holding it is on disk; an item leaves the outbox once done (history
+//! row stored, notification delivered or given up). After a crash, what
+//! the file still owes is done then — so no transition is lost and no
+//! notification is owed twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rule::{Observation, Priority, RuleDef, fingerprint};
+use crate::template::Context;
+use crate::{Error, Result};
+
+/// Resolved alerts stay in `weir_alerts` this long, then leave it (their
+/// history stays in `weir_alert_history`).
+const KEEP_RESOLVED: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Inactive,
+    Pending,
+    Firing,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::Inactive => "inactive",
+            AlertState::Pending => "pending",
+            AlertState::Firing => "firing",
+            AlertState::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert instance: a rule and a label set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertSnapshot {
+    pub fingerprint: String,
+    pub rule: String,
+    pub priority: Priority,
+    pub labels: BTreeMap<String, String>,
+    pub state: AlertState,
+    /// When the current state began.
+    pub since_ns: i64,
+    /// When this episode's first failing observation was seen.
+    pub active_since_ns: i64,
+    pub last_value: Option<f64>,
+    pub last_evaluation_ns: i64,
+    /// Last time an evaluation saw it failing.
+    pub last_failing_ns: i64,
+    /// Consecutive failing observations so far.
+    pub consecutive: u32,
+    /// The newest check counted (rules with `checked_at`).
+    pub last_checked_at_ns: Option<i64>,
+    pub summary: String,
+    pub description: String,
+    pub runbook: String,
+    /// Transitions so far; numbers each one.
+    pub transitions: u64,
+    /// Receivers this alert is routed to (decided when it fires).
+    #[serde(default)]
+    pub receivers: Vec<String>,
+}
+
+/// One change of state, as stored in `weir_alert_history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    pub time_ns: i64,
+    pub fingerprint: String,
+    pub rule: String,
+    pub priority: Priority,
+    pub labels: BTreeMap<String, String>,
+    pub from: AlertState,
+    pub to: AlertState,
+    /// The alert's transition number.
+    pub seq: u64,
+    pub value: Option<f64>,
+    pub summary: String,
+}
+
+/// A notification owed: one transition, one receiver.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Owed {
+    pub id: u64,
+    pub receiver: String,
+    /// `firing` or `resolved`.
+    pub to: AlertState,
+    pub seq: u64,
+    /// The alert as it was at the transition.
+    pub alert: AlertSnapshot,
+    /// Attempts made so far (across restarts).
+    #[serde(default)]
+    pub attempts: u32,
+    pub first_attempt_ns: Option<i64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BookFile {
+    alerts: BTreeMap<String, AlertSnapshot>,
+    history: Vec<Transition>,
+    notifications: Vec<Owed>,
+    next_id: u64,
+}
+
+/// Everything the book holds, behind one lock held only for in-memory work.
+#[derive(Default)]
+struct Inner {
+    file: BookFile,
+    /// Bumped on every change; `saved` is the version last on disk.
+    version: u64,
+    saved: u64,
+    /// History rows are counted from the first ever: `drained` have been
+    /// stored and left the outbox, rows before `handed` have been handed
+    /// out, rows before `saved_history_end` are on disk.
+    drained: u64,
+    handed: u64,
+    saved_history_end: u64,
+    /// Notifications with ids up to this are on disk.
+    saved_next_id: u64,
+    /// Notifications handed out, so none is handed out twice.
+    dispatched: std::collections::HashSet<u64>,
+}
+
+/// The alert book: state of every instance, and its outbox.
+#[derive(Clone)]
+pub struct AlertBook {
+    inner: Arc<Mutex<Inner>>,
+    path: Option<PathBuf>,
+    save_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What an evaluation changed.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub transitions: usize,
+}
+
+/// How an alert's receivers are chosen when it fires.
+pub type Router<'a> = &'a dyn Fn(&RuleDef, &BTreeMap<String, String>) -> Vec<String>;
+
+/// Notifications the book owes and is allowed to send (on disk).
+pub struct Due {
+    pub history: Vec<Transition>,
+    pub notifications: Vec<Owed>,
+}
+
+impl AlertBook {
+    /// Opens the book in `dir` (created if missing); `None` keeps it in
+    /// memory only (tests, `weir rules test`).
+    pub fn open(dir: Option<&Path>) -> Result<Self> {
+        let path = dir.map(|d| d.join("alerts.json"));
+        let mut file = BookFile::default();
+        if let Some(path) = &path {
+            let dir = dir.unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    file = serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::Internal(format!(
+                            "{} is damaged ({e}); move it away to start with no alert state",
+                            path.display()
+                        ))
+                    })?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(Error::Io {
+                        what: format!("reading {}", path.display()),
+                        source,
+                    });
+                }
+            }
+        }
+        // What was read is on disk: all of it may be acted on.
+        let saved_history_end = file.history.len() as u64;
+        let saved_next_id = file.next_id;
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                file,
+                saved_history_end,
+                saved_next_id,
+                ..Inner::default()
+            })),
+            path,
+            save_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; use it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every alert instance, for `weir_alerts` and the API.
+    pub fn alerts(&self) -> Vec<AlertSnapshot> {
+        self.lock().file.alerts.values().cloned().collect()
+    }
+
+    /// Applies one evaluation of `rule`. With `complete`, instances the
+    /// answer does not mention stopped failing; otherwise they are left
+    /// alone (reports about some instances only).
+    pub fn apply(
+        &self,
+        rule: &RuleDef,
+        observations: &[Observation],
+        complete: bool,
+        now_ns: i64,
+        route: Router<'_>,
+    ) -> Applied {
+        let mut inner = self.lock();
+        let Inner { file, version, .. } = &mut *inner;
+        let mut changes = Changes {
+            file,
+            applied: Applied::default(),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for obs in observations {
+            let mut labels = obs.labels.clone();
+            let context_labels = labels.clone();
+            for (name, template) in &rule.labels {
+                let cx = Context {
+                    rule: &rule.name,
+                    priority: rule.priority.as_str(),
+                    labels: &context_labels,
+                    value: obs.value,
+                };
+                labels.insert(name.clone(), template.render(&cx));
+            }
+            let fp = fingerprint(&labels);
+            seen.insert(fp.clone());
+            if obs.firing {
+                changes.failing(rule, fp, labels, obs, now_ns, route);
+            } else {
+                changes.passing(rule, &fp, obs.value, now_ns);
+            }
+        }
+        if complete {
+            let absent: Vec<String> = changes
+                .file
+                .alerts
+                .values()
+                .filter(|a| a.rule == rule.name && !seen.contains(&a.fingerprint))
+                .map(|a| a.fingerprint.clone())
+                .collect();
+            for fp in absent {
+                changes.passing(rule, &fp, None, now_ns);
+            }
+        }
+        // Resolved alerts leave the current view after a while.
+        let keep_after = now_ns - KEEP_RESOLVED.as_nanos() as i64;
+        changes
+            .file
+            .alerts
+            .retain(|_, a| a.state != AlertState::Resolved || a.since_ns > keep_after);
+        let applied = changes.applied;
+        // Counters change on every evaluation, so every evaluation is saved.
+        *version += 1;
+        applied
+    }
+
+    /// Writes the book to disk if it changed since the last save. Returns
+    /// once what was in memory when called is durable.
+    pub async fn save(&self) -> Result<()> {
+        let _one_at_a_time = self.save_lock.lock().await;
+        let (bytes, version, history_end, next_id) = {
+            let inner = self.lock();
+            if inner.version == inner.saved {
+                return Ok(());
+            }
+            let bytes = serde_json::to_vec(&inner.file)
+                .map_err(|e| Error::Internal(format!("encoding the alert book: {e}")))?;
+            let history_end = inner.drained + inner.file.history.len() as u64;
+            (bytes, inner.version, history_end, inner.file.next_id)
+        };
+        if let Some(path) = self.path.clone() {
+            tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
+                .await
+                .map_err(|e| Error::Internal(format!("saving the alert book: {e}")))??;
+        }
+        let mut inner = self.lock();
+        inner.saved = inner.saved.max(version);
+        inner.saved_history_end = inner.saved_history_end.max(history_end);
+        inner.saved_next_id = inner.saved_next_id.max(next_id);
+        Ok(())
+    }
+
+    /// Outbox items that are on disk and not yet handed out; marks them
+    /// handed out. Items added since the last [`save`](Self::save) wait
+    /// for the next one.
+    pub fn take_due(&self) -> Due {
+        let mut inner = self.lock();
+        let Inner {
+            file,
+            drained,
+            handed,
+            saved_history_end,
+            saved_next_id,
+            dispatched,
+            ..
+        } = &mut *inner;
+        let start = (*handed).max(*drained);
+        let end = (*saved_history_end).max(start);
+        let history = file.history[(start - *drained) as usize..(end - *drained) as usize].to_vec();
+        *handed = end;
+        let notifications = file
+            .notifications
+            .iter()
+            .filter(|n| n.id <= *saved_next_id && dispatched.insert(n.id))
+            .cloned()
+            .collect();
+        Due {
+            history,
+            notifications,
+        }
+    }
+
+    /// The oldest `count` history rows are stored.
+    pub fn history_stored(&self, count: usize) {
+        let mut inner = self.lock();
+        let count = count.min(inner.file.history.len());
+        inner.file.history.drain(..count);
+        inner.drained += count as u64;
+        inner.version += 1;
+    }
+
+    /// History rows handed out could not be stored; hand them out again.
+    pub fn history_failed(&self) {
+        let mut inner = self.lock();
+        inner.handed = inner.drained;
+    }
+
+    /// Records an attempt at a notification (so a restart continues the
+    /// count); returns false if it is no longer owed.
+    pub fn attempted(&self, id: u64, now_ns: i64) -> bool {
+        let mut inner = self.lock();
+        let Some(owed) = inner.file.notifications.iter_mut().find(|n| n.id == id) else {
+            return false;
+        };
+        owed.attempts += 1;
+        owed.first_attempt_ns.get_or_insert(now_ns);
+        inner.version += 1;
+        true
+    }
+
+    /// A notification is done (delivered, or given up): it leaves the outbox.
+    pub fn notification_done(&self, id: u64) {
+        let mut inner = self.lock();
+        inner.file.notifications.retain(|n| n.id != id);
+        inner.dispatched.remove(&id);
+        inner.version += 1;
+    }
+
+    /// Notifications owed, for the metrics.
+    pub fn owed(&self) -> usize {
+        self.lock().file.notifications.len()
+    }
+}
+
+struct Changes<'a> {
+    file: &'a mut BookFile,
+    applied: Applied,
+}
+
+impl Changes<'_> {
+    fn failing(
+        &mut self,
+        rule: &RuleDef,
+        fp: String,
+        labels: BTreeMap<String, String>,
+        obs: &Observation,
+        now_ns: i64,
+        route: Router<'_>,
+    ) {
+        let alert = self
+            .file
+            .alerts
+            .entry(fp.clone())
+            .or_insert_with(|| AlertSnapshot {
+                fingerprint: fp.clone(),
+                rule: rule.name.clone(),
+                priority: rule.priority,
+                labels: labels.clone(),
+                state: AlertState::Inactive,
+                since_ns: now_ns,
+                active_since_ns: now_ns,
+                last_value: None,
+                last_evaluation_ns: now_ns,
+                last_failing_ns: now_ns,
+                consecutive: 0,
+                last_checked_at_ns: None,
+                summary: String::new(),
+                description: String::new(),
+                runbook: String::new(),
+                transitions: 0,
+                receivers: Vec::new(),
+            });
+        if alert.state == AlertState::Resolved {
+            // A new episode of the same instance.
+            alert.state = AlertState::Inactive;
+            alert.consecutive = 0;
+            alert.active_since_ns = now_ns;
+        }
+        // A check counts once, however many evaluations report it.
+        let new_check = match (obs.checked_at_ns, alert.last_checked_at_ns) {
+            (Some(at), Some(last)) => at > last,
+            _ => true,
+        };
+        if new_check {
+            alert.consecutive = alert.consecutive.saturating_add(1);
+        }
+        if obs.checked_at_ns.is_some() {
+            alert.last_checked_at_ns = alert.last_checked_at_ns.max(obs.checked_at_ns);
+        }
+        alert.last_value = obs.value;
+        alert.last_evaluation_ns = now_ns;
+        alert.last_failing_ns = now_ns;
+        let cx = Context {
+            rule: &rule.name,
+            priority: rule.priority.as_str(),
+            labels: &labels,
+            value: obs.value,
+        };
+        alert.summary = rule.summary.render(&cx);
+        alert.description = rule.description.render(&cx);
+        alert.runbook = rule.runbook.render(&cx);
+        let long_enough = now_ns - alert.active_since_ns >= rule.for_.as_nanos() as i64;
+        let often_enough = alert.consecutive >= rule.consecutive;
+        let to = match alert.state {
+            AlertState::Firing => return,
+            _ if long_enough && often_enough => AlertState::Firing,
+            AlertState::Pending => return,
+            _ => AlertState::Pending,
+        };
+        if to == AlertState::Firing {
+            alert.receivers = route(rule, &alert.labels);
+        }
+        self.transition(&fp, to, now_ns);
+    }
+
+    fn passing(&mut self, rule: &RuleDef, fp: &str, value: Option<f64>, now_ns: i64) {
+        let Some(alert) = self.file.alerts.get_mut(fp) else {
+            return;
+        };
+        alert.last_evaluation_ns = now_ns;
+        if value.is_some() {
+            alert.last_value = value;
+        }
+        match alert.state {
+            AlertState::Pending | AlertState::Inactive => {
+                // Never fired: it leaves quietly (the history keeps it).
+                self.transition(fp, AlertState::Inactive, now_ns);
+                self.file.alerts.remove(fp);
+            }
+            AlertState::Firing => {
+                alert.consecutive = 0;
+                let quiet_for = now_ns - alert.last_failing_ns;
+                if quiet_for >= rule.keep_firing_for.as_nanos() as i64 {
+                    self.transition(fp, AlertState::Resolved, now_ns);
+                }
+            }
+            AlertState::Resolved => {}
+        }
+    }
+
+    /// Moves an alert to `to`, and records what that owes.
+    fn transition(&mut self, fp: &str, to: AlertState, now_ns: i64) {
+        let Some(alert) = self.file.alerts.get_mut(fp) else {
+            return;
+        };
+        let from = alert.state;
+        if from == to {
+            return;
+        }
+        alert.state = to;
+        alert.since_ns = now_ns;
+        alert.transitions += 1;
+        self.applied.transitions += 1;
+        let snapshot = alert.clone();
+        self.file.history.push(Transition {
+            time_ns: now_ns,
+            fingerprint: snapshot.fingerprint.clone(),
+            rule: snapshot.rule.clone(),
+            priority: snapshot.priority,
+            labels: snapshot.labels.clone(),
+            from,
+            to,
+            seq: snapshot.transitions,
+            value: snapshot.last_value,
+            summary: snapshot.summary.clone(),
+        });
+        // Only firing and its resolution reach people.
+        let notify =
+            to == AlertState::Firing || (to == AlertState::Resolved && from == AlertState::Firing);
+        if notify {
+            for receiver in &snapshot.receivers {
+                self.file.next_id += 1;
+                self.file.notifications.push(Owed {
+                    id: self.file.next_id,
+                    receiver: receiver.clone(),
+                    to,
+                    seq: snapshot.transitions,
+                    alert: snapshot.clone(),
+                    attempts: 0,
+                    first_attempt_ns: None,
+                });
+            }
+        }
+    }
+}
+
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |what: &str, source| Error::Io {
+        what: format!("{what} {}", path.display()),
+        source,
+    };
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    file.write_all(bytes).map_err(|e| io("writing", e))?;
+    file.sync_all().map_err(|e| io("syncing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io("replacing", e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("syncing the directory of", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

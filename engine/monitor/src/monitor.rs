@@ -1,0 +1,559 @@
+//! The monitor as one running thing: loaded (every section checked, the
+//! alert book opened) before the query engine exists, so the engine can
+//! serve `weir_alerts`; started with the engine; stopped with the server.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+use weir_pipeline::WritePath;
+use weir_query::{QueryEngine, SystemTable};
+use weir_storage::metrics::{Counter, Exposition, Gauge};
+
+use crate::alerts::{AlertBook, AlertSnapshot};
+use crate::config::{MonitorSections, MonitorSettings, ProbeSection};
+use crate::notify::{Notifier, NotifyMetrics, ReceiverDef};
+use crate::probe::{DEFAULT_TABLE, ProbeDef};
+use crate::rows::{RowMetrics, RowWriter};
+use crate::rule::{ALERTNAME, Observation, Priority, RuleDef, observations};
+use crate::schedule::{HeartbeatDef, Heartbeats, Origin, ProbeMetrics, Probes};
+use crate::status::StatusReport;
+use crate::tables::AlertsTable;
+use crate::template::Template;
+use crate::{Error, Result, config_error, status, tables};
+
+pub use crate::schedule::ProbeView;
+
+/// What the monitor is built from.
+pub struct MonitorArgs {
+    pub sections: MonitorSections,
+    pub settings: MonitorSettings,
+    pub write_path: WritePath,
+    /// The monitor keeps its state in `<data_dir>/monitor`.
+    pub data_dir: PathBuf,
+}
+
+/// How often the alert book is saved and its outbox worked off, at least.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// The rule under which failing rules alert.
+const RULE_FAILING: &str = "weir_rule_failing";
+
+pub struct Monitor {
+    settings: MonitorSettings,
+    state_dir: PathBuf,
+    book: AlertBook,
+    rules: Vec<Arc<RuleDef>>,
+    rule_failing: Arc<RuleDef>,
+    receivers: Arc<BTreeMap<String, ReceiverDef>>,
+    probe_defs: Vec<ProbeDef>,
+    heartbeat_defs: Vec<HeartbeatDef>,
+    write_path: WritePath,
+    running: Mutex<Option<Running>>,
+    /// Serializes changes to the API probes file.
+    api_probes: tokio::sync::Mutex<BTreeMap<String, ProbeSection>>,
+    status_cache: Mutex<Option<(Instant, Arc<StatusReport>)>>,
+    probe_metrics: Arc<ProbeMetrics>,
+    row_metrics: Arc<RowMetrics>,
+    notify_metrics: Arc<NotifyMetrics>,
+    rule_metrics: Arc<RuleMetrics>,
+    owed: Gauge,
+}
+
+#[derive(Debug, Default)]
+struct RuleMetrics {
+    evaluations: Counter,
+    failures: Counter,
+}
+
+struct Running {
+    query: Arc<QueryEngine>,
+    probes: Arc<Probes>,
+    heartbeats: Arc<Heartbeats>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Checks every section and opens the alert book; runs nothing yet.
+    pub fn load(args: MonitorArgs) -> Result<Self> {
+        let sections = args.sections;
+        let mut receivers = BTreeMap::new();
+        for (name, section) in &sections.receivers {
+            receivers.insert(name.clone(), ReceiverDef::from_section(name, section)?);
+        }
+        let mut rules = Vec::new();
+        for (name, section) in &sections.rules {
+            if name == RULE_FAILING {
+                return Err(config_error(
+                    format!("rules.{name}"),
+                    "this name is Weir's own rule for failing rules",
+                ));
+            }
+            rules.push(Arc::new(RuleDef::from_section(
+                name,
+                section,
+                &sections.receivers,
+            )?));
+        }
+        let mut probe_defs = Vec::new();
+        for (name, section) in &sections.probes {
+            probe_defs.push(ProbeDef::from_section(name, section)?);
+        }
+        let mut heartbeat_defs = Vec::new();
+        for (name, section) in &sections.heartbeats {
+            heartbeat_defs.push(HeartbeatDef::from_section(name, section)?);
+        }
+        let state_dir = args.data_dir.join("monitor");
+        let book = AlertBook::open(Some(&state_dir))?;
+        let api_probes = read_api_probes(&state_dir)?;
+        Ok(Self {
+            settings: args.settings,
+            state_dir,
+            book,
+            rules,
+            rule_failing: Arc::new(rule_failing_def()),
+            receivers: Arc::new(receivers),
+            probe_defs,
+            heartbeat_defs,
+            write_path: args.write_path,
+            running: Mutex::new(None),
+            api_probes: tokio::sync::Mutex::new(api_probes),
+            status_cache: Mutex::new(None),
+            probe_metrics: Arc::default(),
+            row_metrics: Arc::default(),
+            notify_metrics: Arc::default(),
+            rule_metrics: Arc::default(),
+            owed: Default::default(),
+        })
+    }
+
+    /// `weir_alerts`, for the query engine.
+    pub fn alerts_table(&self) -> Arc<dyn SystemTable> {
+        Arc::new(AlertsTable::new(self.book.clone()))
+    }
+
+    /// Starts probes, heartbeats, rules and deliveries.
+    pub async fn start(&self, query: Arc<QueryEngine>) -> Result<()> {
+        let (stop_tx, stop) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let (rows, writer) = RowWriter::spawn(
+            self.write_path.clone(),
+            Arc::clone(&self.row_metrics),
+            stop.clone(),
+        );
+        tasks.push(writer);
+        let probes = Arc::new(Probes::new(
+            rows.clone(),
+            self.settings.probe_concurrency,
+            Arc::clone(&self.probe_metrics),
+            stop.clone(),
+        ));
+        for def in &self.probe_defs {
+            probes.start(def.clone(), Origin::Config)?;
+        }
+        for (name, section) in self.api_probes.lock().await.iter() {
+            match ProbeDef::from_section(name, section) {
+                Ok(def) if probes.origin(name).is_none() => probes.start(def, Origin::Api)?,
+                Ok(_) => {
+                    warn!(probe = %name, "a probe of the API has the name of one in the config file; the config file's runs")
+                }
+                Err(e) => {
+                    error!(probe = %name, error = %e, "a probe saved by the API no longer loads; skipped")
+                }
+            }
+        }
+        let heartbeats = Arc::new(Heartbeats::start(
+            self.heartbeat_defs.clone(),
+            rows,
+            Arc::clone(&self.probe_metrics),
+            stop.clone(),
+        ));
+        let persist = Arc::new(Notify::new());
+        let notifier = Notifier::new(
+            Arc::clone(&self.receivers),
+            self.book.clone(),
+            self.write_path.clone(),
+            self.settings.notify_retry_for,
+            Arc::clone(&self.notify_metrics),
+            stop.clone(),
+        )?;
+        tasks.push(tokio::spawn(persist_loop(
+            self.book.clone(),
+            self.write_path.clone(),
+            notifier,
+            Arc::clone(&persist),
+            stop.clone(),
+        )));
+        for rule in &self.rules {
+            tasks.push(tokio::spawn(rule_loop(RuleLoop {
+                rule: Arc::clone(rule),
+                rule_failing: Arc::clone(&self.rule_failing),
+                query: Arc::clone(&query),
+                book: self.book.clone(),
+                path: self.write_path.clone(),
+                receivers: Arc::clone(&self.receivers),
+                max_alerts: self.settings.max_alerts_per_rule,
+                persist: Arc::clone(&persist),
+                metrics: Arc::clone(&self.rule_metrics),
+                stop: stop.clone(),
+            })));
+        }
+        info!(
+            probes = self.probe_defs.len(),
+            heartbeats = self.heartbeat_defs.len(),
+            rules = self.rules.len(),
+            receivers = self.receivers.len(),
+            "monitor started"
+        );
+        *self.running.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running {
+            query,
+            probes,
+            heartbeats,
+            stop: stop_tx,
+            tasks,
+        });
+        Ok(())
+    }
+
+    /// Stops everything; writes the probe rows still queued and saves the
+    /// alert book. Notifications still owed are delivered after a restart.
+    pub async fn shutdown(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(running) = running else {
+            return;
+        };
+        running.probes.stop_all();
+        let _ = running.stop.send(true);
+        for task in running.tasks {
+            let _ = task.await;
+        }
+        if let Err(e) = self.book.save().await {
+            error!(error = %e, "could not save the alert book at shutdown");
+        }
+    }
+
+    fn with_running<T>(&self, f: impl FnOnce(&Running) -> T) -> Result<T> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .as_ref()
+            .map(f)
+            .ok_or_else(|| Error::Internal("the monitor is not running".into()))
+    }
+
+    pub fn probes(&self) -> Result<Vec<ProbeView>> {
+        self.with_running(|r| r.probes.views())
+    }
+
+    /// Creates or replaces a probe of the API; it survives restarts.
+    pub async fn put_probe(&self, name: &str, section: ProbeSection) -> Result<()> {
+        let def = ProbeDef::from_section(name, &section)?;
+        let mut saved = self.api_probes.lock().await;
+        let probes = self.with_running(|r| Arc::clone(&r.probes))?;
+        if probes.origin(name) == Some(Origin::Config) {
+            return Err(config_error(
+                format!("probes.{name}"),
+                "is defined in the config file; change it there",
+            ));
+        }
+        let mut next = saved.clone();
+        next.insert(name.to_string(), section);
+        write_api_probes(&self.state_dir, &next).await?;
+        *saved = next;
+        probes.start(def, Origin::Api)
+    }
+
+    pub async fn delete_probe(&self, name: &str) -> Result<()> {
+        let mut saved = self.api_probes.lock().await;
+        let probes = self.with_running(|r| Arc::clone(&r.probes))?;
+        probes.remove(name)?;
+        let mut next = saved.clone();
+        next.remove(name);
+        write_api_probes(&self.state_dir, &next).await?;
+        *saved = next;
+        Ok(())
+    }
+
+    pub async fn heartbeat(&self, name: &str) -> Result<()> {
+        let heartbeats = self.with_running(|r| Arc::clone(&r.heartbeats))?;
+        heartbeats.beat(name).await
+    }
+
+    pub fn alerts(&self) -> Vec<AlertSnapshot> {
+        self.book.alerts()
+    }
+
+    /// The status page's data, at most `status_cache_for` old.
+    pub async fn status(&self) -> Result<Arc<StatusReport>> {
+        if let Some((at, report)) = &*self.status_cache.lock().unwrap_or_else(|e| e.into_inner())
+            && at.elapsed() < self.settings.status_cache_for
+        {
+            return Ok(Arc::clone(report));
+        }
+        let query = self.with_running(|r| Arc::clone(&r.query))?;
+        let store = self.write_path.store();
+        let table = DEFAULT_TABLE;
+        let report = match store.table_schema(table) {
+            Some(schema) => {
+                let has_error = schema.column("error").is_some();
+                let time_column = schema.time_column.clone();
+                status::compute(&query, table, &time_column, has_error, self.alerts()).await?
+            }
+            None => status::compute_empty(table, self.alerts()),
+        };
+        let report = Arc::new(report);
+        *self.status_cache.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), Arc::clone(&report)));
+        Ok(report)
+    }
+
+    pub fn render_metrics(&self, out: &mut Exposition<'_>) {
+        let p = &self.probe_metrics;
+        out.counter("weir_probe_runs_total", "Probe runs.", &p.runs);
+        out.counter(
+            "weir_probe_unhealthy_total",
+            "Probe runs that were unhealthy.",
+            &p.unhealthy,
+        );
+        out.histogram("weir_probe_seconds", "Probe run time.", &p.seconds);
+        out.histogram(
+            "weir_probe_slot_wait_seconds",
+            "Time probe runs waited for a slot (probe_concurrency).",
+            &p.slot_wait_seconds,
+        );
+        out.counter(
+            "weir_heartbeats_total",
+            "Heartbeats received.",
+            &p.heartbeats,
+        );
+        out.counter(
+            "weir_heartbeats_missed_total",
+            "Unhealthy rows written for missed heartbeats.",
+            &p.heartbeats_missed,
+        );
+        out.counter(
+            "weir_probe_rows_written_total",
+            "Probe and heartbeat rows written.",
+            &self.row_metrics.written,
+        );
+        out.counter(
+            "weir_probe_rows_failed_total",
+            "Probe and heartbeat rows that could not be written.",
+            &self.row_metrics.failed,
+        );
+        out.counter(
+            "weir_rule_evaluations_total",
+            "Alert rule evaluations.",
+            &self.rule_metrics.evaluations,
+        );
+        out.counter(
+            "weir_rule_failures_total",
+            "Alert rule evaluations that failed.",
+            &self.rule_metrics.failures,
+        );
+        let n = &self.notify_metrics;
+        out.counter(
+            "weir_notification_attempts_total",
+            "Notification delivery attempts.",
+            &n.attempts,
+        );
+        out.counter(
+            "weir_notifications_delivered_total",
+            "Notifications delivered.",
+            &n.delivered,
+        );
+        out.counter(
+            "weir_notifications_failed_total",
+            "Notifications given up.",
+            &n.failed,
+        );
+        out.histogram(
+            "weir_notification_seconds",
+            "Notification attempt latency.",
+            &n.seconds,
+        );
+        self.owed.set(self.book.owed() as i64);
+        out.gauge(
+            "weir_notifications_owed",
+            "Notifications waiting for delivery.",
+            &self.owed,
+        );
+    }
+}
+
+fn rule_failing_def() -> RuleDef {
+    let template = |text: &str| Template::parse(RULE_FAILING, text, None).unwrap_or_default();
+    RuleDef {
+        name: RULE_FAILING.into(),
+        query: String::new(),
+        interval: Duration::from_secs(60),
+        for_: Duration::ZERO,
+        consecutive: 1,
+        keep_firing_for: Duration::ZERO,
+        priority: Priority::Low,
+        summary: template("alert rule ${labels.rule} fails to evaluate"),
+        description: template("see weir_rule_errors for why"),
+        runbook: Template::default(),
+        labels: BTreeMap::new(),
+        receivers: None,
+    }
+}
+
+struct RuleLoop {
+    rule: Arc<RuleDef>,
+    rule_failing: Arc<RuleDef>,
+    query: Arc<QueryEngine>,
+    book: AlertBook,
+    path: WritePath,
+    receivers: Arc<BTreeMap<String, ReceiverDef>>,
+    max_alerts: usize,
+    persist: Arc<Notify>,
+    metrics: Arc<RuleMetrics>,
+    stop: watch::Receiver<bool>,
+}
+
+async fn rule_loop(mut l: RuleLoop) {
+    let start = crate::schedule::first_tick(
+        l.rule.interval,
+        crate::schedule::offset(&l.rule.name, l.rule.interval),
+    );
+    let mut ticks = tokio::time::interval_at(start.into(), l.rule.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let receivers = Arc::clone(&l.receivers);
+    let route = move |rule: &RuleDef, labels: &BTreeMap<String, String>| {
+        crate::notify::route(&receivers, rule, labels)
+    };
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = l.stop.wait_for(|s| *s) => return,
+        }
+        l.metrics.evaluations.inc();
+        let now_ns = weir_pipeline::now_ns();
+        let answer = l
+            .query
+            .sql_limited(&l.rule.query, l.max_alerts)
+            .await
+            .map_err(|e| match e {
+                weir_query::Error::TooManyRows { limit } => format!(
+                    "the rule returned more than {limit} alert instances (max_alerts_per_rule); aggregate or filter it"
+                ),
+                e => e.to_string(),
+            })
+            .and_then(|result| observations(&l.rule, &result));
+        let failed = answer.as_ref().err().cloned();
+        match answer {
+            Ok(obs) => {
+                l.book.apply(&l.rule, &obs, true, now_ns, &route);
+            }
+            Err(e) => {
+                l.metrics.failures.inc();
+                warn!(rule = %l.rule.name, error = %e, "alert rule failed; its alerts keep their state");
+                let written = async {
+                    let batches = tables::rule_error_batches(&l.path, &l.rule.name, &e, now_ns)?;
+                    l.path.write_system(batches).await.map_err(Error::from)
+                }
+                .await;
+                if let Err(e) = written {
+                    error!(error = %e, "could not store a row of weir_rule_errors");
+                }
+            }
+        }
+        let report = Observation {
+            labels: BTreeMap::from([
+                (ALERTNAME.to_string(), RULE_FAILING.to_string()),
+                ("rule".to_string(), l.rule.name.clone()),
+            ]),
+            firing: failed.is_some(),
+            value: None,
+            checked_at_ns: None,
+        };
+        l.book
+            .apply(&l.rule_failing, &[report], false, now_ns, &route);
+        l.persist.notify_one();
+    }
+}
+
+/// Saves the book, then acts on what it owes: history rows stored,
+/// notifications handed to their delivery tasks.
+async fn persist_loop(
+    book: AlertBook,
+    path: WritePath,
+    notifier: Notifier,
+    persist: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = persist.notified() => false,
+            _ = tokio::time::sleep(PERSIST_EVERY) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if let Err(e) = book.save().await {
+            // Nothing is sent that is not on disk.
+            error!(error = %e, "could not save the alert book; notifications wait");
+            if stopping {
+                return;
+            }
+            continue;
+        }
+        let due = book.take_due();
+        if !due.history.is_empty() {
+            let stored = async {
+                let batches = tables::history_batches(&path, &due.history)?;
+                path.write_system(batches).await.map_err(Error::from)
+            }
+            .await;
+            match stored {
+                Ok(_) => book.history_stored(due.history.len()),
+                Err(e) => {
+                    error!(error = %e, "could not store alert history; retrying");
+                    book.history_failed();
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+        for owed in due.notifications {
+            notifier.dispatch(owed);
+        }
+    }
+}
+
+fn api_probes_path(dir: &Path) -> PathBuf {
+    dir.join("probes.json")
+}
+
+fn read_api_probes(dir: &Path) -> Result<BTreeMap<String, ProbeSection>> {
+    let path = api_probes_path(dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Internal(format!(
+                "{} is damaged ({e}); fix or remove it",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(source) => Err(Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        }),
+    }
+}
+
+async fn write_api_probes(dir: &Path, probes: &BTreeMap<String, ProbeSection>) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(probes)
+        .map_err(|e| Error::Internal(format!("encoding probes: {e}")))?;
+    let path = api_probes_path(dir);
+    tokio::task::spawn_blocking(move || crate::alerts::write_atomic(&path, &bytes))
+        .await
+        .map_err(|e| Error::Internal(format!("saving probes: {e}")))?
+}

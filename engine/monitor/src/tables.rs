@@ -1,0 +1,221 @@
+//! Weir's monitoring tables. `weir_alerts` is the alert book as it is now,
+//! computed when a query reads it; the others are stored like any table
+//! (WAL, buffer, Parquet) and only ever appended to:
+//!
+//! | table | one row per |
+//! |---|---|
+//! | `weir_alerts` | alert instance: labels, state, since, last value, last evaluation, fingerprint |
+//! | `weir_alert_history` | transition (`pending`, `firing`, `resolved`, `inactive`) |
+//! | `weir_notifications` | delivery attempt: receiver, alert, transition, attempt, HTTP status, error, latency |
+//! | `weir_rule_errors` | failed evaluation of a rule |
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, StringArray, TimestampNanosecondArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use weir_model::{ColumnType, TableBatch, Value, WriteBatchBuilder};
+use weir_pipeline::WritePath;
+use weir_query::SystemTable;
+
+use crate::alerts::{AlertBook, Transition};
+
+pub const ALERTS: &str = "weir_alerts";
+pub const ALERT_HISTORY: &str = "weir_alert_history";
+pub const NOTIFICATIONS: &str = "weir_notifications";
+pub const RULE_ERRORS: &str = "weir_rule_errors";
+
+/// `weir_alerts`.
+pub struct AlertsTable {
+    book: AlertBook,
+    schema: SchemaRef,
+}
+
+impl AlertsTable {
+    pub fn new(book: AlertBook) -> Self {
+        let text = |name| Field::new(name, DataType::Utf8, false);
+        let time = |name, nullable| Field::new(name, weir_model::time_data_type(), nullable);
+        let schema = Arc::new(Schema::new(vec![
+            text("fingerprint"),
+            text("rule"),
+            text("priority"),
+            text("state"),
+            text("labels"),
+            time("since", false),
+            time("active_since", false),
+            Field::new("last_value", DataType::Float64, true),
+            time("last_evaluation", false),
+            Field::new("consecutive", DataType::UInt64, false),
+            text("summary"),
+            text("receivers"),
+        ]));
+        Self { book, schema }
+    }
+}
+
+fn timestamps(values: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(
+        TimestampNanosecondArray::from_iter_values(values).with_timezone(weir_model::TIME_ZONE),
+    )
+}
+
+impl SystemTable for AlertsTable {
+    fn name(&self) -> &str {
+        ALERTS
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn rows(&self) -> RecordBatch {
+        let alerts = self.book.alerts();
+        let text = |f: &dyn Fn(&crate::AlertSnapshot) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(alerts.iter().map(f)))
+        };
+        let columns = vec![
+            text(&|a| a.fingerprint.clone()),
+            text(&|a| a.rule.clone()),
+            text(&|a| a.priority.to_string()),
+            text(&|a| a.state.as_str().to_string()),
+            text(&|a| serde_json::to_string(&a.labels).unwrap_or_default()),
+            timestamps(alerts.iter().map(|a| a.since_ns)),
+            timestamps(alerts.iter().map(|a| a.active_since_ns)),
+            Arc::new(Float64Array::from_iter(alerts.iter().map(|a| a.last_value))),
+            timestamps(alerts.iter().map(|a| a.last_evaluation_ns)),
+            Arc::new(UInt64Array::from_iter_values(
+                alerts.iter().map(|a| a.consecutive as u64),
+            )),
+            text(&|a| a.summary.clone()),
+            text(&|a| a.receivers.join(",")),
+        ];
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(&self.schema)))
+    }
+}
+
+/// Builds rows of one system table, one `set` at a time.
+struct Rows {
+    builder: WriteBatchBuilder,
+    table: weir_model::TableId,
+    row: usize,
+}
+
+impl Rows {
+    fn new(path: &WritePath, table: &str) -> weir_model::Result<Self> {
+        let mut builder = WriteBatchBuilder::for_system_tables(weir_pipeline::now_ns());
+        let time_column = path.store().time_column_for(table);
+        let table = builder.table(table, &time_column)?;
+        Ok(Self {
+            builder,
+            table,
+            row: 0,
+        })
+    }
+
+    fn begin(&mut self, time_ns: i64) -> weir_model::Result<()> {
+        self.row += 1;
+        self.builder.begin_point(self.table, self.row, time_ns)
+    }
+
+    fn set(&mut self, name: &str, value: Value<'_>) -> weir_model::Result<()> {
+        let c = self
+            .builder
+            .column(self.table, name, value.column_type(), self.row)?;
+        self.builder.set(self.table, c, self.row, value)
+    }
+
+    /// Declares a column that some rows leave null.
+    fn declare(&mut self, name: &str, column_type: ColumnType) -> weir_model::Result<()> {
+        self.builder
+            .column(self.table, name, column_type, self.row)
+            .map(|_| ())
+    }
+
+    fn finish(self) -> weir_model::Result<Vec<TableBatch>> {
+        self.builder.finish()
+    }
+}
+
+pub fn history_batches(
+    path: &WritePath,
+    transitions: &[Transition],
+) -> weir_model::Result<Vec<TableBatch>> {
+    let mut rows = Rows::new(path, ALERT_HISTORY)?;
+    for t in transitions {
+        rows.begin(t.time_ns)?;
+        rows.set("rule", Value::Tag(&t.rule))?;
+        rows.set("fingerprint", Value::Tag(&t.fingerprint))?;
+        rows.set("priority", Value::Tag(t.priority.as_str()))?;
+        rows.set("from_state", Value::String(t.from.as_str()))?;
+        rows.set("to_state", Value::String(t.to.as_str()))?;
+        rows.set("seq", Value::U64(t.seq))?;
+        let labels = serde_json::to_string(&t.labels).unwrap_or_default();
+        rows.set("labels", Value::String(&labels))?;
+        rows.set("summary", Value::String(&t.summary))?;
+        rows.declare("value", ColumnType::F64)?;
+        if let Some(v) = t.value {
+            rows.set("value", Value::F64(v))?;
+        }
+    }
+    rows.finish()
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone)]
+pub struct NotificationRow {
+    pub time_ns: i64,
+    pub receiver: String,
+    pub receiver_type: &'static str,
+    pub fingerprint: String,
+    pub rule: String,
+    pub transition: &'static str,
+    pub seq: u64,
+    pub attempt: u32,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: f64,
+    /// `delivered`, `retrying` or `failed`.
+    pub result: &'static str,
+}
+
+pub fn notification_batches(
+    path: &WritePath,
+    attempts: &[NotificationRow],
+) -> weir_model::Result<Vec<TableBatch>> {
+    let mut rows = Rows::new(path, NOTIFICATIONS)?;
+    for a in attempts {
+        rows.begin(a.time_ns)?;
+        rows.set("receiver", Value::Tag(&a.receiver))?;
+        rows.set("receiver_type", Value::Tag(a.receiver_type))?;
+        rows.set("rule", Value::Tag(&a.rule))?;
+        rows.set("fingerprint", Value::Tag(&a.fingerprint))?;
+        rows.set("transition", Value::String(a.transition))?;
+        rows.set("seq", Value::U64(a.seq))?;
+        rows.set("attempt", Value::U64(a.attempt as u64))?;
+        rows.declare("http_status", ColumnType::I64)?;
+        rows.declare("error", ColumnType::String)?;
+        if let Some(status) = a.http_status {
+            rows.set("http_status", Value::I64(status as i64))?;
+        }
+        if let Some(error) = &a.error {
+            rows.set("error", Value::String(error))?;
+        }
+        rows.set("latency_ms", Value::F64(a.latency_ms))?;
+        rows.set("result", Value::String(a.result))?;
+    }
+    rows.finish()
+}
+
+pub fn rule_error_batches(
+    path: &WritePath,
+    rule: &str,
+    error: &str,
+    time_ns: i64,
+) -> weir_model::Result<Vec<TableBatch>> {
+    let mut rows = Rows::new(path, RULE_ERRORS)?;
+    rows.begin(time_ns)?;
+    rows.set("rule", Value::Tag(rule))?;
+    rows.set("error", Value::String(error))?;
+    rows.finish()
+}
