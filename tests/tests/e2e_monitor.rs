@@ -1,0 +1,353 @@
+//! Monitoring through the real binary: probes against a local HTTP service,
+//! an alert rule of three consecutive failures, PagerDuty / Slack /
+//! Alertmanager-webhook receivers as local fakes, the alert tables, crash
+//! safety of alert state and notifications, the status page, bad input.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde_json::Value;
+use weir_e2e::WeirServer;
+
+/// A local service to probe and a set of fake receivers, on one port.
+#[derive(Clone, Default)]
+struct Fake {
+    /// The status `/health` answers.
+    health: Arc<AtomicU16>,
+    /// What each receiver path got: (path, JSON body), in order.
+    received: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Statuses a receiver path answers before it answers 200.
+    fail_plan: Arc<Mutex<Vec<(String, VecDeque<u16>)>>>,
+}
+
+impl Fake {
+    async fn start() -> Result<(Self, SocketAddr)> {
+        let fake = Fake::default();
+        fake.health.store(200, Ordering::SeqCst);
+        let app = Router::new()
+            .route("/health", get(health))
+            .route(
+                "/json",
+                get(|| async { axum::Json(serde_json::json!({"checks": [{"state": "down"}]})) }),
+            )
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route(
+                "/hang",
+                post(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "never"
+                }),
+            )
+            .route("/receive/{name}", post(receive))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok((fake, addr))
+    }
+
+    fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::SeqCst);
+    }
+
+    fn fail_first(&self, receiver: &str, statuses: &[u16]) {
+        self.fail_plan
+            .lock()
+            .unwrap()
+            .push((receiver.to_string(), statuses.iter().copied().collect()));
+    }
+
+    fn got(&self, receiver: &str) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(r, _)| r == receiver)
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+}
+
+async fn health(State(fake): State<Fake>) -> (StatusCode, &'static str) {
+    let code = StatusCode::from_u16(fake.health.load(Ordering::SeqCst)).unwrap();
+    (code, "ok")
+}
+
+async fn receive(State(fake): State<Fake>, Path(name): Path<String>, body: Bytes) -> StatusCode {
+    let planned = {
+        let mut plan = fake.fail_plan.lock().unwrap();
+        plan.iter_mut()
+            .find(|(r, _)| *r == name)
+            .and_then(|(_, statuses)| statuses.pop_front())
+    };
+    if let Some(status) = planned {
+        // Recorded as an attempt that failed.
+        fake.received
+            .lock()
+            .unwrap()
+            .push((format!("{name}:failed"), serde_json::json!(status)));
+        return StatusCode::from_u16(status).unwrap();
+    }
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    fake.received.lock().unwrap().push((name, json));
+    StatusCode::OK
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `within`.
+async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The seed's rule: the newest check of each service, failing when
+/// unhealthy; `checked_at` makes `consecutive` count checks.
+const LATEST_CHECK_RULE: &str = r#"
+query = """
+SELECT DISTINCT ON (service_name)
+       CAST(service_name AS VARCHAR) AS service_name, status = 'unhealthy' AS firing,
+       response_ms AS value, recorded_at AS checked_at
+FROM service_metrics
+WHERE recorded_at > now() - INTERVAL '10 minutes'
+ORDER BY service_name, recorded_at DESC
+"""
+interval = "1s"
+consecutive = 3
+priority = "high"
+summary = "${labels.service_name} is down"
+description = "the health check of ${labels.service_name} fails"
+runbook = "https://runbooks.example/${labels.service_name}"
+labels = { team = "core" }
+"#;
+
+fn config_file(dir: &std::path::Path, text: &str) -> Result<String> {
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, text)?;
+    Ok(path.display().to_string())
+}
+
+fn reference_config(fake: SocketAddr, pager_path: &str) -> String {
+    format!(
+        r#"
+[tables.service_metrics]
+time_column = "recorded_at"
+
+[probes.checkout]
+url = "http://{fake}/health"
+interval = "1s"
+timeout = "800ms"
+labels = {{ region = "eu" }}
+
+[rules.service_down]
+{LATEST_CHECK_RULE}
+
+[receivers.pager]
+type = "pagerduty"
+url = "http://{fake}/receive/{pager_path}"
+routing_key = "test-routing-key"
+
+[receivers.chat]
+type = "slack"
+url = "http://{fake}/receive/slack"
+
+[receivers.am]
+type = "webhook"
+url = "http://{fake}/receive/webhook"
+priorities = ["low"]
+"#
+    )
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_check_pages_once_and_resolves_once() -> Result<()> {
+    let (fake, addr) = Fake::start().await?;
+    let dir = tempfile::tempdir()?;
+    let config = config_file(dir.path(), &reference_config(addr, "pagerduty"))?;
+    let server = WeirServer::start_unconfigured(&dir.path().join("data"), &["--config", &config])?;
+
+    // Healthy checks first.
+    eventually(Duration::from_secs(20), "healthy probe rows", async || {
+        let n = server
+            .count("SELECT count(*) FROM service_metrics WHERE status = 'healthy'")
+            .await
+            .unwrap_or(0);
+        Ok((n >= 2).then_some(()))
+    })
+    .await?;
+    fake.set_health(503);
+    let trigger = eventually(
+        Duration::from_secs(30),
+        "the PagerDuty trigger",
+        async || Ok(fake.got("pagerduty").into_iter().next()),
+    )
+    .await?;
+    // Not before the third failed check: the firing transition comes at or
+    // after the third unhealthy row.
+    let third_failure = server
+        .sql(
+            "SELECT CAST(recorded_at AS BIGINT) AS t FROM service_metrics
+             WHERE status = 'unhealthy' ORDER BY recorded_at LIMIT 1 OFFSET 2",
+        )
+        .await?;
+    let fired = server
+        .sql(
+            "SELECT CAST(time AS BIGINT) AS t FROM weir_alert_history
+             WHERE to_state = 'firing' AND rule = 'service_down'",
+        )
+        .await?;
+    assert_eq!(fired.len(), 1, "one firing transition: {fired:?}");
+    assert!(
+        number(&fired[0]["t"]) >= number(&third_failure[0]["t"]),
+        "fired at {:?}, before the third failure at {:?}",
+        fired[0],
+        third_failure[0]
+    );
+
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["routing_key"], "test-routing-key");
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["summary"], "checkout is down");
+    assert_eq!(trigger["payload"]["source"], "checkout");
+    assert_eq!(trigger["payload"]["custom_details"]["team"], "core");
+    assert_eq!(
+        trigger["links"][0]["href"],
+        "https://runbooks.example/checkout"
+    );
+    let dedup_key = trigger["dedup_key"].as_str().unwrap().to_string();
+
+    // Still failing for a while: nothing more is sent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.got("pagerduty").len(), 1);
+    let slack = fake.got("slack");
+    assert_eq!(slack.len(), 1, "{slack:?}");
+    assert!(
+        slack[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("[FIRING:high] checkout is down")
+    );
+    assert!(slack[0]["blocks"].as_array().is_some_and(|b| !b.is_empty()));
+    // A `low` receiver gets nothing of a `high` alert.
+    assert!(fake.got("webhook").is_empty());
+
+    // Nothing else fired (a rule failing at start-up would show here).
+    let alerts = server.sql("SELECT * FROM weir_alerts").await?;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["state"], "firing");
+    assert_eq!(alerts[0]["fingerprint"], dedup_key.as_str());
+    assert_eq!(alerts[0]["priority"], "high");
+    assert!(
+        alerts[0]["labels"]
+            .as_str()
+            .unwrap()
+            .contains(r#""team":"core""#)
+    );
+
+    // Recovery: exactly one resolve.
+    fake.set_health(200);
+    let resolve = eventually(
+        Duration::from_secs(30),
+        "the PagerDuty resolve",
+        async || Ok(fake.got("pagerduty").get(1).cloned()),
+    )
+    .await?;
+    assert_eq!(resolve["event_action"], "resolve");
+    assert_eq!(resolve["dedup_key"], dedup_key.as_str());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.got("pagerduty").len(), 2);
+    let slack = fake.got("slack");
+    assert_eq!(slack.len(), 2);
+    assert!(slack[1]["text"].as_str().unwrap().starts_with("[RESOLVED]"));
+
+    let history = server
+        .sql(
+            "SELECT from_state, to_state FROM weir_alert_history
+             WHERE rule = 'service_down' ORDER BY seq",
+        )
+        .await?;
+    let moves: Vec<(String, String)> = history
+        .iter()
+        .map(|r| {
+            (
+                r["from_state"].as_str().unwrap().to_string(),
+                r["to_state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            ("inactive".into(), "pending".into()),
+            ("pending".into(), "firing".into()),
+            ("firing".into(), "resolved".into())
+        ]
+    );
+    let delivered = server
+        .sql(
+            "SELECT receiver, transition, count(*) AS n FROM weir_notifications
+             WHERE result = 'delivered' GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .await?;
+    assert_eq!(delivered.len(), 4, "{delivered:?}");
+    assert!(delivered.iter().all(|r| r["n"] == 1));
+    let state = server.sql("SELECT state FROM weir_alerts").await?;
+    assert_eq!(state[0]["state"], "resolved");
+
+    // The reference uptime query over the probe rows agrees with the rows.
+    let rows = server
+        .sql(
+            "SELECT CAST(date_trunc('hour', recorded_at) AS BIGINT) AS h,
+                    count(*) AS total, count(*) FILTER (WHERE status = 'healthy') AS healthy
+             FROM service_metrics GROUP BY 1",
+        )
+        .await?;
+    let hourly: Vec<f64> = rows
+        .iter()
+        .map(|r| (100.0 * number(&r["healthy"]) / number(&r["total"]) * 100.0).round() / 100.0)
+        .collect();
+    let expected = hourly.iter().sum::<f64>() / hourly.len() as f64;
+    let reference =
+        std::fs::read_to_string(weir_e2e::tests_dir().join("sql/reference_uptime.sql"))?;
+    let answer = server.sql(&reference).await?;
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0]["service_name"], "checkout");
+    let avg = number(&answer[0]["avg_uptime_pct"]);
+    assert!(
+        (avg - (expected * 100.0).round() / 100.0).abs() < 0.011,
+        "{avg} vs {expected}"
+    );
+    assert!(avg < 100.0, "some checks failed");
+    Ok(())
+}
