@@ -351,3 +351,276 @@ async fn a_failing_check_pages_once_and_resolves_once() -> Result<()> {
     assert!(avg < 100.0, "some checks failed");
     Ok(())
 }
+
+/// A CA and a server certificate for 127.0.0.1 that expires in `days`,
+/// made with the openssl command; returns (ca.pem, cert.pem, key.pem).
+fn certificates(dir: &std::path::Path, days: u32) -> Result<[std::path::PathBuf; 3]> {
+    let run = |args: &[&str]| -> Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        if !out.status.success() {
+            bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=weir-test-ca",
+        ],
+    ]
+    .concat())?;
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat())?;
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    let days = days.to_string();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        &days,
+        "-extfile",
+        "leaf.ext",
+    ])?;
+    Ok([
+        dir.join("ca.pem"),
+        dir.join("leaf.pem"),
+        dir.join("leaf.key"),
+    ])
+}
+
+/// `openssl s_server -www`: a real TLS server answering HTTP GETs.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(cert: &std::path::Path, key: &std::path::Path) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                bail!("openssl s_server did not listen on {port}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child, port })
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_probe_outcome_is_a_row_that_says_what_happened() -> Result<()> {
+    let (_fake, addr) = Fake::start().await?;
+    let dir = tempfile::tempdir()?;
+    let [ca, cert, key] = certificates(dir.path(), 5)?;
+    let tls = TlsServer::start(&cert, &key)?;
+    let tls_url = format!("https://127.0.0.1:{}/", tls.port);
+    let config = format!(
+        r#"
+[tables.service_metrics]
+time_column = "recorded_at"
+
+[probes.ok]
+url = "http://{addr}/health"
+interval = "1s"
+body_contains = "ok"
+labels = {{ region = "eu", tier = "web" }}
+
+[probes.refused]
+url = "http://127.0.0.1:1/health"
+interval = "1s"
+
+[probes.nxdomain]
+url = "http://no-such-host.invalid/health"
+interval = "2s"
+timeout = "1500ms"
+
+[probes.slow]
+url = "http://{addr}/slow"
+interval = "2s"
+timeout = "500ms"
+
+[probes.body]
+url = "http://{addr}/health"
+interval = "1s"
+body_regex = "^healthy$"
+
+[probes.json]
+url = "http://{addr}/json"
+interval = "1s"
+json_path = "$.checks[0].state"
+json_equals = "up"
+
+[probes.status]
+url = "http://{addr}/health"
+method = "post"
+interval = "1s"
+expect_status = ["2xx"]
+
+[probes.tcp_ok]
+tcp = "{addr}"
+interval = "1s"
+
+[probes.tcp_refused]
+tcp = "127.0.0.1:1"
+interval = "1s"
+
+[probes.tls_expiring]
+url = "{tls_url}"
+interval = "1s"
+tls_ca_file = {ca:?}
+tls_min_days = 10
+
+[probes.tls_untrusted]
+url = "{tls_url}"
+interval = "1s"
+"#
+    );
+    let config = config_file(dir.path(), &config)?;
+    let server = WeirServer::start_unconfigured(&dir.path().join("data"), &["--config", &config])?;
+    let latest = eventually(
+        Duration::from_secs(30),
+        "a row from every probe",
+        async || {
+            let rows = server
+            .sql(
+                "SELECT DISTINCT ON (service_name) CAST(service_name AS VARCHAR) AS service, status,
+                        response_ms, status_code, error, tls_days_left,
+                        CAST(region AS VARCHAR) AS region
+                 FROM service_metrics ORDER BY service_name, recorded_at DESC",
+            )
+            .await
+            .unwrap_or_default();
+            Ok((rows.len() == 11).then_some(rows))
+        },
+    )
+    .await?;
+    let row = |name: &str| {
+        latest
+            .iter()
+            .find(|r| r["service"] == name)
+            .unwrap_or_else(|| panic!("no row for {name}: {latest:?}"))
+            .clone()
+    };
+    let error = |name: &str| row(name)["error"].as_str().unwrap_or("").to_string();
+
+    let ok = row("ok");
+    assert_eq!(ok["status"], "healthy");
+    assert_eq!(ok["status_code"], 200);
+    assert!(number(&ok["response_ms"]) > 0.0);
+    assert_eq!(ok["region"], "eu");
+    assert!(ok.get("error").is_none_or(Value::is_null), "{ok:?}");
+
+    for (name, kind) in [
+        ("refused", "connect: "),
+        ("nxdomain", "dns: "),
+        ("slow", "timeout: "),
+        ("body", "condition: body does not match"),
+        (
+            "json",
+            r#"condition: $.checks[0].state is "down", not "up""#,
+        ),
+        ("status", "condition: status 405 is not an expected status"),
+        ("tcp_refused", "connect: "),
+        (
+            "tls_expiring",
+            "condition: TLS certificate expires in 5.0 days, fewer than 10",
+        ),
+        ("tls_untrusted", "tls: "),
+    ] {
+        let r = row(name);
+        assert_eq!(r["status"], "unhealthy", "{name}: {r:?}");
+        assert!(error(name).starts_with(kind), "{name}: {:?}", error(name));
+    }
+    // No answer: nulls, never a missing row.
+    for name in [
+        "refused",
+        "nxdomain",
+        "slow",
+        "tcp_refused",
+        "tls_untrusted",
+    ] {
+        let r = row(name);
+        assert!(
+            r.get("response_ms").is_none_or(Value::is_null),
+            "{name}: {r:?}"
+        );
+        assert!(
+            r.get("status_code").is_none_or(Value::is_null),
+            "{name}: {r:?}"
+        );
+    }
+    let tls_row = row("tls_expiring");
+    let days = number(&tls_row["tls_days_left"]);
+    assert!((4.0..5.01).contains(&days), "{days}");
+    assert_eq!(tls_row["status_code"], 200);
+    let tcp = row("tcp_ok");
+    assert_eq!(tcp["status"], "healthy");
+    assert!(tcp.get("status_code").is_none_or(Value::is_null));
+    // Only the two statuses, nothing else.
+    let statuses = server
+        .sql("SELECT DISTINCT status FROM service_metrics ORDER BY status")
+        .await?;
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    Ok(())
+}
