@@ -624,3 +624,105 @@ interval = "1s"
     assert_eq!(statuses.len(), 2, "{statuses:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_firing_or_retrying_loses_no_transition_and_sends_nothing_twice() -> Result<()>
+{
+    let (fake, addr) = Fake::start().await?;
+    // PagerDuty is down at first: two 500s and a 503, then it answers.
+    fake.fail_first("pagerduty", &[500, 500, 503]);
+    let dir = tempfile::tempdir()?;
+    let config = config_file(dir.path(), &reference_config(addr, "pagerduty"))?;
+    let mut server =
+        WeirServer::start_unconfigured(&dir.path().join("data"), &["--config", &config])?;
+    fake.set_health(503);
+    // Slack gets the trigger; PagerDuty fails twice.
+    eventually(
+        Duration::from_secs(30),
+        "two failed PagerDuty attempts",
+        async || {
+            let failed = fake.got("pagerduty:failed").len();
+            Ok((failed >= 2 && !fake.got("slack").is_empty()).then_some(()))
+        },
+    )
+    .await?;
+    // kill -9 while firing and while the page is being retried.
+    server.kill9();
+    server.restart()?;
+    let trigger = eventually(
+        Duration::from_secs(30),
+        "the page after the restart",
+        async || Ok(fake.got("pagerduty").into_iter().next()),
+    )
+    .await?;
+    assert_eq!(trigger["event_action"], "trigger");
+    // Still failing after the restart: not a new alert, nothing re-sent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.got("pagerduty").len(), 1);
+    assert_eq!(fake.got("slack").len(), 1, "{:?}", fake.got("slack"));
+    assert_eq!(fake.got("pagerduty:failed").len(), 3);
+
+    // Crash again while firing, then recover: one resolve each.
+    server.kill9();
+    server.restart()?;
+    fake.set_health(200);
+    eventually(Duration::from_secs(30), "the resolves", async || {
+        Ok((fake.got("pagerduty").len() == 2 && fake.got("slack").len() == 2).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fake.got("pagerduty")[1]["event_action"], "resolve");
+    assert_eq!(fake.got("pagerduty").len(), 2);
+    assert_eq!(fake.got("slack").len(), 2);
+
+    // Every attempt is a row; the transitions are all there, once each.
+    let attempts = server
+        .sql(
+            "SELECT attempt, http_status, result FROM weir_notifications
+             WHERE receiver = 'pager' AND transition = 'firing' ORDER BY attempt",
+        )
+        .await?;
+    let seen: Vec<(i64, i64, String)> = attempts
+        .iter()
+        .map(|r| {
+            (
+                r["attempt"].as_i64().unwrap(),
+                r["http_status"].as_i64().unwrap_or(0),
+                r["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, 500, "retrying".to_string()),
+            (2, 500, "retrying".to_string()),
+            (3, 503, "retrying".to_string()),
+            (4, 200, "delivered".to_string())
+        ]
+    );
+    let history = server
+        .sql(
+            "SELECT to_state, count(*) AS n FROM weir_alert_history
+             WHERE rule = 'service_down' GROUP BY 1 ORDER BY 1",
+        )
+        .await?;
+    let counts: Vec<(String, i64)> = history
+        .iter()
+        .map(|r| {
+            (
+                r["to_state"].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("firing".to_string(), 1),
+            ("pending".to_string(), 1),
+            ("resolved".to_string(), 1)
+        ]
+    );
+    Ok(())
+}

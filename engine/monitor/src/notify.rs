@@ -310,12 +310,19 @@ impl Notifier {
                 result,
             })
             .await;
+            if result != "retrying" {
+                self.book.notification_done(owed.id);
+            }
+            // Recorded at once (attempt count, or that it is done): a crash
+            // right after a delivery must not send it again.
+            if let Err(e) = self.book.save().await {
+                warn!(error = %e, "could not save the alert book after a delivery attempt");
+            }
             match result {
                 "delivered" => {
                     self.metrics.delivered.inc();
                     info!(receiver = %receiver.name, alert = %owed.alert.fingerprint,
                         transition = owed.to.as_str(), attempt, "notification delivered");
-                    self.book.notification_done(owed.id);
                     return;
                 }
                 "failed" => {
@@ -323,7 +330,6 @@ impl Notifier {
                     warn!(receiver = %receiver.name, alert = %owed.alert.fingerprint,
                         transition = owed.to.as_str(), attempt, error = error.as_deref().unwrap_or(""),
                         "notification given up");
-                    self.book.notification_done(owed.id);
                     return;
                 }
                 _ => {}

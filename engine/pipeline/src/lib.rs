@@ -32,8 +32,8 @@ mod write_path;
 pub use dead_letter::{DEAD_LETTER_TABLE, DeadLetter};
 pub use pipelines::{PipelineDef, Pipelines, PipelinesDef, PluginReport, ReloadReport, SourceDef};
 pub use stage::{FailurePolicy, Pipeline, Stage, StageError, WasmStage};
-pub use write_path::{Admission, WriteMetrics, WritePath, now_ns};
 pub use weir_model::TableBatch;
+pub use write_path::{Admission, WriteMetrics, WritePath, now_ns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

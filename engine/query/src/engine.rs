@@ -151,7 +151,10 @@ impl QueryEngine {
         }
         let planner = self.planner.clone();
         let sql = sql.to_string();
-        let task = AbortOnDrop(self.runtime.spawn(async move { planner.run(&sql, max_rows).await }));
+        let task = AbortOnDrop(
+            self.runtime
+                .spawn(async move { planner.run(&sql, max_rows).await }),
+        );
         let timeout = self.planner.config.timeout;
         match tokio::time::timeout(timeout, task).await {
             Ok(result) => result,
