@@ -726,3 +726,189 @@ async fn a_crash_while_firing_or_retrying_loses_no_transition_and_sends_nothing_
     );
     Ok(())
 }
+
+/// `weir serve` with `config`: must exit at once with an error naming
+/// `expect`.
+fn refuses_to_start(dir: &std::path::Path, config: &str, expect: &str) -> Result<()> {
+    let path = config_file(dir, config)?;
+    let out = std::process::Command::new(weir_e2e::weir_binary())
+        .args([
+            "serve",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--config", &path])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with {config}");
+    assert!(stderr.contains(expect), "expected {expect:?} in: {stderr}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rules_probes_and_receivers_get_clear_errors_and_the_server_keeps_serving() -> Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    for (config, expect) in [
+        (
+            "[rules.r]\nquery = 'SELEC 1'",
+            "rules.r.query: the SQL does not parse",
+        ),
+        (
+            "[rules.r]\nquery = 'SELECT service_name FROM t'\nsummary = '${labels.servce_name} down'",
+            "rules.r.summary: unknown placeholder ${labels.servce_name}",
+        ),
+        ("[probes.p]\nurl = 'htp:/garbage'", "probes.p.url"),
+        (
+            "[probes.p]\nurl = 'http://x'\ninterval = 'often'",
+            "probes.p.interval",
+        ),
+        (
+            "[receivers.r]\ntype = 'email'\nurl = 'http://x'",
+            "receivers.r.type",
+        ),
+        (
+            "[rules.r]\nquery = 'SELECT 1 AS x'\nreceivers = ['nobody']",
+            "no receiver named \"nobody\"",
+        ),
+        (
+            "[probes.p]\nurl = 'http://x'\nsurprise = 1",
+            "unknown field `surprise`",
+        ),
+    ] {
+        refuses_to_start(dir.path(), config, expect)?;
+    }
+
+    let (fake, addr) = Fake::start().await?;
+    let config = format!(
+        r#"
+[tables.service_metrics]
+time_column = "recorded_at"
+
+[rules.huge]
+query = "SELECT 'i' || CAST(value AS VARCHAR) AS instance FROM generate_series(1, 1000000)"
+interval = "1s"
+
+[rules.missing_table]
+query = "SELECT host FROM no_such_table"
+interval = "1s"
+
+[rules.everything]
+query = "SELECT 'x' AS instance"
+interval = "1s"
+priority = "high"
+receivers = ["hang", "chat"]
+
+[receivers.hang]
+type = "webhook"
+url = "http://{addr}/hang"
+timeout = "1s"
+
+[receivers.chat]
+type = "slack"
+url = "http://{addr}/receive/slack"
+"#
+    );
+    let config = config_file(dir.path(), &config)?;
+    let server = WeirServer::start_unconfigured(&dir.path().join("data2"), &["--config", &config])?;
+    let errors = eventually(Duration::from_secs(30), "rule errors", async || {
+        let rows = server
+            .sql("SELECT DISTINCT CAST(rule AS VARCHAR) AS rule, error FROM weir_rule_errors ORDER BY 1")
+            .await
+            .unwrap_or_default();
+        let rules: std::collections::BTreeSet<_> =
+            rows.iter().map(|r| r["rule"].as_str().unwrap_or("").to_string()).collect();
+        Ok((rules.len() == 2).then_some(rows))
+    })
+    .await?;
+    let error_of = |rule: &str| {
+        errors
+            .iter()
+            .find(|r| r["rule"] == rule)
+            .map(|r| r["error"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert!(
+        error_of("huge").contains("more than 10000 alert instances"),
+        "{errors:?}"
+    );
+    assert!(
+        error_of("missing_table").contains("no_such_table"),
+        "{errors:?}"
+    );
+    // A failing rule is itself an alert (after three failed evaluations).
+    eventually(Duration::from_secs(30), "the rule-failing alerts", async || {
+        let n = server
+            .count("SELECT count(*) FROM weir_alerts WHERE rule = 'weir_rule_failing' AND state = 'firing'")
+            .await
+            .unwrap_or(0);
+        Ok((n == 2).then_some(()))
+    })
+    .await?;
+    // The hanging receiver times out and is retried; the chat receiver of
+    // the same alert is delivered all the same; the server keeps serving.
+    eventually(
+        Duration::from_secs(30),
+        "a delivery past the hanging receiver",
+        async || {
+            Ok(fake
+                .got("slack")
+                .iter()
+                .any(|m| m["text"].as_str().is_some_and(|t| t.contains("everything")))
+                .then_some(()))
+        },
+    )
+    .await?;
+    let timeouts = eventually(Duration::from_secs(30), "a timed-out attempt", async || {
+        let rows = server
+            .sql("SELECT error, result FROM weir_notifications WHERE receiver = 'hang'")
+            .await
+            .unwrap_or_default();
+        Ok((!rows.is_empty()).then_some(rows))
+    })
+    .await?;
+    assert!(
+        timeouts[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("timeout"),
+        "{timeouts:?}"
+    );
+    assert_eq!(timeouts[0]["result"], "retrying");
+    let (status, _) = server.get("/health/ready").await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM weir_alerts WHERE rule = 'everything'")
+            .await?,
+        1
+    );
+
+    // The probes API refuses garbage with a 400 that says why.
+    let client = reqwest::Client::new();
+    for (body, expect) in [
+        (r#"{"url": "not a url"}"#, "is not a URL"),
+        (
+            r#"{"url": "http://x", "timeout": "10m", "interval": "1m"}"#,
+            "at most the interval",
+        ),
+        (r#"{"tcp": "nohost"}"#, "host:port"),
+        (r#"{"nonsense": true}"#, "unknown field"),
+        ("[1, 2", "expected a JSON object"),
+    ] {
+        let response = client
+            .put(format!("{}/api/v1/probes/p", server.http_url))
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains(expect), "{body}: {text}");
+    }
+    Ok(())
+}
