@@ -11,6 +11,18 @@ if ! python3 -c 'import duckdb' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check 'duckdb>=1.1,<2'
 fi
 
+# Headless Chromium renders the status page in the monitor's end-to-end
+# test; openssl makes its certificates and serves TLS for the probe tests.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]} (Debian)"
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 echo "==> cargo fmt --check"
 if rustup component list --installed 2>/dev/null | grep -q '^rustfmt'; then
   cargo fmt --all -- --check

@@ -36,6 +36,10 @@ impl Fake {
         let app = Router::new()
             .route("/health", get(health))
             .route(
+                "/down",
+                get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "down") }),
+            )
+            .route(
                 "/json",
                 get(|| async { axum::Json(serde_json::json!({"checks": [{"state": "down"}]})) }),
             )
@@ -910,5 +914,220 @@ url = "http://{addr}/receive/slack"
         assert_eq!(status, 400, "{body}: {text}");
         assert!(text.contains(expect), "{body}: {text}");
     }
+    Ok(())
+}
+
+/// Where tests leave files for a person to look at.
+fn artifacts_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let target = exe.ancestors().nth(3).expect("target directory");
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("creating the artifacts directory");
+    dir
+}
+
+/// Headless Chromium (Debian `chromium`; tests/run.sh installs it).
+fn chromium(args: &[&str]) -> Result<std::process::Output> {
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+        ])
+        .args(args)
+        .output();
+    match out {
+        Ok(out) => Ok(out),
+        Err(e) => bail!("running chromium ({e}): install Debian's chromium (tests/run.sh does)"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_heartbeats_and_the_probes_api() -> Result<()> {
+    let (_fake, addr) = Fake::start().await?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"
+[tables.service_metrics]
+time_column = "recorded_at"
+
+[probes.good]
+url = "http://{addr}/health"
+interval = "1s"
+
+[probes.bad]
+url = "http://{addr}/down"
+interval = "1s"
+
+[heartbeats.nightly]
+period = "2s"
+grace = "1s"
+
+[rules.service_down]
+{rule}
+"#,
+        rule = LATEST_CHECK_RULE.replace("consecutive = 3", "consecutive = 2")
+    );
+    let config = config_file(dir.path(), &config)?;
+    let mut server =
+        WeirServer::start_unconfigured(&dir.path().join("data"), &["--config", &config])?;
+
+    // A heartbeat is a healthy row; its absence, an unhealthy one.
+    let (status, _) = server
+        .post("/api/v1/heartbeat/nightly", "text/plain", "")
+        .await?;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .post("/api/v1/heartbeat/weekly", "text/plain", "")
+        .await?;
+    assert_eq!(status, 404, "{body}");
+    let missed = eventually(Duration::from_secs(30), "a missed heartbeat", async || {
+        let rows = server
+            .sql("SELECT status, error FROM service_metrics WHERE service_name = 'nightly' ORDER BY recorded_at")
+            .await
+            .unwrap_or_default();
+        Ok((rows.len() >= 2).then_some(rows))
+    })
+    .await?;
+    assert_eq!(missed[0]["status"], "healthy");
+    assert_eq!(missed[1]["status"], "unhealthy");
+    assert!(
+        missed[1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("heartbeat: none for")
+    );
+
+    // The status page: JSON first, once the failing probe has fired.
+    let report = eventually(
+        Duration::from_secs(30),
+        "a firing alert on the status page",
+        async || {
+            let (status, body) = server.get("/api/v1/status").await?;
+            assert_eq!(status, 200, "{body}");
+            let report: Value = serde_json::from_str(&body)?;
+            let firing = report["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["state"] == "firing"));
+            Ok(firing.then_some(report))
+        },
+    )
+    .await?;
+    let service = |name: &str| {
+        report["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing: {report}"))
+    };
+    assert_eq!(service("good")["status"], "healthy");
+    assert_eq!(number(&service("good")["uptime_24h"]), 100.0);
+    assert_eq!(service("bad")["status"], "unhealthy");
+    assert_eq!(number(&service("bad")["uptime_24h"]), 0.0);
+    assert_eq!(service("bad")["hourly"].as_array().unwrap().len(), 48);
+    assert_eq!(report["alerts"][0]["priority"], "high");
+    assert_eq!(report["alerts"][0]["summary"], "bad is down");
+
+    // The HTML page, rendered by a real browser at phone width.
+    let url = format!("{}/status", server.http_url);
+    let dom = chromium(&["--dump-dom", &url])?;
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains(r#"data-service="bad" data-status="unhealthy""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-service="good" data-status="healthy""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(r#"data-failing="2""#),
+        "bad and nightly fail: {dom}"
+    );
+    assert!(
+        dom.contains(r#"data-rule="service_down" data-state="firing""#),
+        "{dom}"
+    );
+    let shot = artifacts_dir().join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=390,1200",
+        &url,
+    ])?;
+    let png = std::fs::read(&shot).map_err(|e| {
+        anyhow::anyhow!(
+            "no screenshot ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{} bytes",
+        png.len()
+    );
+
+    // Probes made through the API run, and survive a restart.
+    let client = reqwest::Client::new();
+    let put = client
+        .put(format!("{}/api/v1/probes/extra", server.http_url))
+        .body(format!(
+            r#"{{"url": "http://{addr}/health", "interval": "1s", "labels": {{"team": "api"}}}}"#
+        ))
+        .send()
+        .await?;
+    assert_eq!(put.status(), 200, "{}", put.text().await?);
+    let put_config = client
+        .put(format!("{}/api/v1/probes/good", server.http_url))
+        .body(format!(r#"{{"url": "http://{addr}/down"}}"#))
+        .send()
+        .await?;
+    assert_eq!(put_config.status(), 400);
+    assert!(
+        put_config
+            .text()
+            .await?
+            .contains("defined in the config file")
+    );
+    server.restart()?;
+    let probes = eventually(
+        Duration::from_secs(30),
+        "the API probe's result",
+        async || {
+            let (_, body) = server.get("/api/v1/probes").await?;
+            let probes: Value = serde_json::from_str(&body)?;
+            let extra = probes["probes"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["name"] == "extra").cloned());
+            Ok(extra.filter(|e| !e["last"].is_null()))
+        },
+    )
+    .await?;
+    assert_eq!(probes["origin"], "api");
+    assert_eq!(probes["last"]["healthy"], true);
+    // Its rows carry its labels (written a moment after the run).
+    eventually(Duration::from_secs(10), "the API probe's rows", async || {
+        let n = server
+            .count("SELECT count(*) FROM service_metrics WHERE service_name = 'extra' AND team = 'api'")
+            .await
+            .unwrap_or(0);
+        Ok((n >= 1).then_some(()))
+    })
+    .await?;
+    let deleted = client
+        .delete(format!("{}/api/v1/probes/extra", server.http_url))
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 200);
+    let deleted_again = client
+        .delete(format!("{}/api/v1/probes/extra", server.http_url))
+        .send()
+        .await?;
+    assert_eq!(deleted_again.status(), 404);
     Ok(())
 }
