@@ -1072,6 +1072,82 @@ grace = "1s"
         png.len()
     );
 
+    // The same from the command line.
+    let cli = |args: &[&str]| -> Result<String> {
+        let out = server.cli(args)?;
+        if !out.status.success() {
+            bail!("weir {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let status = cli(&["status"])?;
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("bad ") && l.contains("unhealthy")),
+        "{status}"
+    );
+    assert!(status.contains("1 alerts firing"), "{status}");
+    let alerts = cli(&["alerts"])?;
+    assert!(
+        alerts
+            .lines()
+            .any(|l| l.starts_with("firing") && l.contains("bad is down")),
+        "{alerts}"
+    );
+    let probes = cli(&["probes"])?;
+    assert!(
+        probes
+            .lines()
+            .any(|l| l.starts_with("bad ") && l.contains("unhealthy: condition: status 503")),
+        "{probes}"
+    );
+    let checked = cli(&["rules", "check", &config])?;
+    assert!(
+        checked.contains("1 rules, 0 receivers, 2 probes, 1 heartbeats: OK"),
+        "{checked}"
+    );
+    let planned = cli(&["rules", "check", &config, "--server", &server.http_url])?;
+    assert!(planned.contains("planned on the server"), "{planned}");
+    let tested = cli(&["rules", "test", "service_down", "--config", &config])?;
+    assert!(
+        tested.lines().any(|l| l.starts_with("FIRING")
+            && l.contains("service_name=bad")
+            && l.ends_with("bad is down")),
+        "{tested}"
+    );
+    assert!(
+        tested
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("service_name=good")),
+        "{tested}"
+    );
+    // As of a time before any data: nothing.
+    let before = cli(&[
+        "rules",
+        "test",
+        "service_down",
+        "--config",
+        &config,
+        "--at",
+        "2020-01-01T00:00:00Z",
+    ])?;
+    assert!(before.contains("0 instances"), "{before}");
+    let bad_rule = dir.path().join("bad_rule.toml");
+    std::fs::write(
+        &bad_rule,
+        "[rules.r]\nquery = \"SELECT service_name, status AS firing FROM service_metrics\"\n",
+    )?;
+    let out = server.cli(&[
+        "rules",
+        "check",
+        &bad_rule.display().to_string(),
+        "--server",
+        &server.http_url,
+    ])?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("column `firing` must be a boolean"));
+
     // Probes made through the API run, and survive a restart.
     let client = reqwest::Client::new();
     let put = client

@@ -1,8 +1,10 @@
-//! `weir`: the one binary. `weir serve` runs the server; `weir sql` and
-//! `weir import` are clients of a running server; `weir plugin` builds
-//! and tries plugins.
+//! `weir`: the one binary. `weir serve` runs the server; `weir sql`,
+//! `weir import`, `weir status`, `weir alerts` and `weir probes` are
+//! clients of a running server; `weir plugin` builds and tries plugins;
+//! `weir rules` checks and tries alert rules.
 
 mod import;
+mod monitor;
 mod plugin;
 mod sql;
 
@@ -32,6 +34,14 @@ enum Command {
     Import(import::ImportArgs),
     /// Scaffold, check, try out and reload WebAssembly plugins.
     Plugin(plugin::PluginArgs),
+    /// Services, their uptime and the alerts firing, from a running server.
+    Status(monitor::ServerArg),
+    /// Current alerts of a running server.
+    Alerts(monitor::ServerArg),
+    /// Probes of a running server with their last result.
+    Probes(monitor::ServerArg),
+    /// Check rule files; evaluate a rule against stored data.
+    Rules(monitor::RulesArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +61,10 @@ fn main() -> ExitCode {
         Command::Sql(args) => runtime.block_on(sql::run(args)),
         Command::Import(args) => runtime.block_on(import::run(args)),
         Command::Plugin(args) => runtime.block_on(plugin::run(args)),
+        Command::Status(args) => runtime.block_on(monitor::status(args)),
+        Command::Alerts(args) => runtime.block_on(monitor::alerts(args)),
+        Command::Probes(args) => runtime.block_on(monitor::probes(args)),
+        Command::Rules(args) => runtime.block_on(monitor::rules(args)),
     };
     match result {
         Ok(code) => code,

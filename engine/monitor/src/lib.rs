@@ -55,7 +55,7 @@ pub use config::{
     HeartbeatSection, MonitorSections, MonitorSettings, ProbeSection, ReceiverSection, RuleSection,
 };
 pub use monitor::{Monitor, MonitorArgs, ProbeView};
-pub use rule::check_rule_sections;
+pub use rule::{Observation, RuleDef, check_rule_sections, observations, sql_at, table_names};
 pub use status::{StatusReport, render_status_html};
 pub use weir_pipeline::WritePath;
 

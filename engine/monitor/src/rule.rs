@@ -236,6 +236,136 @@ fn output_columns(sql: &str) -> Result<Option<Vec<String>>, String> {
     Ok(Some(names))
 }
 
+/// The tables a query reads (names as written, unquoted; CTE names too).
+pub fn table_names(sql: &str) -> Result<BTreeSet<String>, String> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{TableFactor, Visit, Visitor};
+
+    struct Tables(BTreeSet<String>);
+    impl Visitor for Tables {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { name, .. } = factor
+                && let Some(ident) = name.0.last().and_then(|p| p.as_ident())
+            {
+                self.0.insert(ident.value.clone());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let statements = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| format!("the SQL does not parse: {e}"))?;
+    let mut tables = Tables(BTreeSet::new());
+    for statement in &statements {
+        let _ = statement.visit(&mut tables);
+    }
+    Ok(tables.0)
+}
+
+/// `sql` as it would have run at `at_ns`: `now()` and `CURRENT_TIMESTAMP`
+/// are `at_ns`, and each table named in `time_columns` (table → its time
+/// column) shows only rows up to `at_ns` (`weir rules test --at`).
+pub fn sql_at(
+    sql: &str,
+    at_ns: i64,
+    time_columns: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{TableFactor, VisitMut, VisitorMut};
+
+    struct AsOf<'a> {
+        now: Expr,
+        at_ns: i64,
+        time_columns: &'a BTreeMap<String, String>,
+        error: Option<String>,
+    }
+    impl VisitorMut for AsOf<'_> {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Function(f) = expr
+                && let Some(name) = f.name.0.last().and_then(|part| part.as_ident())
+                && ["now", "current_timestamp"].contains(&name.value.to_ascii_lowercase().as_str())
+            {
+                *expr = self.now.clone();
+            }
+            ControlFlow::Continue(())
+        }
+        fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            let TableFactor::Table { name, alias, .. } = factor else {
+                return ControlFlow::Continue(());
+            };
+            let Some(table) = name.0.last().and_then(|p| p.as_ident()) else {
+                return ControlFlow::Continue(());
+            };
+            let Some(time_column) = self.time_columns.get(&table.value) else {
+                return ControlFlow::Continue(());
+            };
+            let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+            let alias = alias
+                .as_ref()
+                .map_or_else(|| quote(&table.value), |a| a.to_string());
+            let text = format!(
+                "SELECT * FROM (SELECT * FROM {name} WHERE {} <= to_timestamp_nanos({})) AS {alias}",
+                quote(time_column),
+                self.at_ns
+            );
+            match parse_from(&text) {
+                Ok(derived) => *factor = derived,
+                Err(e) => self.error = Some(e),
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    fn parse_from(text: &str) -> Result<TableFactor, String> {
+        let statements = Parser::parse_sql(&GenericDialect {}, text).map_err(|e| e.to_string())?;
+        if let [Statement::Query(query)] = statements.as_slice()
+            && let SetExpr::Select(select) = query.body.as_ref()
+            && let Some(from) = select.from.first()
+        {
+            return Ok(from.relation.clone());
+        }
+        Err("could not rewrite a table reference".into())
+    }
+    let mut statements = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| format!("the SQL does not parse: {e}"))?;
+    let now = Parser::new(&GenericDialect {})
+        .try_with_sql(&format!("to_timestamp_nanos({at_ns})"))
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| e.to_string())?;
+    let mut as_of = AsOf {
+        now,
+        at_ns,
+        time_columns,
+        error: None,
+    };
+    for statement in &mut statements {
+        let _ = statement.visit(&mut as_of);
+    }
+    if let Some(e) = as_of.error {
+        return Err(e);
+    }
+    Ok(statements
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(";\n"))
+}
+
+impl RuleDef {
+    /// The summary an observation would carry.
+    pub fn summary_for(&self, obs: &Observation) -> String {
+        let cx = crate::template::Context {
+            rule: &self.name,
+            priority: self.priority.as_str(),
+            labels: &obs.labels,
+            value: obs.value,
+        };
+        self.summary.render(&cx)
+    }
+}
+
 /// One alert instance as one evaluation saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -493,6 +623,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("must be a boolean"), "{err}");
+    }
+
+    #[test]
+    fn rules_are_rewritten_as_of_a_time() {
+        let sql = "SELECT a FROM t AS x JOIN u ON x.k = u.k WHERE time > now() - INTERVAL '5 minutes' AND b < CURRENT_TIMESTAMP";
+        assert_eq!(
+            table_names(sql).unwrap().into_iter().collect::<Vec<_>>(),
+            ["t", "u"]
+        );
+        let times = BTreeMap::from([("t".to_string(), "recorded_at".to_string())]);
+        let at = sql_at(sql, 1_700_000_000_000_000_000, &times).unwrap();
+        assert_eq!(
+            at.matches("to_timestamp_nanos(1700000000000000000)")
+                .count(),
+            3,
+            "{at}"
+        );
+        assert!(!at.to_lowercase().contains("now()"), "{at}");
+        assert!(
+            at.contains(r#"(SELECT * FROM t WHERE "recorded_at" <= to_timestamp_nanos(1700000000000000000)) AS x"#),
+            "{at}"
+        );
+        // A table without a known time column is read as it is.
+        assert!(at.contains("JOIN u ON"), "{at}");
     }
 
     #[test]

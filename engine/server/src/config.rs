@@ -322,6 +322,16 @@ impl ServeArgs {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// The monitor's sections: probes, heartbeats, rules, receivers.
+    pub fn monitor_sections(&self) -> weir_monitor::MonitorSections {
+        weir_monitor::MonitorSections {
+            probes: self.probes.clone(),
+            heartbeats: self.heartbeats.clone(),
+            rules: self.rules.clone(),
+            receivers: self.receivers.clone(),
+        }
+    }
+
     /// Flags and environment (`self`) over the `--config` file, over defaults.
     pub fn resolve(self) -> Result<ServerConfig> {
         let as_given = self.clone();
@@ -534,12 +544,7 @@ impl ServeArgs {
             ..weir_model::WriteLimits::default()
         };
         let plugins = self.plugins_config(&store_data_dir)?;
-        let monitor = weir_monitor::MonitorSections {
-            probes: self.probes.clone(),
-            heartbeats: self.heartbeats.clone(),
-            rules: self.rules.clone(),
-            receivers: self.receivers.clone(),
-        };
+        let monitor = self.monitor_sections();
         monitor.check().map_err(|e| Error::Config(e.to_string()))?;
         let monitor_settings = weir_monitor::MonitorSettings {
             probe_concurrency: positive(
