@@ -305,7 +305,7 @@ pub fn sql_at(
             let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
             let alias = alias
                 .as_ref()
-                .map_or_else(|| quote(&table.value), |a| a.to_string());
+                .map_or_else(|| quote(&table.value), |a| a.name.to_string());
             let text = format!(
                 "SELECT * FROM (SELECT * FROM {name} WHERE {} <= to_timestamp_nanos({})) AS {alias}",
                 quote(time_column),
