@@ -826,6 +826,11 @@ mod tests {
         assert_eq!(metrics.time_column.as_deref(), Some("recorded_at"));
         assert_eq!(metrics.retention, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(config.store.wal.durability, Durability::Fsync);
+        // A probe, rules and receivers, checked as loading them would.
+        assert!(config.monitor.probes.contains_key("weir"));
+        assert_eq!(config.monitor.rules.len(), 2);
+        assert_eq!(config.monitor.receivers.len(), 3);
+        assert_eq!(config.monitor_settings.max_alerts_per_rule, 10_000);
     }
 
     #[test]
