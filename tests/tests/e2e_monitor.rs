@@ -18,6 +18,9 @@ use axum::routing::{get, post};
 use serde_json::Value;
 use weir_e2e::WeirServer;
 
+/// By receiver path, the statuses it answers before it answers 200.
+type FailPlan = Vec<(String, VecDeque<u16>)>;
+
 /// A local service to probe and a set of fake receivers, on one port.
 #[derive(Clone, Default)]
 struct Fake {
@@ -26,7 +29,7 @@ struct Fake {
     /// What each receiver path got: (path, JSON body), in order.
     received: Arc<Mutex<Vec<(String, Value)>>>,
     /// Statuses a receiver path answers before it answers 200.
-    fail_plan: Arc<Mutex<Vec<(String, VecDeque<u16>)>>>,
+    fail_plan: Arc<Mutex<FailPlan>>,
 }
 
 impl Fake {

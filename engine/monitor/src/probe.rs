@@ -40,16 +40,17 @@ pub const RESERVED_COLUMNS: [&str; 6] = [
 /// What a probe checks.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Http {
-        url: reqwest::Url,
-        method: reqwest::Method,
-        headers: reqwest::header::HeaderMap,
-        body: Option<String>,
-        client: reqwest::Client,
-    },
-    Tcp {
-        address: String,
-    },
+    Http(Box<HttpTarget>),
+    Tcp { address: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    pub url: reqwest::Url,
+    pub method: reqwest::Method,
+    headers: reqwest::header::HeaderMap,
+    body: Option<String>,
+    client: reqwest::Client,
 }
 
 /// A checked `[probes.NAME]`.
@@ -220,16 +221,10 @@ impl ProbeDef {
         let run = async {
             match &self.target {
                 Target::Tcp { address } => tcp(address, started_ns, started).await,
-                Target::Http {
-                    url,
-                    method,
-                    headers,
-                    body,
-                    client,
-                } => {
-                    let mut request = client.request(method.clone(), url.clone());
-                    request = request.headers(headers.clone());
-                    if let Some(body) = body {
+                Target::Http(http) => {
+                    let mut request = http.client.request(http.method.clone(), http.url.clone());
+                    request = request.headers(http.headers.clone());
+                    if let Some(body) = &http.body {
                         request = request.body(body.clone());
                     }
                     self.http(request, started_ns, started).await
@@ -492,13 +487,13 @@ fn http_target(
     let client = client
         .build()
         .map_err(|e| config_error(what, format!("building the HTTP client: {e}")))?;
-    Ok(Target::Http {
+    Ok(Target::Http(Box::new(HttpTarget {
         url: parsed,
         method,
         headers,
         body: section.body.clone(),
         client,
-    })
+    })))
 }
 
 fn conditions(what: &str, section: &ProbeSection) -> Result<Conditions> {

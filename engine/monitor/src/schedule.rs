@@ -183,7 +183,7 @@ impl Probes {
                 origin: r.origin,
                 service: r.def.service.clone(),
                 target: match &r.def.target {
-                    crate::probe::Target::Http { method, url, .. } => format!("{method} {url}"),
+                    crate::probe::Target::Http(http) => format!("{} {}", http.method, http.url),
                     crate::probe::Target::Tcp { address } => format!("tcp {address}"),
                 },
                 interval_ms: r.def.interval.as_millis() as u64,
