@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
-    let protos = ["weir/v1/write.proto"];
+    let protos = ["weir/v1/write.proto", "weir/v1/monitor.proto"];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

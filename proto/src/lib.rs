@@ -1,7 +1,7 @@
 //! Weir's gRPC API, `weir.v1`, generated from `proto/weir/v1/*.proto`.
 //!
 //! In: nothing but the `.proto` files. Out: the prost messages, the tonic
-//! client and server for `WriteService`, [`FILE_DESCRIPTOR_SET`] for gRPC
+//! client and server for `WriteService` and `MonitorService`, [`FILE_DESCRIPTOR_SET`] for gRPC
 //! server reflection, and [`SymbolTable`] for clients building requests.
 
 use std::collections::HashMap;

@@ -987,18 +987,35 @@ grace = "1s"
         .post("/api/v1/heartbeat/weekly", "text/plain", "")
         .await?;
     assert_eq!(status, 404, "{body}");
+    // The same over gRPC.
+    let mut grpc = weir_proto::v1::monitor_service_client::MonitorServiceClient::connect(
+        server.grpc_url.clone(),
+    )
+    .await?;
+    let beat = |name: &str| weir_proto::v1::HeartbeatRequest { name: name.into() };
+    grpc.heartbeat(beat("nightly")).await?;
+    let unknown = grpc.heartbeat(beat("weekly")).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
     let missed = eventually(Duration::from_secs(30), "a missed heartbeat", async || {
         let rows = server
             .sql("SELECT status, error FROM service_metrics WHERE service_name = 'nightly' ORDER BY recorded_at")
             .await
             .unwrap_or_default();
-        Ok((rows.len() >= 2).then_some(rows))
+        Ok((rows.len() >= 3).then_some(rows))
     })
     .await?;
-    assert_eq!(missed[0]["status"], "healthy");
-    assert_eq!(missed[1]["status"], "unhealthy");
+    // Two beats (HTTP, gRPC), then silence.
+    let statuses: Vec<&str> = missed
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses[..3],
+        ["healthy", "healthy", "unhealthy"],
+        "{missed:?}"
+    );
     assert!(
-        missed[1]["error"]
+        missed[2]["error"]
             .as_str()
             .unwrap()
             .starts_with("heartbeat: none for")

@@ -1,4 +1,4 @@
-//! The gRPC front end: `weir.v1.WriteService`.
+//! The gRPC front end: `weir.v1.WriteService` and `weir.v1.MonitorService`.
 
 use std::pin::Pin;
 
@@ -10,8 +10,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, info_span, warn};
+use weir_proto::v1::monitor_service_server::MonitorService;
 use weir_proto::v1::write_service_server::WriteService;
-use weir_proto::v1::{RawWriteRequest, WriteAck, WriteError, WriteRequest, WriteResponse};
+use weir_proto::v1::{
+    HeartbeatRequest, HeartbeatResponse, RawWriteRequest, WriteAck, WriteError, WriteRequest,
+    WriteResponse,
+};
 
 use crate::ingest::Ingest;
 use crate::{Result, request_id};
@@ -166,5 +170,34 @@ async fn ack(ingest: &Ingest, request: WriteRequest, admission: Result<Admission
                 }),
             }
         }
+    }
+}
+
+/// `weir.v1.MonitorService`.
+pub struct MonitorApi {
+    monitor: std::sync::Arc<weir_monitor::Monitor>,
+}
+
+impl MonitorApi {
+    pub fn new(monitor: std::sync::Arc<weir_monitor::Monitor>) -> Self {
+        Self { monitor }
+    }
+}
+
+#[tonic::async_trait]
+impl MonitorService for MonitorApi {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let id = request_id::from_metadata(request.metadata());
+        let name = request.into_inner().name;
+        self.monitor
+            .heartbeat(&name)
+            .await
+            .map_err(|e| crate::Error::from(e).grpc_status())?;
+        let mut response = Response::new(HeartbeatResponse {});
+        request_id::set_metadata(response.metadata_mut(), &id);
+        Ok(response)
     }
 }

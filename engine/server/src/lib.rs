@@ -33,6 +33,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 use weir_monitor::{Monitor, MonitorArgs};
 use weir_pipeline::WritePath;
+use weir_proto::v1::monitor_service_server::MonitorServiceServer;
 use weir_proto::v1::write_service_server::WriteServiceServer;
 use weir_query::QueryEngine;
 use weir_storage::{Store, spawn_background};
@@ -130,6 +131,9 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(write_service)
+        .add_service(MonitorServiceServer::new(grpc::MonitorApi::new(
+            Arc::clone(&monitor),
+        )))
         .serve_with_incoming_shutdown(grpc_incoming, wait_for_stop(stop_rx.clone()));
     let http_server = axum::serve(http_listener, http::router(Arc::clone(&http_state)))
         .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
