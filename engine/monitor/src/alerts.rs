@@ -275,6 +275,35 @@ impl AlertBook {
         applied
     }
 
+    /// Resolves the alerts of rules no longer configured (their resolution
+    /// is still sent), and drops their pending ones.
+    pub fn retire(&self, is_configured: &dyn Fn(&AlertSnapshot) -> bool, now_ns: i64) -> usize {
+        let mut inner = self.lock();
+        let Inner { file, version, .. } = &mut *inner;
+        let gone: Vec<(String, AlertState)> = file
+            .alerts
+            .values()
+            .filter(|a| !is_configured(a))
+            .map(|a| (a.fingerprint.clone(), a.state))
+            .collect();
+        let mut changes = Changes {
+            file,
+            applied: Applied::default(),
+        };
+        for (fp, state) in &gone {
+            match state {
+                AlertState::Firing => changes.transition(fp, AlertState::Resolved, now_ns),
+                AlertState::Pending | AlertState::Inactive => {
+                    changes.transition(fp, AlertState::Inactive, now_ns);
+                    changes.file.alerts.remove(fp);
+                }
+                AlertState::Resolved => {}
+            }
+        }
+        *version += 1;
+        changes.applied.transitions
+    }
+
     /// Writes the book to disk if it changed since the last save. Returns
     /// once what was in memory when called is durable.
     pub async fn save(&self) -> Result<()> {

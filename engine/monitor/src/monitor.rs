@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use weir_pipeline::WritePath;
 use weir_query::{QueryEngine, SystemTable};
-use weir_storage::metrics::{Counter, Exposition, Gauge};
+use weir_storage::metrics::{Counter, Exposition, Gauge, Histogram};
 
 use crate::alerts::{AlertBook, AlertSnapshot};
 use crate::config::{MonitorSections, MonitorSettings, ProbeSection};
@@ -67,6 +67,7 @@ pub struct Monitor {
 struct RuleMetrics {
     evaluations: Counter,
     failures: Counter,
+    seconds: Histogram,
 }
 
 struct Running {
@@ -109,6 +110,27 @@ impl Monitor {
         }
         let state_dir = args.data_dir.join("monitor");
         let book = AlertBook::open(Some(&state_dir))?;
+        // Alerts of rules taken out of the config resolve now rather than
+        // fire forever.
+        let configured: std::collections::HashSet<&str> =
+            rules.iter().map(|r| r.name.as_str()).collect();
+        let retired = book.retire(
+            &|a| {
+                let rule = if a.rule == RULE_FAILING {
+                    a.labels.get("rule").map_or("", String::as_str)
+                } else {
+                    a.rule.as_str()
+                };
+                configured.contains(rule)
+            },
+            weir_pipeline::now_ns(),
+        );
+        if retired > 0 {
+            info!(
+                alerts = retired,
+                "alerts of rules no longer configured were resolved"
+            );
+        }
         let api_probes = read_api_probes(&state_dir)?;
         Ok(Self {
             settings: args.settings,
@@ -353,6 +375,11 @@ impl Monitor {
             "Alert rule evaluations.",
             &self.rule_metrics.evaluations,
         );
+        out.histogram(
+            "weir_rule_evaluation_seconds",
+            "Time to evaluate one alert rule (its query and the state update).",
+            &self.rule_metrics.seconds,
+        );
         out.counter(
             "weir_rule_failures_total",
             "Alert rule evaluations that failed.",
@@ -438,7 +465,7 @@ async fn rule_loop(mut l: RuleLoop) {
             _ = l.stop.wait_for(|s| *s) => return,
         }
         l.metrics.evaluations.inc();
-        let now_ns = weir_pipeline::now_ns();
+        let started = Instant::now();
         let answer = l
             .query
             .sql_limited(&l.rule.query, l.max_alerts)
@@ -450,6 +477,10 @@ async fn rule_loop(mut l: RuleLoop) {
                 e => e.to_string(),
             })
             .and_then(|result| observations(&l.rule, &result));
+        // The state is as of when the answer is known: a transition's time
+        // is when it happened, not when the query began.
+        let now_ns = weir_pipeline::now_ns();
+        l.metrics.seconds.observe(started.elapsed());
         let failed = answer.as_ref().err().cloned();
         match answer {
             Ok(obs) => {

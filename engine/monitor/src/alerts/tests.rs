@@ -184,3 +184,22 @@ fn a_damaged_book_is_a_clear_error() {
     let err = AlertBook::open(Some(dir.path())).err().unwrap().to_string();
     assert!(err.contains("alerts.json is damaged"), "{err}");
 }
+
+#[tokio::test]
+async fn alerts_of_removed_rules_resolve_and_say_so() {
+    let book = AlertBook::open(None).unwrap();
+    let rule = rule("");
+    book.apply(&rule, &[obs("a", true, None)], true, SEC, &route);
+    book.save().await.unwrap();
+    let _ = book.take_due();
+    assert_eq!(book.retire(&|a| a.rule != "down", 2 * SEC), 1);
+    assert_eq!(state(&book, "a"), Some(AlertState::Resolved));
+    book.save().await.unwrap();
+    let due = book.take_due();
+    assert_eq!(due.notifications.len(), 2);
+    assert!(
+        due.notifications
+            .iter()
+            .all(|n| n.to == AlertState::Resolved)
+    );
+}
