@@ -10,7 +10,7 @@
 mod cert;
 mod json_path;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -463,30 +463,15 @@ fn http_target(
         })?;
         headers.insert(name, value);
     }
-    let mut client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-        .user_agent(concat!("weir-probe/", env!("CARGO_PKG_VERSION")))
-        .no_proxy()
-        .tls_info(https);
-    if let Some(path) = &section.tls_ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| config_error(key("tls_ca_file"), format!("reading {path}: {e}")))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| config_error(key("tls_ca_file"), format!("{path}: {e}")))?;
-        if certs.is_empty() {
-            return Err(config_error(
-                key("tls_ca_file"),
-                format!("{path}: no certificates"),
-            ));
-        }
-        for cert in certs {
-            client = client.add_root_certificate(cert);
+    let client = match &section.tls_ca_file {
+        None => shared_client(None),
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| config_error(key("tls_ca_file"), format!("reading {path}: {e}")))?;
+            shared_client(Some(&pem))
         }
     }
-    let client = client
-        .build()
-        .map_err(|e| config_error(what, format!("building the HTTP client: {e}")))?;
+    .map_err(|e| config_error(what, e))?;
     Ok(Target::Http(Box::new(HttpTarget {
         url: parsed,
         method,
@@ -494,6 +479,44 @@ fn http_target(
         body: section.body.clone(),
         client,
     })))
+}
+
+/// The HTTP client probes share: one for the public roots, one per set of
+/// extra roots (`tls_ca_file`). A client holds a TLS configuration with
+/// every root certificate; one per probe would cost megabytes per thousand
+/// probes for nothing.
+fn shared_client(extra_roots_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    static CLIENTS: std::sync::OnceLock<std::sync::Mutex<HashMap<Vec<u8>, reqwest::Client>>> =
+        std::sync::OnceLock::new();
+    let key = extra_roots_pem.unwrap_or_default().to_vec();
+    let mut clients = CLIENTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(client) = clients.get(&key) {
+        return Ok(client.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+        .user_agent(concat!("weir-probe/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .tls_info(true);
+    if let Some(pem) = extra_roots_pem {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("tls_ca_file: {e}"))?;
+        if certs.is_empty() {
+            return Err("tls_ca_file: no certificates in the file".into());
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))?;
+    clients.insert(key, client.clone());
+    Ok(client)
 }
 
 fn conditions(what: &str, section: &ProbeSection) -> Result<Conditions> {
