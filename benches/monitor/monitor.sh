@@ -12,7 +12,8 @@
 #     24 h, the compare.sh data), every 60 s; evaluation time per rule (from
 #     weir_rule_evaluation_seconds), CPU; and, for the alerts that fire, the
 #     latency from the firing transition (weir_alert_history) to the first
-#     byte of the notification at a local receiver, p50/p99.
+#     byte of the notification at a local receiver, p50/p99; and the time
+#     to compute the status page over those 1,000 services.
 #
 # Prints one JSON line per part.
 set -euo pipefail
@@ -112,12 +113,20 @@ n0=$(metric weir_rule_evaluation_seconds_count); s0=$(metric weir_rule_evaluatio
 sleep $((60 * RULE_ROUNDS))
 n1=$(metric weir_rule_evaluation_seconds_count); s1=$(metric weir_rule_evaluation_seconds_sum); cpu1=$(cpu_seconds "$pid")
 curl -sf "$HTTP/metrics" | grep '^weir_rule_evaluation_seconds_bucket' >"$WORK/buckets"
+# The status page over the same 1,000 services (its cache is 5 s: each
+# load here computes it afresh).
+status_ms=()
+for _ in 1 2 3; do
+  sleep 6
+  status_ms+=("$(curl -sf -o /dev/null -w '%{time_total}' "$HTTP/status" | awk '{printf "%.0f", $1 * 1000}')")
+done
+STATUS_MS=$(printf '%s\n' "${status_ms[@]}" | sort -n | sed -n 2p)
 history=$(curl -sf "$HTTP/api/v1/sql" -d "SELECT fingerprint, CAST(time AS BIGINT) AS t FROM weir_alert_history WHERE to_state = 'firing'")
 curl -sf "http://$TARGET/received" >"$WORK/received.json"
 echo "$history" >"$WORK/history.json"
-python3 - "$WORK" "$RULES" "$n0" "$n1" "$s0" "$s1" "$cpu0" "$cpu1" "$((60 * RULE_ROUNDS))" <<'PY'
+python3 - "$WORK" "$RULES" "$n0" "$n1" "$s0" "$s1" "$cpu0" "$cpu1" "$((60 * RULE_ROUNDS))" "$STATUS_MS" <<'PY'
 import json, statistics, sys
-work, rules, n0, n1, s0, s1, c0, c1, secs = sys.argv[1:]
+work, rules, n0, n1, s0, s1, c0, c1, secs, status_ms = sys.argv[1:]
 n, s = float(n1) - float(n0), float(s1) - float(s0)
 fired = {r["fingerprint"]: int(r["t"]) for r in json.load(open(f"{work}/history.json"))}
 # The Alertmanager webhook body names each alert's fingerprint.
@@ -138,6 +147,7 @@ print(json.dumps({
     "evaluation_seconds_buckets": {b[0].split('"')[1]: int(b[1]) for b in buckets},
     "firing_transitions": len(fired),
     "notify_latency_ms": {"n": len(lat_ms), "p50": pct(0.5), "p99": pct(0.99), "max": lat_ms[-1] if lat_ms else None},
+    "status_page_ms_median_of_3": int(status_ms),
 }))
 PY
 kill -TERM "$pid"; wait "$pid" || true
