@@ -482,9 +482,13 @@ async fn rule_loop(mut l: RuleLoop) {
         let now_ns = weir_pipeline::now_ns();
         l.metrics.seconds.observe(started.elapsed());
         let failed = answer.as_ref().err().cloned();
+        let mut transitions = 0;
         match answer {
             Ok(obs) => {
-                l.book.apply(&l.rule, &obs, true, now_ns, &route);
+                transitions += l
+                    .book
+                    .apply(&l.rule, &obs, true, now_ns, &route)
+                    .transitions;
             }
             Err(e) => {
                 l.metrics.failures.inc();
@@ -508,9 +512,16 @@ async fn rule_loop(mut l: RuleLoop) {
             value: None,
             checked_at_ns: None,
         };
-        l.book
-            .apply(&l.rule_failing, &[report], false, now_ns, &route);
-        l.persist.notify_one();
+        transitions += l
+            .book
+            .apply(&l.rule_failing, &[report], false, now_ns, &route)
+            .transitions;
+        // A transition is saved and acted on at once; counters alone wait
+        // for the next periodic save (losing one to a crash delays a
+        // `consecutive` alert by one check, no more).
+        if transitions > 0 {
+            l.persist.notify_one();
+        }
     }
 }
 
