@@ -27,8 +27,11 @@ RULE_ROUNDS=${RULE_ROUNDS:-3}
 WORK=$(mktemp -d /tmp/weir-monitor-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$WORK"' EXIT
 
-cargo build --release -p weir -p weir-benches --bins >&2
-BIN=${CARGO_TARGET_DIR:-target}/release
+# BIN_DIR: prebuilt binaries (weir, loadgen, http_target) instead of a build.
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release -p weir -p weir-benches --bins >&2
+fi
+BIN=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 WEIR_BIN=${WEIR_BIN:-$BIN/weir}
 HTTP=http://127.0.0.1:58187
 CLK=$(getconf CLK_TCK)
