@@ -7,12 +7,13 @@
 
 mod payload;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weir_pipeline::WritePath;
 use weir_storage::metrics::{Counter, Histogram};
@@ -185,6 +186,8 @@ pub struct Notifier {
     retry_for: Duration,
     metrics: Arc<NotifyMetrics>,
     stop: watch::Receiver<bool>,
+    /// The last delivery task of each (receiver, alert).
+    chains: Arc<Mutex<HashMap<(String, String), JoinHandle<()>>>>,
 }
 
 enum Attempt {
@@ -216,13 +219,26 @@ impl Notifier {
             retry_for,
             metrics,
             stop,
+            chains: Arc::default(),
         })
     }
 
-    /// Starts delivering one owed notification.
+    /// Starts delivering one owed notification. Notifications of one alert
+    /// to one receiver go in order — a resolve never overtakes the trigger
+    /// it resolves while that is still being retried.
     pub fn dispatch(&self, owed: Owed) {
+        let key = (owed.receiver.clone(), owed.alert.fingerprint.clone());
+        let mut chains = self.chains.lock().unwrap_or_else(|e| e.into_inner());
+        chains.retain(|_, task| !task.is_finished());
+        let previous = chains.remove(&key);
         let this = self.clone();
-        tokio::spawn(async move { this.deliver(owed).await });
+        let task = tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            this.deliver(owed).await
+        });
+        chains.insert(key, task);
     }
 
     async fn deliver(self, owed: Owed) {
@@ -261,8 +277,7 @@ impl Notifier {
                     if status.is_success() {
                         (Attempt::Delivered, Some(status.as_u16()), None)
                     } else {
-                        let answer = response.text().await.unwrap_or_default();
-                        let answer: String = answer.chars().take(MAX_ANSWER_BYTES).collect();
+                        let answer = read_some(response, MAX_ANSWER_BYTES).await;
                         let retry = status.is_server_error() || status.as_u16() == 429;
                         let outcome = if retry {
                             Attempt::Retry
@@ -356,6 +371,19 @@ impl Notifier {
             warn!(error = %e, "could not store a row of weir_notifications");
         }
     }
+}
+
+/// The start of an answer, for an error message: a receiver cannot make
+/// Weir read (or hold) more than `limit` bytes of it.
+async fn read_some(mut response: reqwest::Response, limit: usize) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk[..chunk.len().min(limit - bytes.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Exponential from 0.5 s to 5 min, with full jitter over its upper half.
