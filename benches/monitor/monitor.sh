@@ -52,6 +52,7 @@ start_weir() { # config data -> pid
     --http-listen 127.0.0.1:58187 --log-filter warn >"$2.out" 2>"$2.log" &
   echo $!
 }
+stop_weir() { kill -TERM "$1"; while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
 wait_ready() { for _ in $(seq 600); do curl -sf "$HTTP/health/ready" >/dev/null && return; sleep 0.1; done; echo "weir did not start" >&2; exit 1; }
 
 # --- probes -----------------------------------------------------------------
@@ -80,7 +81,7 @@ echo "{\"part\": \"probes\", \"endpoints\": $PROBES, \"measured_s\": $MEASURE, \
 \"server_rss_mib\": $(( $(kib "$pid" VmRSS) / 1024 )), \"server_peak_rss_mib\": $(( $(kib "$pid" VmHWM) / 1024 )), \
 \"mean_slot_wait_ms\": $(awk -v a="$wait0" -v b="$wait1" -v r0="$runs0" -v r1="$runs1" 'BEGIN {printf "%.2f", (b - a) * 1000 / (r1 - r0)}'), \
 \"rows_stored\": $rows}"
-kill -TERM "$pid"; wait "$pid" || true
+stop_weir "$pid"
 
 # --- rules ------------------------------------------------------------------
 cfg="$WORK/rules.toml"
@@ -131,14 +132,22 @@ python3 - "$WORK" "$RULES" "$n0" "$n1" "$s0" "$s1" "$cpu0" "$cpu1" "$((60 * RULE
 import json, statistics, sys
 work, rules, n0, n1, s0, s1, c0, c1, secs, status_ms = sys.argv[1:]
 n, s = float(n1) - float(n0), float(s1) - float(s0)
-fired = {r["fingerprint"]: int(r["t"]) for r in json.load(open(f"{work}/history.json"))}
-# The Alertmanager webhook body names each alert's fingerprint.
-lat_ms = sorted(
-    (m["arrived_ns"] - fired[a["fingerprint"]]) / 1e6
-    for m in json.load(open(f"{work}/received.json"))
-    for a in m["body"].get("alerts", [])
-    if a.get("status") == "firing" and a.get("fingerprint") in fired
-)
+import bisect
+fired = {}
+for r in json.load(open(f"{work}/history.json")):
+    fired.setdefault(r["fingerprint"], []).append(int(r["t"]))
+for times in fired.values():
+    times.sort()
+# The Alertmanager webhook body names each alert's fingerprint; an alert
+# that fires again is matched to its latest firing before the arrival.
+lat_ms = []
+for m in json.load(open(f"{work}/received.json")):
+    for a in m["body"].get("alerts", []):
+        times = fired.get(a.get("fingerprint"), [])
+        i = bisect.bisect_right(times, m["arrived_ns"]) - 1
+        if a.get("status") == "firing" and i >= 0:
+            lat_ms.append((m["arrived_ns"] - times[i]) / 1e6)
+lat_ms.sort()
 pct = lambda p: round(lat_ms[min(len(lat_ms) - 1, int(p * len(lat_ms)))], 1) if lat_ms else None
 buckets = [l.split() for l in open(f"{work}/buckets")]
 print(json.dumps({
@@ -148,9 +157,9 @@ print(json.dumps({
     "mean_evaluation_ms": round(s / n * 1000, 2) if n else None,
     "evaluation_cpu_cores": round((float(c1) - float(c0)) / float(secs), 3),
     "evaluation_seconds_buckets": {b[0].split('"')[1]: int(b[1]) for b in buckets},
-    "firing_transitions": len(fired),
+    "firing_transitions": sum(len(t) for t in fired.values()),
     "notify_latency_ms": {"n": len(lat_ms), "p50": pct(0.5), "p99": pct(0.99), "max": lat_ms[-1] if lat_ms else None},
     "status_page_ms_median_of_3": int(status_ms),
 }))
 PY
-kill -TERM "$pid"; wait "$pid" || true
+stop_weir "$pid"
