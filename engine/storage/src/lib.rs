@@ -10,9 +10,7 @@
 //!
 //! 1. [`Store::write`] checks the batches against the catalog's schemas (new
 //!    tables and columns are added; a type conflict fails the whole request)
-//!    and encodes them as one WAL record. Over a soft buffer limit (half of
-//!    `max_buffer_bytes`) writes are paced to the rate persistence frees
-//!    space; at the hard limit they wait for space.
+//!    and encodes them as one WAL record.
 //! 2. The WAL thread appends queued records with one `write` and one fsync
 //!    (group commit), applies them to the write buffer in log order, then
 //!    acknowledges. [`Durability`] sets when a write counts as durable.
@@ -32,7 +30,6 @@ mod catalog;
 mod error;
 mod fsutil;
 pub mod metrics;
-mod pacer;
 mod parquet_files;
 mod store;
 mod wal;

@@ -17,7 +17,6 @@ use weir_model::{ColumnDef, TableBatch, TableSchema, conform};
 use crate::buffer::Buffer;
 use crate::catalog::{Catalog, FileMeta};
 use crate::metrics::StorageMetrics;
-use crate::pacer::Pacer;
 use crate::parquet_files::{DAY_NS, read_file, write_partitioned};
 use crate::wal::{self, Wal, WalConfig, WalSink, WalTable, encode_payload};
 use crate::{Error, Result};
@@ -98,8 +97,6 @@ struct Inner {
     persist_wanted: Notify,
     /// Signalled when persistence frees buffer space.
     space_freed: Notify,
-    /// Paces writers to the persist rate over the soft buffer limit.
-    pacer: Pacer,
     /// Held for the store's lifetime: one server per data directory.
     _lock: File,
 }
@@ -245,7 +242,6 @@ impl Store {
                 maintenance: Mutex::new(()),
                 persist_wanted: Notify::new(),
                 space_freed: Notify::new(),
-                pacer: Pacer::default(),
                 _lock: lock,
                 config,
             }),
@@ -309,11 +305,7 @@ impl Store {
         if rows == 0 {
             return Ok(0);
         }
-        let bytes = batches
-            .iter()
-            .map(|b| b.batch.get_array_memory_size())
-            .sum();
-        self.wait_for_buffer_space(bytes).await;
+        self.wait_for_buffer_space().await;
         {
             // Work under the lock is proportional to the request's columns
             // (bounded by the write limits), never to the table's.
@@ -367,17 +359,8 @@ impl Store {
         Ok(rows)
     }
 
-    async fn wait_for_buffer_space(&self, bytes: usize) {
+    async fn wait_for_buffer_space(&self) {
         let limit = self.inner.config.max_buffer_bytes;
-        // Between the soft limit and the hard one, writes are paced to the
-        // rate persistence frees space (see `pacer`).
-        let soft_limit = (limit / 2).max(self.inner.config.persist_buffer_bytes.min(limit));
-        let buffered = self.inner.metrics.buffer_bytes.get().max(0) as usize;
-        let now = Instant::now();
-        if let Some(slot) = self.inner.pacer.slot(bytes, buffered >= soft_limit, now) {
-            self.inner.metrics.write_backpressure_waits.inc();
-            tokio::time::sleep_until(slot.into()).await;
-        }
         let mut waited = false;
         loop {
             let freed = self.inner.space_freed.notified();
@@ -516,12 +499,6 @@ impl Store {
                 break;
             };
             let (generation, through_segment, tables) = frozen;
-            let generation_started = Instant::now();
-            let generation_bytes: usize = tables
-                .iter()
-                .flat_map(|(_, _, batches)| batches)
-                .map(|b| b.get_array_memory_size())
-                .sum();
             let data_dir = self.inner.config.data_dir.clone();
             let inner = Arc::clone(&self.inner);
             let written =
@@ -553,11 +530,7 @@ impl Store {
                 update_buffer_gauges(&self.inner.metrics, &state.buffer);
                 self.inner.catalog_to_save(&mut state)
             };
-            // Writers waiting for space go on as soon as each generation is
-            // out, and are paced at the rate generations go out.
-            self.inner
-                .pacer
-                .persisted(generation_bytes, generation_started.elapsed());
+            // Writers waiting for space go on as soon as each generation is out.
             self.inner.space_freed.notify_waiters();
             self.save_catalog(catalog).await?;
             let removed = self.inner.wal.remove_segments_through(through_segment)?;
