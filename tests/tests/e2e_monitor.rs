@@ -1029,9 +1029,10 @@ grace = "1s"
             let (status, body) = server.get("/api/v1/status").await?;
             assert_eq!(status, 200, "{body}");
             let report: Value = serde_json::from_str(&body)?;
-            let firing = report["alerts"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x["state"] == "firing"));
+            let firing = report["alerts"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x["state"] == "firing" && x["summary"] == "bad is down")
+            });
             Ok(firing.then_some(report))
         },
     )
@@ -1050,8 +1051,14 @@ grace = "1s"
     assert_eq!(service("bad")["status"], "unhealthy");
     assert_eq!(number(&service("bad")["uptime_24h"]), 0.0);
     assert_eq!(service("bad")["hourly"].as_array().unwrap().len(), 48);
-    assert_eq!(report["alerts"][0]["priority"], "high");
-    assert_eq!(report["alerts"][0]["summary"], "bad is down");
+    let bad_alert = report["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["summary"] == "bad is down")
+        .cloned()
+        .unwrap_or_else(|| panic!("no alert for bad: {report}"));
+    assert_eq!(bad_alert["priority"], "high");
 
     // The HTML page, rendered by a real browser at phone width.
     let url = format!("{}/status", server.http_url);
@@ -1107,7 +1114,11 @@ grace = "1s"
             .any(|l| l.starts_with("bad ") && l.contains("unhealthy")),
         "{status}"
     );
-    assert!(status.contains("1 alerts firing"), "{status}");
+    // `bad` fires; `nightly` (missed heartbeats) may have fired too by now.
+    assert!(
+        status.contains(" alerts firing") && !status.contains("; 0 alerts firing"),
+        "{status}"
+    );
     let alerts = cli(&["alerts"])?;
     assert!(
         alerts

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,8 @@ pub struct Monitor {
     running: Mutex<Option<Running>>,
     /// Serializes changes to the API probes file.
     api_probes: tokio::sync::Mutex<BTreeMap<String, ProbeSection>>,
-    status_cache: Mutex<Option<(Instant, Arc<StatusReport>)>>,
+    status_cache: Arc<Mutex<Option<StatusAnswer>>>,
+    status_refreshing: Arc<AtomicBool>,
     probe_metrics: Arc<ProbeMetrics>,
     row_metrics: Arc<RowMetrics>,
     notify_metrics: Arc<NotifyMetrics>,
@@ -69,6 +71,9 @@ struct RuleMetrics {
     failures: Counter,
     seconds: Histogram,
 }
+
+/// The services part of the status page, and when it was computed.
+type StatusAnswer = (Instant, Arc<StatusReport>);
 
 struct Running {
     query: Arc<QueryEngine>,
@@ -144,7 +149,8 @@ impl Monitor {
             write_path: args.write_path,
             running: Mutex::new(None),
             api_probes: tokio::sync::Mutex::new(api_probes),
-            status_cache: Mutex::new(None),
+            status_cache: Arc::default(),
+            status_refreshing: Arc::default(),
             probe_metrics: Arc::default(),
             row_metrics: Arc::default(),
             notify_metrics: Arc::default(),
@@ -312,28 +318,47 @@ impl Monitor {
         self.book.alerts()
     }
 
-    /// The status page's data, at most `status_cache_for` old.
+    /// The status page's data. Computing it reads 30 days of checks
+    /// (seconds over millions of rows), so once there is an answer no
+    /// request waits for one: an answer older than `status_cache_for` is
+    /// served while a fresh one is computed in the background. The alerts
+    /// on it are always current.
     pub async fn status(&self) -> Result<Arc<StatusReport>> {
-        if let Some((at, report)) = &*self.status_cache.lock().unwrap_or_else(|e| e.into_inner())
-            && at.elapsed() < self.settings.status_cache_for
-        {
-            return Ok(Arc::clone(report));
-        }
         let query = self.with_running(|r| Arc::clone(&r.query))?;
-        let store = self.write_path.store();
-        let table = DEFAULT_TABLE;
-        let report = match store.table_schema(table) {
-            Some(schema) => {
-                let has_error = schema.column("error").is_some();
-                let time_column = schema.time_column.clone();
-                status::compute(&query, table, &time_column, has_error, self.alerts()).await?
+        let cached = self
+            .status_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let services = match cached {
+            Some((at, report)) => {
+                if at.elapsed() >= self.settings.status_cache_for
+                    && !self.status_refreshing.swap(true, Ordering::SeqCst)
+                {
+                    let store = self.write_path.store().clone();
+                    let cache = Arc::clone(&self.status_cache);
+                    let refreshing = Arc::clone(&self.status_refreshing);
+                    tokio::spawn(async move {
+                        match compute_status(&query, &store).await {
+                            Ok(fresh) => {
+                                *cache.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some((Instant::now(), Arc::new(fresh)));
+                            }
+                            Err(e) => warn!(error = %e, "could not compute the status page"),
+                        }
+                        refreshing.store(false, Ordering::SeqCst);
+                    });
+                }
+                report
             }
-            None => status::compute_empty(table, self.alerts()),
+            None => {
+                let fresh = Arc::new(compute_status(&query, self.write_path.store()).await?);
+                *self.status_cache.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((Instant::now(), Arc::clone(&fresh)));
+                fresh
+            }
         };
-        let report = Arc::new(report);
-        *self.status_cache.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), Arc::clone(&report)));
-        Ok(report)
+        Ok(Arc::new(status::with_alerts(&services, self.alerts())))
     }
 
     pub fn render_metrics(&self, out: &mut Exposition<'_>) {
@@ -412,6 +437,18 @@ impl Monitor {
             "Notifications waiting for delivery.",
             &self.owed,
         );
+    }
+}
+
+/// The services part of the status page, from `service_metrics`.
+async fn compute_status(query: &QueryEngine, store: &weir_storage::Store) -> Result<StatusReport> {
+    let table = DEFAULT_TABLE;
+    match store.table_schema(table) {
+        Some(schema) => {
+            let has_error = schema.column("error").is_some();
+            status::compute(query, table, &schema.time_column, has_error).await
+        }
+        None => Ok(status::compute_empty(table)),
     }
 }
 

@@ -186,9 +186,11 @@ pub struct Notifier {
     retry_for: Duration,
     metrics: Arc<NotifyMetrics>,
     stop: watch::Receiver<bool>,
-    /// The last delivery task of each (receiver, alert).
-    chains: Arc<Mutex<HashMap<(String, String), JoinHandle<()>>>>,
+    chains: Arc<Mutex<Chains>>,
 }
+
+/// The last delivery task of each (receiver, alert fingerprint).
+type Chains = HashMap<(String, String), JoinHandle<()>>;
 
 enum Attempt {
     Delivered,

@@ -1,9 +1,10 @@
 //! The status page: each service's health now, its uptime over 24 h, 7 d
 //! and 30 d, a bar per hour coloured by that hour's uptime, and the active
-//! alerts. Computed with two SQL queries over `service_metrics` (one pass
-//! for the summaries and last checks, one for the hours), served from a
-//! short cache, rendered as one self-contained HTML page (no scripts, no
-//! external assets) or as JSON.
+//! alerts. The services part is computed with two SQL queries over
+//! `service_metrics` (one pass for the summaries and last checks, one for
+//! the hours) and refreshed in the background; the alerts are added fresh
+//! on every request. Rendered as one self-contained HTML page (no scripts,
+//! no external assets) or as JSON.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -82,7 +83,6 @@ pub async fn compute(
     table: &str,
     time_column: &str,
     has_error_column: bool,
-    alerts: Vec<AlertSnapshot>,
 ) -> Result<StatusReport> {
     let now_ns = weir_pipeline::now_ns();
     let t = quote(time_column);
@@ -170,13 +170,6 @@ pub async fn compute(
                 })
                 .collect();
             let status = last_status[i].clone().unwrap_or_else(|| "unknown".into());
-            let firing_alerts = alerts
-                .iter()
-                .filter(|a| {
-                    a.state == AlertState::Firing
-                        && a.labels.get("service_name").is_some_and(|s| *s == name)
-                })
-                .count();
             services.push(ServiceStatus {
                 status,
                 uptime_24h: u24[i],
@@ -190,7 +183,7 @@ pub async fn compute(
                     error: last_error[i].clone(),
                 }),
                 hourly,
-                firing_alerts,
+                firing_alerts: 0,
                 name,
             });
         }
@@ -200,8 +193,26 @@ pub async fn compute(
         table: table.to_string(),
         hours: STATUS_HOURS,
         services,
-        alerts: active_alerts(alerts, now_ns),
+        alerts: Vec::new(),
     })
+}
+
+/// `report` with the alerts as they are now.
+pub fn with_alerts(report: &StatusReport, alerts: Vec<AlertSnapshot>) -> StatusReport {
+    let mut report = report.clone();
+    for service in &mut report.services {
+        service.firing_alerts = alerts
+            .iter()
+            .filter(|a| {
+                a.state == AlertState::Firing
+                    && a.labels
+                        .get("service_name")
+                        .is_some_and(|s| *s == service.name)
+            })
+            .count();
+    }
+    report.alerts = active_alerts(alerts, weir_pipeline::now_ns());
+    report
 }
 
 fn active_alerts(alerts: Vec<AlertSnapshot>, now_ns: i64) -> Vec<ActiveAlert> {
@@ -230,14 +241,13 @@ fn active_alerts(alerts: Vec<AlertSnapshot>, now_ns: i64) -> Vec<ActiveAlert> {
 }
 
 /// The report before the table has any rows.
-pub fn compute_empty(table: &str, alerts: Vec<AlertSnapshot>) -> StatusReport {
-    let now_ns = weir_pipeline::now_ns();
+pub fn compute_empty(table: &str) -> StatusReport {
     StatusReport {
-        generated_at: rfc3339(now_ns),
+        generated_at: rfc3339(weir_pipeline::now_ns()),
         table: table.to_string(),
         hours: STATUS_HOURS,
         services: Vec::new(),
-        alerts: active_alerts(alerts, now_ns),
+        alerts: Vec::new(),
     }
 }
 
