@@ -184,3 +184,124 @@ fn alertmanager_webhook(receiver: &str, owed: &Owed) -> Value {
         }],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn owed(to: AlertState) -> Owed {
+        let labels = BTreeMap::from([
+            ("alertname".to_string(), "service_down".to_string()),
+            ("service_name".to_string(), "checkout".to_string()),
+        ]);
+        Owed {
+            id: 1,
+            receiver: "r".into(),
+            to,
+            seq: 2,
+            alert: AlertSnapshot {
+                fingerprint: "0123456789abcdef".into(),
+                rule: "service_down".into(),
+                priority: Priority::High,
+                labels,
+                state: to,
+                since_ns: 1_800_000_060_000_000_000,
+                active_since_ns: 1_800_000_000_000_000_000,
+                last_value: Some(503.0),
+                last_evaluation_ns: 0,
+                last_failing_ns: 0,
+                consecutive: 3,
+                last_checked_at_ns: None,
+                summary: "checkout is down".into(),
+                description: "3 failed checks <b>".into(),
+                runbook: "https://runbooks.example/checkout".into(),
+                transitions: 2,
+                receivers: vec!["r".into()],
+            },
+            attempts: 0,
+            first_attempt_ns: None,
+        }
+    }
+
+    fn receiver(kind: ReceiverKind) -> ReceiverDef {
+        ReceiverDef {
+            name: "r".into(),
+            kind,
+            url: reqwest::Url::parse("http://127.0.0.1/").unwrap(),
+            priorities: vec![Priority::High],
+            send_resolved: true,
+            timeout: Duration::from_secs(1),
+            headers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_alertmanager_webhook_body_is_version_4() {
+        let body = body(&receiver(ReceiverKind::Webhook), &owed(AlertState::Firing));
+        for key in [
+            "version",
+            "groupKey",
+            "truncatedAlerts",
+            "status",
+            "receiver",
+            "groupLabels",
+            "commonLabels",
+            "commonAnnotations",
+            "externalURL",
+            "alerts",
+        ] {
+            assert!(body.get(key).is_some(), "{key} missing: {body}");
+        }
+        assert_eq!(body["version"], "4");
+        assert_eq!(body["status"], "firing");
+        let alert = &body["alerts"][0];
+        assert_eq!(alert["labels"]["service_name"], "checkout");
+        assert_eq!(alert["labels"]["priority"], "high");
+        assert_eq!(alert["annotations"]["summary"], "checkout is down");
+        assert_eq!(
+            alert["annotations"]["runbook_url"],
+            "https://runbooks.example/checkout"
+        );
+        assert_eq!(alert["startsAt"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(alert["fingerprint"], "0123456789abcdef");
+        let resolved = body_of(ReceiverKind::Webhook, AlertState::Resolved);
+        assert_eq!(resolved["status"], "resolved");
+        assert_eq!(resolved["alerts"][0]["endsAt"], "2027-01-15T08:01:00.000Z");
+    }
+
+    fn body_of(kind: ReceiverKind, to: AlertState) -> Value {
+        body(&receiver(kind), &owed(to))
+    }
+
+    #[test]
+    fn pagerduty_events_v2_trigger_and_resolve() {
+        let pd = || ReceiverKind::PagerDuty {
+            routing_key: "key".into(),
+        };
+        let trigger = body_of(pd(), AlertState::Firing);
+        assert_eq!(trigger["event_action"], "trigger");
+        assert_eq!(trigger["dedup_key"], "0123456789abcdef");
+        assert_eq!(trigger["payload"]["severity"], "critical");
+        assert_eq!(trigger["payload"]["source"], "checkout");
+        assert_eq!(trigger["payload"]["custom_details"]["value"], 503.0);
+        let resolve = body_of(pd(), AlertState::Resolved);
+        assert_eq!(
+            resolve,
+            json!({"routing_key": "key", "event_action": "resolve", "dedup_key": "0123456789abcdef"})
+        );
+    }
+
+    #[test]
+    fn slack_text_is_escaped() {
+        let slack = body_of(ReceiverKind::Slack, AlertState::Firing);
+        assert_eq!(slack["text"], "[FIRING:high] checkout is down");
+        assert!(
+            slack.to_string().contains("3 failed checks &lt;b&gt;"),
+            "{slack}"
+        );
+    }
+}
