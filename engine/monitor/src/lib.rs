@@ -97,6 +97,19 @@ pub(crate) fn config_error(what: impl Into<String>, message: impl Into<String>) 
     }
 }
 
+/// An error and its causes, `outer: inner: …` (reqwest and hyper say which
+/// step failed only in the causes).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// Parses `"30s"`, `"5m"`, `"1h 30m"`.
 pub(crate) fn parse_duration(what: &str, text: &str) -> Result<Duration> {
     humantime::parse_duration(text).map_err(|e| {

@@ -22,7 +22,7 @@ use crate::alerts::{AlertBook, AlertState, Owed};
 use crate::config::ReceiverSection;
 use crate::rule::{Priority, RuleDef};
 use crate::tables::NotificationRow;
-use crate::{Result, config_error, parse_duration};
+use crate::{Result, config_error, error_chain, parse_duration};
 
 const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -395,17 +395,6 @@ fn backoff(attempt: u32) -> Duration {
     let exp = FIRST_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
     let cap = exp.min(MAX_BACKOFF);
     cap.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

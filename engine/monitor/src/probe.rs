@@ -18,7 +18,7 @@ use regex::Regex;
 use serde::Serialize;
 
 use crate::config::ProbeSection;
-use crate::{Result, config_error, parse_duration};
+use crate::{Result, config_error, error_chain, parse_duration};
 use json_path::JsonPath;
 
 /// The table probe rows go to unless a probe says otherwise.
@@ -191,15 +191,13 @@ impl ProbeDef {
                 ));
             }
         };
-        let service = section.service.clone().unwrap_or_else(|| name.to_string());
-        if service.is_empty() || service.len() > weir_model::MAX_TAG_VALUE_BYTES {
-            return Err(config_error(key("service"), "must be 1 to 4096 bytes"));
-        }
-        let table = section
-            .table
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TABLE.into());
-        check_table_and_labels(&what, &table, &section.labels)?;
+        let (service, table) = row_destination(
+            &what,
+            name,
+            section.service.as_deref(),
+            section.table.as_deref(),
+            &section.labels,
+        )?;
         Ok(Self {
             name: name.to_string(),
             service,
@@ -398,13 +396,7 @@ async fn tcp(address: &str, started_ns: i64, started: Instant) -> ProbeOutcome {
 /// Sorts a request error into DNS, connect, TLS, timeout or HTTP, from its
 /// chain of causes (reqwest and hyper say which step failed only there).
 fn classify(e: &reqwest::Error) -> (Failure, String) {
-    let mut chain = Vec::new();
-    let mut cause: Option<&dyn std::error::Error> = Some(e);
-    while let Some(c) = cause {
-        chain.push(c.to_string());
-        cause = c.source();
-    }
-    let text = chain.join(": ");
+    let text = error_chain(e);
     let lower = text.to_ascii_lowercase();
     let kind = if e.is_timeout() {
         Failure::Timeout
@@ -603,15 +595,27 @@ fn check_host_port(what: &str, address: &str) -> Result<()> {
     }
 }
 
+/// Where the rows of a probe or heartbeat named `name` go: its `service`
+/// tag (default: the name) and its `table` (default: `service_metrics`).
 /// The table must be one clients may write, and labels become tags that
 /// must not collide with the columns every row has.
-pub(crate) fn check_table_and_labels(
+pub(crate) fn row_destination(
     what: &str,
-    table: &str,
+    name: &str,
+    service: Option<&str>,
+    table: Option<&str>,
     labels: &BTreeMap<String, String>,
-) -> Result<()> {
-    weir_model::validate_name(weir_model::NameKind::Table, table)
-        .and_then(|()| weir_model::check_not_system_table(table))
+) -> Result<(String, String)> {
+    let service = service.unwrap_or(name).to_string();
+    if service.is_empty() || service.len() > weir_model::MAX_TAG_VALUE_BYTES {
+        return Err(config_error(
+            format!("{what}.service"),
+            "must be 1 to 4096 bytes",
+        ));
+    }
+    let table = table.unwrap_or(DEFAULT_TABLE).to_string();
+    weir_model::validate_name(weir_model::NameKind::Table, &table)
+        .and_then(|()| weir_model::check_not_system_table(&table))
         .map_err(|e| config_error(format!("{what}.table"), e.to_string()))?;
     for (name, value) in labels {
         weir_model::validate_name(weir_model::NameKind::Column, name)
@@ -629,7 +633,7 @@ pub(crate) fn check_table_and_labels(
             ));
         }
     }
-    Ok(())
+    Ok((service, table))
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tokio::time::MissedTickBehavior;
 use weir_storage::metrics::{Counter, Histogram};
 
 use crate::config::HeartbeatSection;
-use crate::probe::{DEFAULT_TABLE, ProbeDef, ProbeOutcome, check_table_and_labels};
+use crate::probe::{ProbeDef, ProbeOutcome, row_destination};
 use crate::rows::{CheckRow, RowWriter};
 use crate::{Error, Result, config_error, parse_duration};
 
@@ -265,14 +265,16 @@ impl HeartbeatDef {
             Some(text) => parse_duration(&format!("{what}.grace"), text)?,
             None => Duration::ZERO,
         };
-        let table = section
-            .table
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TABLE.into());
-        check_table_and_labels(&what, &table, &section.labels)?;
+        let (service, table) = row_destination(
+            &what,
+            name,
+            section.service.as_deref(),
+            section.table.as_deref(),
+            &section.labels,
+        )?;
         Ok(Self {
             name: name.to_string(),
-            service: section.service.clone().unwrap_or_else(|| name.to_string()),
+            service,
             table,
             period,
             grace,
@@ -407,6 +409,29 @@ async fn watch_heartbeat(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeats_are_checked_like_probes() {
+        let section = |service: &str, table: &str| HeartbeatSection {
+            period: "1m".into(),
+            service: Some(service.into()),
+            table: Some(table.into()),
+            ..HeartbeatSection::default()
+        };
+        let err = |s: HeartbeatSection| {
+            HeartbeatDef::from_section("job", &s)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(section(&"x".repeat(5000), "t")).starts_with("heartbeats.job.service"));
+        assert!(err(section("", "t")).starts_with("heartbeats.job.service"));
+        assert!(err(section("job", "weir_alerts")).starts_with("heartbeats.job.table"));
+        let ok = HeartbeatDef::from_section("job", &section("nightly", "jobs")).unwrap();
+        assert_eq!(
+            (ok.service.as_str(), ok.table.as_str()),
+            ("nightly", "jobs")
+        );
+    }
 
     #[test]
     fn probes_spread_over_their_interval_on_a_fixed_grid() {
