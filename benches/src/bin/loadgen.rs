@@ -54,8 +54,8 @@ struct Args {
 struct StreamResult {
     rows: u64,
     latencies: Vec<Duration>,
-    /// When each ack arrived.
-    acked_at: Vec<Instant>,
+    /// When each ack arrived, and the rows it acknowledged.
+    acked_at: Vec<(Instant, u64)>,
     rejected: u64,
 }
 
@@ -101,7 +101,7 @@ async fn run_stream(
                 if let Some(at) = sent.remove(&ack.sequence) {
                     result.latencies.push(at.elapsed());
                 }
-                result.acked_at.push(Instant::now());
+                result.acked_at.push((Instant::now(), ack.rows_written));
                 match ack.error {
                     None => result.rows += ack.rows_written,
                     Some(e) => {
@@ -166,16 +166,29 @@ async fn main() -> anyhow::Result<()> {
         total.acked_at.extend(r.acked_at);
     }
     total.latencies.sort();
-    total.acked_at.sort();
+    total.acked_at.sort_by_key(|(at, _)| *at);
     let longest_gap = std::iter::once(started)
-        .chain(total.acked_at.iter().copied())
+        .chain(total.acked_at.iter().map(|(at, _)| *at))
         .collect::<Vec<_>>()
         .windows(2)
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default();
+    // Rows acknowledged in each second of the run: where the stalls are.
+    let mut acked_per_second = vec![0u64; elapsed.as_secs() as usize + 1];
+    for (at, rows) in &total.acked_at {
+        let second = (*at - started).as_secs() as usize;
+        if let Some(bucket) = acked_per_second.get_mut(second) {
+            *bucket += rows;
+        }
+    }
+    let timeline = acked_per_second
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     println!(
-        "{{\"rows\": {}, \"seconds\": {:.3}, \"rows_per_sec\": {:.0}, \"batches\": {}, \"rejected_batches\": {}, \"ack_p50_ms\": {:.2}, \"ack_p99_ms\": {:.2}, \"ack_max_ms\": {:.2}, \"longest_ack_gap_ms\": {:.1}, \"streams\": {}, \"batch_rows\": {}, \"in_flight\": {}}}",
+        "{{\"rows\": {}, \"seconds\": {:.3}, \"rows_per_sec\": {:.0}, \"batches\": {}, \"rejected_batches\": {}, \"ack_p50_ms\": {:.2}, \"ack_p99_ms\": {:.2}, \"ack_max_ms\": {:.2}, \"longest_ack_gap_ms\": {:.1}, \"streams\": {}, \"batch_rows\": {}, \"in_flight\": {}, \"acked_rows_per_second\": [{}]}}",
         total.rows,
         elapsed.as_secs_f64(),
         total.rows as f64 / elapsed.as_secs_f64(),
@@ -188,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
         args.streams,
         args.batch_rows,
         args.in_flight,
+        timeline,
     );
     Ok(())
 }

@@ -125,8 +125,10 @@ impl WritePath {
         &self.metrics
     }
 
-    /// Waits until `bytes` more of writes may be in flight. A write larger
-    /// than the whole budget waits until it is alone.
+    /// Waits until `bytes` more of writes may be in flight, and until the
+    /// buffer has room. A write larger than the whole budget waits until it
+    /// is alone. Waiting here, before decoding, means a write held back by
+    /// a full buffer holds only its encoded bytes.
     pub async fn admit(&self, bytes: usize) -> Result<Admission> {
         let units = (bytes / INFLIGHT_UNIT + 1).min(self.inflight_units as usize) as u32;
         let started = Instant::now();
@@ -134,6 +136,7 @@ impl WritePath {
             .acquire_many_owned(units)
             .await
             .map_err(|_| Error::ShutDown)?;
+        self.store.buffer_space().await;
         self.metrics
             .admission_wait_seconds
             .observe(started.elapsed());

@@ -154,7 +154,8 @@ pub struct ServeArgs {
 
     /// Encoded bytes of writes in flight (admitted, not yet acknowledged);
     /// more wait, and streams stop reading, until earlier ones are acked.
-    /// Bounds the memory writes hold. Default `256MiB`.
+    /// Bounds the memory writes hold. Default `64MiB`: enough to keep the
+    /// WAL's group commits full; more only lengthens the queue.
     #[arg(long, env = "WEIR_MAX_WRITE_INFLIGHT_SIZE", value_name = "SIZE")]
     pub max_write_inflight_size: Option<String>,
 
@@ -574,7 +575,7 @@ impl ServeArgs {
             write_limits,
             max_write_inflight_bytes: size(
                 "max_write_inflight_size",
-                self.max_write_inflight_size.as_deref().unwrap_or("256MiB"),
+                self.max_write_inflight_size.as_deref().unwrap_or("64MiB"),
             )?,
             max_message_bytes: size(
                 "max_message_size",

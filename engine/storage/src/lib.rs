@@ -31,6 +31,7 @@ mod error;
 mod fsutil;
 pub mod metrics;
 mod parquet_files;
+mod storage_order;
 mod store;
 mod wal;
 

@@ -2,13 +2,12 @@
 //! then time, zstd, dictionary-encoded tags, page statistics; and reading
 //! files back for compaction.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, UInt32Array};
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::array::AsArray;
+use arrow::compute::interleave_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -21,6 +20,7 @@ use weir_model::{TableSchema, conform};
 
 use crate::catalog::FileMeta;
 use crate::fsutil::sync_dir;
+use crate::storage_order::storage_order;
 use crate::{Error, Result};
 
 pub const DAY_NS: i64 = 86_400 * 1_000_000_000;
@@ -50,22 +50,23 @@ pub(crate) fn write_partitioned(
         .map(|b| conform(b, &arrow_schema))
         .collect::<Result<Vec<_>, _>>()
         .map_err(arrange_err)?;
-    let all = concat_batches(&arrow_schema, &conformed).map_err(arrange_err)?;
-    if all.num_rows() == 0 {
-        return Ok(Vec::new());
-    }
+    let tags: Vec<&str> = schema.tag_names().collect();
+    let order = storage_order(&conformed, &tags).map_err(arrange_err)?;
+    let inputs: Vec<&RecordBatch> = conformed.iter().collect();
     let mut files = Vec::new();
-    for (partition, rows) in partitions(&all) {
-        let order = sorted_order(schema, &all, rows).map_err(arrange_err)?;
+    for (partition, entries) in order {
         let id = next_file_id();
         let relative = table_dir(table_id)
             .join(day_name(partition))
             .join(format!("{id:012}.parquet"));
-        // The sorted rows are taken a chunk at a time as the writer needs
-        // them: persisting costs one copy of a chunk, not of the partition.
-        let chunks = (0..order.len()).step_by(WRITE_CHUNK_ROWS).map(|start| {
-            let len = WRITE_CHUNK_ROWS.min(order.len() - start);
-            take_record_batch(&all, &order.slice(start, len)).map_err(arrange_err)
+        // The sorted rows are gathered a chunk at a time as the writer needs
+        // them: persisting costs one copy of a chunk, not of the generation.
+        let chunks = entries.chunks(WRITE_CHUNK_ROWS).map(|chunk| {
+            let rows: Vec<(usize, usize)> = chunk
+                .iter()
+                .map(|e| (e.batch as usize, e.row as usize))
+                .collect();
+            interleave_record_batch(&inputs, &rows).map_err(arrange_err)
         });
         let meta = write_file(data_dir, &relative, schema, &arrow_schema, chunks)?;
         files.push(FileMeta {
@@ -79,61 +80,6 @@ pub(crate) fn write_partitioned(
 
 /// Rows handed to the Parquet writer at a time while persisting.
 const WRITE_CHUNK_ROWS: usize = 64 * 1024;
-
-/// Row indices per day partition; `None` when every row is in one partition.
-fn partitions(batch: &RecordBatch) -> BTreeMap<i64, Option<UInt32Array>> {
-    let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
-    let values = times.values();
-    let first = values.first().map(|t| t.div_euclid(DAY_NS)).unwrap_or(0);
-    if values.iter().all(|t| t.div_euclid(DAY_NS) == first) {
-        return BTreeMap::from([(first, None)]);
-    }
-    let mut by_day: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (i, t) in values.iter().enumerate() {
-        by_day
-            .entry(t.div_euclid(DAY_NS))
-            .or_default()
-            .push(i as u32);
-    }
-    by_day
-        .into_iter()
-        .map(|(day, rows)| (day, Some(UInt32Array::from(rows))))
-        .collect()
-}
-
-/// The rows of one partition (`rows`, or all of `batch`) in the order they
-/// are stored: by the tag columns (the series key) then time, the order that
-/// makes tags compress to runs and lets readers skip by series. Only the
-/// sort keys are copied.
-fn sorted_order(
-    schema: &TableSchema,
-    batch: &RecordBatch,
-    rows: Option<UInt32Array>,
-) -> Result<UInt32Array, arrow::error::ArrowError> {
-    let key = |values: &ArrayRef| match &rows {
-        Some(rows) => arrow::compute::take(values.as_ref(), rows, None),
-        None => Ok(Arc::clone(values)),
-    };
-    let mut keys = Vec::new();
-    for values in schema
-        .tag_names()
-        .filter_map(|name| batch.column_by_name(name))
-        .chain([batch.column(0)])
-    {
-        keys.push(SortColumn {
-            values: key(values)?,
-            options: None,
-        });
-    }
-    let order = lexsort_to_indices(&keys, None)?;
-    match rows {
-        // Positions within the partition back to rows of `batch`.
-        Some(rows) => Ok(arrow::compute::take(&rows, &order, None)?
-            .as_primitive::<arrow::datatypes::UInt32Type>()
-            .clone()),
-        None => Ok(order),
-    }
-}
 
 fn writer_properties(schema: &TableSchema, arrow_schema: &SchemaRef) -> WriterProperties {
     let time = ColumnPath::from(schema.time_column.as_str());

@@ -305,7 +305,7 @@ impl Store {
         if rows == 0 {
             return Ok(0);
         }
-        self.wait_for_buffer_space().await;
+        self.buffer_space().await;
         {
             // Work under the lock is proportional to the request's columns
             // (bounded by the write limits), never to the table's.
@@ -359,7 +359,10 @@ impl Store {
         Ok(rows)
     }
 
-    async fn wait_for_buffer_space(&self) {
+    /// Waits while the buffer holds `max_buffer_bytes` or more (asking for
+    /// persistence meanwhile). Writers call it before decoding a request, so
+    /// what waits is encoded bytes; [`write`](Self::write) checks again.
+    pub async fn buffer_space(&self) {
         let limit = self.inner.config.max_buffer_bytes;
         let mut waited = false;
         loop {
