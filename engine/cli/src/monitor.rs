@@ -21,6 +21,12 @@ pub struct ServerArg {
     server: String,
 }
 
+impl ServerArg {
+    pub fn url(&self) -> &str {
+        &self.server
+    }
+}
+
 #[derive(clap::Args)]
 pub struct RulesArgs {
     #[command(subcommand)]
@@ -53,7 +59,7 @@ enum RulesCommand {
     },
 }
 
-async fn get_json(server: &str, path: &str) -> anyhow::Result<Value> {
+pub async fn get_json(server: &str, path: &str) -> anyhow::Result<Value> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     let response = reqwest::get(&url)
         .await
@@ -70,7 +76,7 @@ async fn get_json(server: &str, path: &str) -> anyhow::Result<Value> {
 }
 
 /// Prints rows as aligned columns.
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+pub fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -99,7 +105,7 @@ fn pct(v: &Value) -> String {
         .map_or_else(|| "-".into(), |u| format!("{u:.2}%"))
 }
 
-fn text(v: &Value) -> String {
+pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::rule::{Observation, Priority, RuleDef, fingerprint};
+use crate::suppress::SuppressionBook;
 use crate::template::Context;
 use crate::{Error, Result};
 
@@ -74,6 +75,17 @@ pub struct AlertSnapshot {
     /// Receivers this alert is routed to (decided when it fires).
     #[serde(default)]
     pub receivers: Vec<String>,
+    /// Suppressions hiding it now (while firing).
+    #[serde(default)]
+    pub suppressed_by: Vec<String>,
+    /// Whether its receivers were told it fires: false while a suppression
+    /// hides it; its firing is sent if the suppression ends first.
+    #[serde(default = "yes")]
+    pub firing_notified: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One change of state, as stored in `weir_alert_history`.
@@ -90,6 +102,10 @@ pub struct Transition {
     pub seq: u64,
     pub value: Option<f64>,
     pub summary: String,
+    /// Suppressions that withheld this transition's notifications (stored
+    /// in `weir_suppressed`).
+    #[serde(default)]
+    pub suppressed_by: Vec<String>,
 }
 
 /// A notification owed: one transition, one receiver.
@@ -131,6 +147,9 @@ struct Inner {
     saved_history_end: u64,
     /// Notifications with ids up to this are on disk.
     saved_next_id: u64,
+    /// The suppressions' generation and the time of the last
+    /// [`resweep`](AlertBook::resweep).
+    swept: Option<(u64, i64)>,
     /// Notifications handed out, so none is handed out twice.
     dispatched: std::collections::HashSet<u64>,
 }
@@ -141,6 +160,7 @@ pub struct AlertBook {
     inner: Arc<Mutex<Inner>>,
     path: Option<PathBuf>,
     save_lock: Arc<tokio::sync::Mutex<()>>,
+    suppressions: Option<SuppressionBook>,
 }
 
 /// What an evaluation changed.
@@ -200,7 +220,15 @@ impl AlertBook {
             })),
             path,
             save_lock: Arc::new(tokio::sync::Mutex::new(())),
+            suppressions: None,
         })
+    }
+
+    /// Notifications of alerts these suppressions match are withheld (and
+    /// recorded).
+    pub fn with_suppressions(mut self, suppressions: SuppressionBook) -> Self {
+        self.suppressions = Some(suppressions);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -229,6 +257,7 @@ impl AlertBook {
         let mut changes = Changes {
             file,
             applied: Applied::default(),
+            suppressions: self.suppressions.as_ref(),
         };
         let mut seen = std::collections::HashSet::new();
         for obs in observations {
@@ -289,6 +318,7 @@ impl AlertBook {
         let mut changes = Changes {
             file,
             applied: Applied::default(),
+            suppressions: self.suppressions.as_ref(),
         };
         for (fp, state) in &gone {
             match state {
@@ -302,6 +332,64 @@ impl AlertBook {
         }
         *version += 1;
         changes.applied.transitions
+    }
+
+    /// Looks at firing alerts again when the suppressions changed or one of
+    /// them started or ended since the last look: records which hide each
+    /// alert now, and owes the firing notification of an alert whose
+    /// suppressions all ended while it still fires (as Alertmanager sends
+    /// an alert once its silence expires). Returns the notifications owed.
+    pub fn resweep(&self, now_ns: i64) -> usize {
+        let Some(suppressions) = &self.suppressions else {
+            return 0;
+        };
+        let generation = suppressions.generation();
+        let mut inner = self.lock();
+        let Inner {
+            file,
+            version,
+            swept,
+            ..
+        } = &mut *inner;
+        let due = match *swept {
+            None => true,
+            Some((seen, at)) => seen != generation || suppressions.boundary_between(at, now_ns),
+        };
+        *swept = Some((generation, now_ns));
+        if !due {
+            return 0;
+        }
+        let mut changes = Changes {
+            file,
+            applied: Applied::default(),
+            suppressions: Some(suppressions),
+        };
+        let firing: Vec<String> = changes
+            .file
+            .alerts
+            .values()
+            .filter(|a| a.state == AlertState::Firing)
+            .map(|a| a.fingerprint.clone())
+            .collect();
+        let mut owed = 0;
+        for fp in firing {
+            let Some(alert) = changes.file.alerts.get_mut(&fp) else {
+                continue;
+            };
+            let now_by = suppressions.suppressing(&alert.labels, now_ns);
+            if now_by != alert.suppressed_by {
+                alert.suppressed_by = now_by;
+                *version += 1;
+            }
+            if !alert.firing_notified && alert.suppressed_by.is_empty() {
+                alert.firing_notified = true;
+                let snapshot = alert.clone();
+                owed += snapshot.receivers.len();
+                changes.owe(&snapshot, AlertState::Firing);
+                *version += 1;
+            }
+        }
+        owed
     }
 
     /// Writes the book to disk if it changed since the last save. Returns
@@ -405,6 +493,7 @@ impl AlertBook {
 struct Changes<'a> {
     file: &'a mut BookFile,
     applied: Applied,
+    suppressions: Option<&'a SuppressionBook>,
 }
 
 impl Changes<'_> {
@@ -439,6 +528,8 @@ impl Changes<'_> {
                 runbook: String::new(),
                 transitions: 0,
                 receivers: Vec::new(),
+                suppressed_by: Vec::new(),
+                firing_notified: true,
             });
         if alert.state == AlertState::Resolved {
             // A new episode of the same instance.
@@ -521,6 +612,27 @@ impl Changes<'_> {
         alert.since_ns = now_ns;
         alert.transitions += 1;
         self.applied.transitions += 1;
+        // Only firing and its resolution reach people — unless suppressed:
+        // a firing is withheld while a suppression matches, and the
+        // resolution of a firing never told is withheld with it.
+        let notify =
+            to == AlertState::Firing || (to == AlertState::Resolved && from == AlertState::Firing);
+        let mut withheld_by = Vec::new();
+        if to == AlertState::Firing {
+            alert.suppressed_by = self
+                .suppressions
+                .map(|s| s.suppressing(&alert.labels, now_ns))
+                .unwrap_or_default();
+            alert.firing_notified = alert.suppressed_by.is_empty();
+            withheld_by.clone_from(&alert.suppressed_by);
+        } else if notify && !alert.firing_notified {
+            // Hidden from firing to resolution: its receivers never heard of it.
+            withheld_by = std::mem::take(&mut alert.suppressed_by);
+        }
+        if to != AlertState::Firing {
+            alert.suppressed_by.clear();
+        }
+        let withheld = notify && !alert.firing_notified;
         let snapshot = alert.clone();
         self.file.history.push(Transition {
             time_ns: now_ns,
@@ -533,23 +645,26 @@ impl Changes<'_> {
             seq: snapshot.transitions,
             value: snapshot.last_value,
             summary: snapshot.summary.clone(),
+            suppressed_by: withheld_by,
         });
-        // Only firing and its resolution reach people.
-        let notify =
-            to == AlertState::Firing || (to == AlertState::Resolved && from == AlertState::Firing);
-        if notify {
-            for receiver in &snapshot.receivers {
-                self.file.next_id += 1;
-                self.file.notifications.push(Owed {
-                    id: self.file.next_id,
-                    receiver: receiver.clone(),
-                    to,
-                    seq: snapshot.transitions,
-                    alert: snapshot.clone(),
-                    attempts: 0,
-                    first_attempt_ns: None,
-                });
-            }
+        if notify && !withheld {
+            self.owe(&snapshot, to);
+        }
+    }
+
+    /// Queues `to`'s notification of `alert` for each of its receivers.
+    fn owe(&mut self, alert: &AlertSnapshot, to: AlertState) {
+        for receiver in &alert.receivers {
+            self.file.next_id += 1;
+            self.file.notifications.push(Owed {
+                id: self.file.next_id,
+                receiver: receiver.clone(),
+                to,
+                seq: alert.transitions,
+                alert: alert.clone(),
+                attempts: 0,
+                first_attempt_ns: None,
+            });
         }
     }
 }

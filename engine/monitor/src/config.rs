@@ -152,6 +152,10 @@ pub struct MonitorSettings {
     pub notify_retry_for: Duration,
     /// How long one computation of the status page is served again.
     pub status_cache_for: Duration,
+    /// Longest a suppression may last.
+    pub max_suppression_duration: Duration,
+    /// Most alert instances a suppression may match unless forced.
+    pub max_suppression_matches: usize,
 }
 
 impl Default for MonitorSettings {
@@ -161,6 +165,8 @@ impl Default for MonitorSettings {
             max_alerts_per_rule: 10_000,
             notify_retry_for: Duration::from_secs(3600),
             status_cache_for: Duration::from_secs(5),
+            max_suppression_duration: Duration::from_secs(30 * 24 * 3600),
+            max_suppression_matches: 100,
         }
     }
 }

@@ -45,6 +45,7 @@ mod rows;
 mod rule;
 mod schedule;
 mod status;
+pub mod suppress;
 mod tables;
 mod template;
 
@@ -67,6 +68,11 @@ pub enum Error {
 
     #[error("no {kind} named {name:?}")]
     NotFound { kind: &'static str, name: String },
+
+    /// A well-formed request that policy refuses (e.g. a suppression's
+    /// blast radius over its limit).
+    #[error("refused: {0}")]
+    Refused(String),
 
     #[error("{what}: {source}")]
     Io {

@@ -15,7 +15,9 @@ use weir_pipeline::WritePath;
 use weir_query::{QueryEngine, SystemTable};
 use weir_storage::metrics::{Counter, Exposition, Gauge, Histogram};
 
-use crate::alerts::{AlertBook, AlertSnapshot};
+use arrow::array::{Array, AsArray};
+
+use crate::alerts::{AlertBook, AlertSnapshot, AlertState};
 use crate::config::{MonitorSections, MonitorSettings, ProbeSection};
 use crate::notify::{Notifier, NotifyMetrics, ReceiverDef};
 use crate::probe::{DEFAULT_TABLE, ProbeDef};
@@ -23,6 +25,9 @@ use crate::rows::{RowMetrics, RowWriter};
 use crate::rule::{ALERTNAME, Observation, Priority, RuleDef, observations};
 use crate::schedule::{HeartbeatDef, Heartbeats, Origin, ProbeMetrics, Probes};
 use crate::status::StatusReport;
+use crate::suppress::{
+    self, BlastRadius, Matcher, Suppression, SuppressionBook, SuppressionLimits, SuppressionRequest,
+};
 use crate::tables::AlertsTable;
 use crate::template::Template;
 use crate::{Error, Result, config_error, status, tables};
@@ -40,6 +45,8 @@ pub struct MonitorArgs {
 
 /// How often the alert book is saved and its outbox worked off, at least.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// Most label sets of the alert history a blast radius looks at.
+const BLAST_RADIUS_MAX_HISTORY: usize = 1_000_000;
 /// The rule under which failing rules alert.
 const RULE_FAILING: &str = "weir_rule_failing";
 
@@ -47,6 +54,7 @@ pub struct Monitor {
     settings: MonitorSettings,
     state_dir: PathBuf,
     book: AlertBook,
+    suppressions: SuppressionBook,
     rules: Vec<Arc<RuleDef>>,
     rule_failing: Arc<RuleDef>,
     receivers: Arc<BTreeMap<String, ReceiverDef>>,
@@ -114,7 +122,8 @@ impl Monitor {
             heartbeat_defs.push(HeartbeatDef::from_section(name, section)?);
         }
         let state_dir = args.data_dir.join("monitor");
-        let book = AlertBook::open(Some(&state_dir))?;
+        let suppressions = SuppressionBook::open(Some(&state_dir))?;
+        let book = AlertBook::open(Some(&state_dir))?.with_suppressions(suppressions.clone());
         // Alerts of rules taken out of the config resolve now rather than
         // fire forever.
         let configured: std::collections::HashSet<&str> =
@@ -141,6 +150,7 @@ impl Monitor {
             settings: args.settings,
             state_dir,
             book,
+            suppressions,
             rules,
             rule_failing: Arc::new(rule_failing_def()),
             receivers: Arc::new(receivers),
@@ -316,6 +326,144 @@ impl Monitor {
 
     pub fn alerts(&self) -> Vec<AlertSnapshot> {
         self.book.alerts()
+    }
+
+    /// Every suppression (active, scheduled, and expired in the last five
+    /// days).
+    pub fn suppressions(&self) -> Vec<Arc<Suppression>> {
+        self.suppressions.list()
+    }
+
+    pub fn suppression(&self, id: &str) -> Result<Arc<Suppression>> {
+        self.suppressions.get(id).ok_or_else(|| Error::NotFound {
+            kind: "suppression",
+            name: id.to_string(),
+        })
+    }
+
+    /// What `targets` would hide: the alert instances now and of the last
+    /// 24 hours (`weir_alert_history`) that they match.
+    pub async fn blast_radius(&self, targets: &[Vec<Matcher>]) -> Result<BlastRadius> {
+        let current = self.book.alerts();
+        let mut candidates: Vec<(BTreeMap<String, String>, bool)> = current
+            .iter()
+            .map(|a| (a.labels.clone(), a.state == AlertState::Firing))
+            .collect();
+        let store = self.write_path.store();
+        if let Some(schema) = store.table_schema(tables::ALERT_HISTORY) {
+            let query = self.with_running(|r| Arc::clone(&r.query))?;
+            let sql = format!(
+                "SELECT labels FROM {} WHERE \"{}\" >= now() - INTERVAL '1 day' GROUP BY labels",
+                tables::ALERT_HISTORY,
+                schema.time_column.replace('"', "\"\"")
+            );
+            let answer = query.sql_limited(&sql, BLAST_RADIUS_MAX_HISTORY).await?;
+            for batch in &answer.batches {
+                let labels =
+                    arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)
+                        .map_err(|e| Error::Internal(format!("reading alert history: {e}")))?;
+                for text in labels.as_string::<i32>().iter().flatten() {
+                    if let Ok(labels) = serde_json::from_str(text) {
+                        candidates.push((labels, false));
+                    }
+                }
+            }
+        }
+        Ok(suppress::blast_radius(
+            targets,
+            candidates.iter().map(|(labels, firing)| (labels, *firing)),
+        ))
+    }
+
+    /// Creates or changes a suppression after checking it, and its blast
+    /// radius against `max_suppression_matches` unless `force`d.
+    pub async fn put_suppression(
+        &self,
+        request: SuppressionRequest,
+        force: bool,
+    ) -> Result<(Suppression, BlastRadius)> {
+        let now_ns = weir_pipeline::now_ns();
+        suppress::check_request(&request, &self.suppression_limits(), now_ns)?;
+        let radius = self.blast_radius(&request.targets).await?;
+        let limit = self.settings.max_suppression_matches;
+        if radius.alert_instances > limit && !force {
+            return Err(Error::Refused(format!(
+                "it would suppress {} alert instances ({} firing now, {} services) of the last 24 hours, over max_suppression_matches ({limit}); narrow it, or force it",
+                radius.alert_instances, radius.firing_now, radius.services
+            )));
+        }
+        let suppression = self.suppressions.upsert(request, now_ns).await?;
+        info!(
+            id = %suppression.id, created_by = %suppression.created_by,
+            alert_instances = radius.alert_instances, "suppression saved"
+        );
+        Ok((suppression, radius))
+    }
+
+    /// Checks a suppression and reports its blast radius, making nothing.
+    pub async fn preview_suppression(&self, request: &SuppressionRequest) -> Result<BlastRadius> {
+        suppress::check_request(request, &self.suppression_limits(), weir_pipeline::now_ns())?;
+        self.blast_radius(&request.targets).await
+    }
+
+    pub async fn expire_suppression(&self, id: &str) -> Result<Suppression> {
+        self.suppressions.expire(id, weir_pipeline::now_ns()).await
+    }
+
+    /// The notifications a suppression withheld, newest first (from
+    /// `weir_suppressed`).
+    pub async fn suppressed_by(&self, id: &str) -> Result<Vec<serde_json::Value>> {
+        // Only a well-formed id reaches the SQL text: hex digits and dashes.
+        if !suppress::is_id(id) {
+            return Err(Error::NotFound {
+                kind: "suppression",
+                name: id.to_string(),
+            });
+        }
+        let store = self.write_path.store();
+        let Some(schema) = store.table_schema(tables::SUPPRESSED) else {
+            return Ok(Vec::new());
+        };
+        let query = self.with_running(|r| Arc::clone(&r.query))?;
+        let sql = format!(
+            "SELECT \"{time}\" AS time, rule, fingerprint, transition, labels, summary FROM {table} \
+             WHERE suppression_id = '{id}' ORDER BY \"{time}\" DESC LIMIT 1000",
+            time = schema.time_column.replace('"', "\"\""),
+            table = tables::SUPPRESSED,
+        );
+        let answer = query.sql(&sql).await?;
+        let mut rows = Vec::new();
+        for batch in &answer.batches {
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Internal(format!("reading weir_suppressed: {e}")))?;
+            for row in 0..batch.num_rows() {
+                let mut object = serde_json::Map::new();
+                for (field, column) in batch.schema().fields().iter().zip(&columns) {
+                    let text = column.as_string::<i32>();
+                    let value = if text.is_null(row) {
+                        serde_json::Value::Null
+                    } else if field.name() == "labels" {
+                        serde_json::from_str(text.value(row)).unwrap_or_default()
+                    } else {
+                        text.value(row).into()
+                    };
+                    object.insert(field.name().clone(), value);
+                }
+                rows.push(serde_json::Value::Object(object));
+            }
+        }
+        Ok(rows)
+    }
+
+    fn suppression_limits(&self) -> SuppressionLimits {
+        SuppressionLimits {
+            max_duration: self.settings.max_suppression_duration,
+            max_matches: self.settings.max_suppression_matches,
+        }
     }
 
     /// The status page's data. Computing it reads 30 days of checks
@@ -577,6 +725,7 @@ async fn persist_loop(
             _ = tokio::time::sleep(PERSIST_EVERY) => false,
             _ = stop.wait_for(|s| *s) => true,
         };
+        book.resweep(weir_pipeline::now_ns());
         if let Err(e) = book.save().await {
             // Nothing is sent that is not on disk.
             error!(error = %e, "could not save the alert book; notifications wait");
@@ -588,7 +737,17 @@ async fn persist_loop(
         let due = book.take_due();
         if !due.history.is_empty() {
             let stored = async {
-                let batches = tables::history_batches(&path, &due.history)?;
+                // History and the suppressed record in one atomic write.
+                let mut batches = tables::history_batches(&path, &due.history)?;
+                let withheld: Vec<_> = due
+                    .history
+                    .iter()
+                    .filter(|t| !t.suppressed_by.is_empty())
+                    .cloned()
+                    .collect();
+                if !withheld.is_empty() {
+                    batches.extend(tables::suppressed_batches(&path, &withheld)?);
+                }
                 path.write_system(batches).await.map_err(Error::from)
             }
             .await;

@@ -8,6 +8,7 @@
 //! | `weir_alert_history` | transition (`pending`, `firing`, `resolved`, `inactive`) |
 //! | `weir_notifications` | delivery attempt: receiver, alert, transition, attempt, HTTP status, error, latency |
 //! | `weir_rule_errors` | failed evaluation of a rule |
+//! | `weir_suppressed` | notification a suppression withheld: suppression id, alert, transition |
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub const ALERTS: &str = "weir_alerts";
 pub const ALERT_HISTORY: &str = "weir_alert_history";
 pub const NOTIFICATIONS: &str = "weir_notifications";
 pub const RULE_ERRORS: &str = "weir_rule_errors";
+pub const SUPPRESSED: &str = "weir_suppressed";
 
 /// `weir_alerts`.
 pub struct AlertsTable {
@@ -156,6 +158,29 @@ pub fn history_batches(
         rows.declare("value", ColumnType::F64)?;
         if let Some(v) = t.value {
             rows.set("value", Value::F64(v))?;
+        }
+    }
+    rows.finish()
+}
+
+/// `weir_suppressed`: one row per transition and suppression that withheld
+/// its notifications, so a suppression's effect stays visible.
+pub fn suppressed_batches(
+    path: &WritePath,
+    transitions: &[Transition],
+) -> weir_model::Result<Vec<TableBatch>> {
+    let mut rows = Rows::new(path, SUPPRESSED)?;
+    for t in transitions {
+        for id in &t.suppressed_by {
+            rows.begin(t.time_ns)?;
+            rows.set("suppression_id", Value::Tag(id))?;
+            rows.set("rule", Value::Tag(&t.rule))?;
+            rows.set("fingerprint", Value::Tag(&t.fingerprint))?;
+            rows.set("priority", Value::Tag(t.priority.as_str()))?;
+            rows.set("transition", Value::String(t.to.as_str()))?;
+            let labels = serde_json::to_string(&t.labels).unwrap_or_default();
+            rows.set("labels", Value::String(&labels))?;
+            rows.set("summary", Value::String(&t.summary))?;
         }
     }
     rows.finish()

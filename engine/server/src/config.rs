@@ -246,6 +246,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_NOTIFY_RETRY_FOR", value_name = "DURATION")]
     pub notify_retry_for: Option<String>,
 
+    /// Longest a suppression may last. Default `30d`.
+    #[arg(long, env = "WEIR_MAX_SUPPRESSION_DURATION", value_name = "DURATION")]
+    pub max_suppression_duration: Option<String>,
+
+    /// Most alert instances (current or of the last 24 h) a suppression may
+    /// match; more is refused unless forced. Default 100.
+    #[arg(long, env = "WEIR_MAX_SUPPRESSION_MATCHES", value_name = "N")]
+    pub max_suppression_matches: Option<usize>,
+
     /// Probes (TOML only): `[probes.NAME]`.
     #[arg(skip)]
     #[serde(default)]
@@ -420,6 +429,8 @@ impl ServeArgs {
             probe_concurrency,
             max_alerts_per_rule,
             notify_retry_for,
+            max_suppression_duration,
+            max_suppression_matches,
         )
     }
 
@@ -559,6 +570,14 @@ impl ServeArgs {
             notify_retry_for: duration(
                 "notify_retry_for",
                 self.notify_retry_for.as_deref().unwrap_or("1h"),
+            )?,
+            max_suppression_duration: duration(
+                "max_suppression_duration",
+                self.max_suppression_duration.as_deref().unwrap_or("30d"),
+            )?,
+            max_suppression_matches: positive(
+                "max_suppression_matches",
+                self.max_suppression_matches.unwrap_or(100),
             )?,
             ..weir_monitor::MonitorSettings::default()
         };

@@ -35,6 +35,7 @@ use crate::ingest::Ingest;
 use crate::{Error, plugins, request_id};
 
 mod monitor;
+mod suppressions;
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// Largest SQL request body accepted.
@@ -49,6 +50,8 @@ pub struct HttpState {
     pub reload_args: Option<ServeArgs>,
     pub max_raw_body: usize,
     pub ready: AtomicBool,
+    /// When the server started (ns since the epoch), for status answers.
+    pub started_ns: i64,
 }
 
 pub fn router(state: Arc<HttpState>) -> Router {
@@ -61,6 +64,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/reload", post(reload_plugins))
         .merge(monitor::routes())
+        .merge(suppressions::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SQL_BODY))
         .merge(
             Router::new()

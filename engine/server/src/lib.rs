@@ -98,6 +98,7 @@ pub async fn serve(
         reload_args: config.plugins.reload_args.clone(),
         max_raw_body: config.max_message_bytes,
         ready: true.into(),
+        started_ns: weir_pipeline::now_ns(),
     });
     let watcher = config.plugins.watch_interval.map(|interval| {
         tokio::spawn(plugins::watch(

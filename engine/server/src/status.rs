@@ -48,6 +48,7 @@ impl Error {
                     Code::InvalidArgument
                 }
                 weir_monitor::Error::NotFound { .. } => Code::NotFound,
+                weir_monitor::Error::Refused(_) => Code::FailedPrecondition,
                 _ => Code::Internal,
             },
             Error::Config(_) => Code::FailedPrecondition,

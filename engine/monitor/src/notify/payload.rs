@@ -220,6 +220,8 @@ mod tests {
                 runbook: "https://runbooks.example/checkout".into(),
                 transitions: 2,
                 receivers: vec!["r".into()],
+                suppressed_by: Vec::new(),
+                firing_notified: true,
             },
             attempts: 0,
             first_attempt_ns: None,
