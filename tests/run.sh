@@ -12,10 +12,13 @@ if ! python3 -c 'import duckdb' 2>/dev/null; then
 fi
 
 # Headless Chromium renders the status page in the monitor's end-to-end
-# test; openssl makes its certificates and serves TLS for the probe tests.
+# test; openssl makes its certificates and serves TLS for the probe tests;
+# amtool (in Debian's prometheus-alertmanager) manages suppressions through
+# Weir's Alertmanager API.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian)"
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)

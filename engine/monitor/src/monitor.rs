@@ -174,6 +174,11 @@ impl Monitor {
         Arc::new(AlertsTable::new(self.book.clone()))
     }
 
+    /// `weir_suppressions`, for the query engine.
+    pub fn suppressions_table(&self) -> Arc<dyn SystemTable> {
+        Arc::new(tables::SuppressionsTable::new(self.suppressions.clone()))
+    }
+
     /// Starts probes, heartbeats, rules and deliveries.
     pub async fn start(&self, query: Arc<QueryEngine>) -> Result<()> {
         let (stop_tx, stop) = watch::channel(false);

@@ -230,7 +230,8 @@ pub struct BlastRadius {
     pub alert_instances: usize,
     /// Of those, firing now.
     pub firing_now: usize,
-    /// Distinct values of their `service` label.
+    /// Distinct services among them (their `service` label, else
+    /// `service_name`).
     pub services: usize,
     /// Distinct rules (`alertname`).
     pub rules: usize,
@@ -253,17 +254,17 @@ pub fn blast_radius<'a>(
             *seen.entry(labels).or_default() |= firing;
         }
     }
-    let distinct = |key: &str| {
+    let distinct = |keys: &[&str]| {
         seen.keys()
-            .filter_map(|l| l.get(key))
+            .filter_map(|l| keys.iter().find_map(|k| l.get(*k)))
             .collect::<std::collections::BTreeSet<_>>()
             .len()
     };
     BlastRadius {
         alert_instances: seen.len(),
         firing_now: seen.values().filter(|f| **f).count(),
-        services: distinct("service"),
-        rules: distinct(crate::rule::ALERTNAME),
+        services: distinct(&["service", "service_name"]),
+        rules: distinct(&[crate::rule::ALERTNAME]),
         examples: seen.keys().take(10).map(|l| (*l).clone()).collect(),
     }
 }

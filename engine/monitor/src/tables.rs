@@ -8,6 +8,7 @@
 //! | `weir_alert_history` | transition (`pending`, `firing`, `resolved`, `inactive`) |
 //! | `weir_notifications` | delivery attempt: receiver, alert, transition, attempt, HTTP status, error, latency |
 //! | `weir_rule_errors` | failed evaluation of a rule |
+//! | `weir_suppressions` | suppression and matcher set, computed when read: id, state, window, the set's matchers, the `service_name` it pins |
 //! | `weir_suppressed` | notification a suppression withheld: suppression id, alert, transition |
 
 use std::sync::Arc;
@@ -20,12 +21,14 @@ use weir_pipeline::WritePath;
 use weir_query::SystemTable;
 
 use crate::alerts::{AlertBook, Transition};
+use crate::suppress::{Matcher, Suppression, SuppressionBook};
 
 pub const ALERTS: &str = "weir_alerts";
 pub const ALERT_HISTORY: &str = "weir_alert_history";
 pub const NOTIFICATIONS: &str = "weir_notifications";
 pub const RULE_ERRORS: &str = "weir_rule_errors";
 pub const SUPPRESSED: &str = "weir_suppressed";
+pub const SUPPRESSIONS: &str = "weir_suppressions";
 
 /// `weir_alerts`.
 pub struct AlertsTable {
@@ -90,6 +93,88 @@ impl SystemTable for AlertsTable {
             )),
             text(&|a| a.summary.clone()),
             text(&|a| a.receivers.join(",")),
+        ];
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(&self.schema)))
+    }
+}
+
+/// A suppression, the index of one of its matcher sets, and the set.
+type SuppressionSet<'a> = (&'a Suppression, usize, &'a Vec<Matcher>);
+
+/// `weir_suppressions`: one row per suppression and matcher set. A set
+/// that pins `service_name` (an equality matcher) names it in
+/// `service_name`, so raw rows can be joined to maintenance windows (see
+/// the README's uptime-without-maintenance query).
+pub struct SuppressionsTable {
+    book: SuppressionBook,
+    schema: SchemaRef,
+}
+
+impl SuppressionsTable {
+    pub fn new(book: SuppressionBook) -> Self {
+        let text = |name, nullable| Field::new(name, DataType::Utf8, nullable);
+        let time = |name| Field::new(name, weir_model::time_data_type(), false);
+        let schema = Arc::new(Schema::new(vec![
+            text("id", false),
+            text("state", false),
+            time("starts_at"),
+            time("ends_at"),
+            Field::new("set_index", DataType::UInt64, false),
+            text("matchers", false),
+            text("service_name", true),
+            text("created_by", false),
+            text("comment", false),
+        ]));
+        Self { book, schema }
+    }
+}
+
+impl SystemTable for SuppressionsTable {
+    fn name(&self) -> &str {
+        SUPPRESSIONS
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn rows(&self) -> RecordBatch {
+        let now = weir_pipeline::now_ns();
+        let suppressions = self.book.list();
+        let sets: Vec<SuppressionSet<'_>> = suppressions
+            .iter()
+            .flat_map(|s| {
+                s.targets
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, set)| (s.as_ref(), i, set))
+            })
+            .collect();
+        let text = |f: &dyn Fn(&SuppressionSet<'_>) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(sets.iter().map(f)))
+        };
+        let columns = vec![
+            text(&|(s, _, _)| s.id.clone()),
+            text(&|(s, _, _)| s.state(now).as_str().to_string()),
+            timestamps(sets.iter().map(|(s, _, _)| s.starts_at_ns)),
+            timestamps(sets.iter().map(|(s, _, _)| s.ends_at_ns)),
+            Arc::new(UInt64Array::from_iter_values(
+                sets.iter().map(|(_, i, _)| *i as u64),
+            )),
+            text(&|(_, _, set)| {
+                set.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            Arc::new(StringArray::from_iter(sets.iter().map(|(_, _, set)| {
+                set.iter()
+                    .find(|m| m.name == "service_name" && m.is_pinning())
+                    .map(|m| m.value.clone())
+            }))),
+            text(&|(s, _, _)| s.created_by.clone()),
+            text(&|(s, _, _)| s.comment.clone()),
         ];
         RecordBatch::try_new(Arc::clone(&self.schema), columns)
             .unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(&self.schema)))

@@ -1,7 +1,11 @@
 //! Monitoring through the real binary: probes against a local HTTP service,
 //! an alert rule of three consecutive failures, PagerDuty / Slack /
 //! Alertmanager-webhook receivers as local fakes, the alert tables, crash
-//! safety of alert state and notifications, the status page, bad input.
+//! safety of alert state and notifications, the status page, bad input;
+//! suppressions through Weir's API, its CLI and the real `amtool`
+//! (`suppressions.rs`).
+
+mod suppressions;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
