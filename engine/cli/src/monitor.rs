@@ -60,19 +60,35 @@ enum RulesCommand {
 }
 
 pub async fn get_json(server: &str, path: &str) -> anyhow::Result<Value> {
+    request_json(reqwest::Method::GET, server, path, None).await
+}
+
+/// Sends `body` (if any) to the server's `path`; the JSON answer, or its
+/// error message.
+pub async fn request_json(
+    method: reqwest::Method,
+    server: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
-    let response = reqwest::get(&url)
+    let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
         .await
         .with_context(|| format!("cannot reach the server at {url}"))?;
     let status = response.status();
-    let body: Value = response.json().await.context("reading the answer")?;
+    let answer: Value = response.json().await.context("reading the answer")?;
     if !status.is_success() {
         bail!(
             "{} (HTTP {status})",
-            body["error"].as_str().unwrap_or("error")
+            answer["error"].as_str().unwrap_or("error")
         );
     }
-    Ok(body)
+    Ok(answer)
 }
 
 /// Prints rows as aligned columns.

@@ -7,10 +7,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::monitor::{ServerArg, get_json, print_table, text};
+use crate::monitor::{ServerArg, get_json, print_table, request_json, text};
 
 #[derive(clap::Args)]
 pub struct SuppressArgs {
@@ -153,24 +153,7 @@ async fn send(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", server.url().trim_end_matches('/'));
-    let mut request = reqwest::Client::new().request(method, &url);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the server at {url}"))?;
-    let status = response.status();
-    let answer: Value = response.json().await.context("reading the answer")?;
-    if !status.is_success() {
-        bail!(
-            "{} (HTTP {status})",
-            answer["error"].as_str().unwrap_or("error")
-        );
-    }
-    Ok(answer)
+    request_json(method, server.url(), path, body).await
 }
 
 fn print_radius(radius: &Value) {

@@ -190,22 +190,8 @@ impl AlertBook {
                 what: format!("creating {}", dir.display()),
                 source,
             })?;
-            match std::fs::read(path) {
-                Ok(bytes) => {
-                    file = serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::Internal(format!(
-                            "{} is damaged ({e}); move it away to start with no alert state",
-                            path.display()
-                        ))
-                    })?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::Io {
-                        what: format!("reading {}", path.display()),
-                        source,
-                    });
-                }
+            if let Some(read) = read_state(path, "move it away to start with no alert state")? {
+                file = read;
             }
         }
         // What was read is on disk: all of it may be acted on.
@@ -666,6 +652,24 @@ impl Changes<'_> {
                 first_attempt_ns: None,
             });
         }
+    }
+}
+
+/// Reads a state file written by [`write_atomic`]; `None` if there is none
+/// yet. A damaged one is an error that says what to do (`remedy`).
+pub(crate) fn read_state<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    remedy: &str,
+) -> Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Internal(format!("{} is damaged ({e}); {remedy}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        }),
     }
 }
 

@@ -467,7 +467,6 @@ impl Monitor {
     fn suppression_limits(&self) -> SuppressionLimits {
         SuppressionLimits {
             max_duration: self.settings.max_suppression_duration,
-            max_matches: self.settings.max_suppression_matches,
         }
     }
 
@@ -778,20 +777,7 @@ fn api_probes_path(dir: &Path) -> PathBuf {
 }
 
 fn read_api_probes(dir: &Path) -> Result<BTreeMap<String, ProbeSection>> {
-    let path = api_probes_path(dir);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Internal(format!(
-                "{} is damaged ({e}); fix or remove it",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(source) => Err(Error::Io {
-            what: format!("reading {}", path.display()),
-            source,
-        }),
-    }
+    Ok(crate::alerts::read_state(&api_probes_path(dir), "fix or remove it")?.unwrap_or_default())
 }
 
 async fn write_api_probes(dir: &Path, probes: &BTreeMap<String, ProbeSection>) -> Result<()> {

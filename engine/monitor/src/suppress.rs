@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::write_atomic;
+use crate::alerts::{read_state, write_atomic};
 use crate::{Error, Result};
 pub use matcher::{MatchOp, Matcher, MatcherSpec};
 
@@ -101,14 +101,12 @@ pub struct SuppressionRequest {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Limits on what may be made.
+/// Limits on what may be made (the blast-radius limit is the monitor's: it
+/// needs live data).
 #[derive(Debug, Clone)]
 pub struct SuppressionLimits {
     /// Longest a suppression may last.
     pub max_duration: Duration,
-    /// Most alert instances (of the last 24 h) a suppression may match
-    /// unless forced.
-    pub max_matches: usize,
 }
 
 /// Checks a request on its own: targets, times, text. Returns the targets'
@@ -330,26 +328,11 @@ impl SuppressionBook {
     /// backtests).
     pub fn open(dir: Option<&Path>) -> Result<Self> {
         let path = dir.map(|d| d.join("suppressions.json"));
-        let mut file = SuppressionFile::default();
-        if let Some(path) = &path {
-            match std::fs::read(path) {
-                Ok(bytes) => {
-                    file = serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::Internal(format!(
-                            "{} is damaged ({e}); fix it or move it away to start with no suppressions",
-                            path.display()
-                        ))
-                    })?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(Error::Io {
-                        what: format!("reading {}", path.display()),
-                        source,
-                    });
-                }
-            }
-        }
+        let file: SuppressionFile = match &path {
+            Some(path) => read_state(path, "fix it or move it away to start with no suppressions")?
+                .unwrap_or_default(),
+            None => SuppressionFile::default(),
+        };
         Ok(Self {
             current: Arc::new(RwLock::new(Current::new(
                 file.suppressions
@@ -433,14 +416,19 @@ impl SuppressionBook {
                         format!("{id} has expired; create a new one"),
                     ));
                 }
+                // Without a new start it keeps its own (a scheduled one may
+                // start later than the checks assumed).
+                let starts_at_ns = request.starts_at_ns.unwrap_or(old.starts_at_ns);
+                if request.ends_at_ns <= starts_at_ns {
+                    return Err(crate::config_error(
+                        "suppression",
+                        "it ends before it starts",
+                    ));
+                }
                 Suppression {
                     id: id.clone(),
                     targets: request.targets,
-                    // An active suppression's start stays in the past.
-                    starts_at_ns: match request.starts_at_ns {
-                        Some(at) => at,
-                        None => old.starts_at_ns,
-                    },
+                    starts_at_ns,
                     ends_at_ns: request.ends_at_ns,
                     created_by: request.created_by,
                     comment: request.comment,
@@ -541,7 +529,6 @@ mod tests {
     fn limits() -> SuppressionLimits {
         SuppressionLimits {
             max_duration: Duration::from_secs(7 * 24 * 3600),
-            max_matches: 100,
         }
     }
 

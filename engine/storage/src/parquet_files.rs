@@ -32,13 +32,15 @@ pub(crate) fn table_dir(table_id: u64) -> PathBuf {
 
 /// Writes `batches` (any subset-schemas of `schema`) as one file per UTC day.
 /// Files are fsynced and renamed into place; the caller records them in the
-/// catalog. `next_file_id` hands out file ids.
+/// catalog. `next_file_id` hands out file ids; `progress` is told the rows
+/// handed to the writer, a chunk at a time.
 pub(crate) fn write_partitioned(
     data_dir: &Path,
     table_id: u64,
     schema: &TableSchema,
     batches: &[RecordBatch],
     next_file_id: &mut dyn FnMut() -> u64,
+    progress: &mut dyn FnMut(usize),
 ) -> Result<Vec<FileMeta>> {
     let arrow_schema = schema.arrow_schema();
     let arrange_err = |source| Error::Arrange {
@@ -62,6 +64,7 @@ pub(crate) fn write_partitioned(
         // The sorted rows are gathered a chunk at a time as the writer needs
         // them: persisting costs one copy of a chunk, not of the generation.
         let chunks = entries.chunks(WRITE_CHUNK_ROWS).map(|chunk| {
+            progress(chunk.len());
             let rows: Vec<(usize, usize)> = chunk
                 .iter()
                 .map(|e| (e.batch as usize, e.row as usize))
@@ -233,11 +236,20 @@ mod tests {
         let mut schema = TableSchema::new("m", "time");
         schema.add_columns(schema.check_batch(&batch.batch, &batch.first_rows).unwrap());
         let mut ids = 0;
-        let files = write_partitioned(dir.path(), 1, &schema, &[batch.batch], &mut || {
-            ids += 1;
-            ids
-        })
+        let mut rows_written = 0;
+        let files = write_partitioned(
+            dir.path(),
+            1,
+            &schema,
+            &[batch.batch],
+            &mut || {
+                ids += 1;
+                ids
+            },
+            &mut |n| rows_written += n,
+        )
         .unwrap();
+        assert_eq!(rows_written, 5);
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].partition, 0);
         assert_eq!(

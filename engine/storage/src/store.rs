@@ -95,8 +95,17 @@ struct Inner {
     maintenance: Mutex<()>,
     /// Wakes the background persister early.
     persist_wanted: Notify,
-    /// Signalled when persistence frees buffer space.
+    /// Signalled when persistence frees buffer space (or writes part of a
+    /// generation).
     space_freed: Notify,
+    /// Bytes of the generation being persisted whose rows are already
+    /// handed to the Parquet writer. Writers are admitted against the
+    /// buffer less this, so under sustained overload they go on at the rate
+    /// persistence writes rows instead of stopping for a whole generation;
+    /// the generation's memory is freed when its files are complete, so the
+    /// buffer peaks at `max_buffer_bytes` plus this, which is capped at
+    /// `persist_buffer_bytes`.
+    persist_credit: AtomicU64,
     /// Held for the store's lifetime: one server per data directory.
     _lock: File,
 }
@@ -242,6 +251,7 @@ impl Store {
                 maintenance: Mutex::new(()),
                 persist_wanted: Notify::new(),
                 space_freed: Notify::new(),
+                persist_credit: AtomicU64::new(0),
                 _lock: lock,
                 config,
             }),
@@ -367,7 +377,10 @@ impl Store {
         let mut waited = false;
         loop {
             let freed = self.inner.space_freed.notified();
-            if (self.inner.metrics.buffer_bytes.get().max(0) as usize) < limit {
+            let buffered = self.inner.metrics.buffer_bytes.get().max(0) as u64;
+            let unwritten =
+                buffered.saturating_sub(self.inner.persist_credit.load(Ordering::Relaxed));
+            if (unwritten as usize) < limit {
                 return;
             }
             if !waited {
@@ -480,6 +493,7 @@ impl Store {
                             generation.id,
                             generation.through_segment.unwrap_or(0),
                             tables,
+                            (generation.bytes as u64, generation.rows.max(1) as u64),
                         ))
                     }
                 };
@@ -501,23 +515,46 @@ impl Store {
                 }
                 break;
             };
-            let (generation, through_segment, tables) = frozen;
+            let (generation, through_segment, tables, (generation_bytes, generation_rows)) = frozen;
             let data_dir = self.inner.config.data_dir.clone();
             let inner = Arc::clone(&self.inner);
             let written =
                 tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<FileMeta>)>> {
                     let mut out = Vec::with_capacity(tables.len());
+                    let mut rows_done = 0u64;
+                    let mut progress = |rows: usize| {
+                        rows_done += rows as u64;
+                        // At most persist_buffer_bytes: the buffer stays under
+                        // max_buffer_bytes + persist_buffer_bytes.
+                        let credit = (generation_bytes.saturating_mul(rows_done) / generation_rows)
+                            .min(inner.config.persist_buffer_bytes as u64);
+                        inner.persist_credit.store(credit, Ordering::Relaxed);
+                        inner.space_freed.notify_waiters();
+                    };
                     for (table_id, schema, batches) in tables {
-                        let files =
-                            write_partitioned(&data_dir, table_id, &schema, &batches, &mut || {
-                                inner.allocate_file_id()
-                            })?;
+                        let files = write_partitioned(
+                            &data_dir,
+                            table_id,
+                            &schema,
+                            &batches,
+                            &mut || inner.allocate_file_id(),
+                            &mut progress,
+                        )?;
                         out.push((schema.name, files));
                     }
                     Ok(out)
                 })
                 .await
-                .map_err(|e| Error::Internal(format!("persist task: {e}")))??;
+                .map_err(|e| Error::Internal(format!("persist task: {e}")))
+                .and_then(|written| written);
+            let written = match written {
+                Ok(written) => written,
+                Err(e) => {
+                    // Nothing of the generation left memory.
+                    self.inner.persist_credit.store(0, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
 
             let catalog = {
                 let mut state = write(&self.inner.state);
@@ -530,6 +567,7 @@ impl Store {
                 }
                 state.catalog.wal_persisted_through = through_segment;
                 state.buffer.remove_frozen(generation);
+                self.inner.persist_credit.store(0, Ordering::Relaxed);
                 update_buffer_gauges(&self.inner.metrics, &state.buffer);
                 self.inner.catalog_to_save(&mut state)
             };
@@ -607,9 +645,14 @@ impl Store {
                 for f in &inputs {
                     batches.extend(read_file(&data_dir.join(&f.path))?);
                 }
-                write_partitioned(&data_dir, table_id, &schema, &batches, &mut || {
-                    inner.allocate_file_id()
-                })
+                write_partitioned(
+                    &data_dir,
+                    table_id,
+                    &schema,
+                    &batches,
+                    &mut || inner.allocate_file_id(),
+                    &mut |_| {},
+                )
             })
             .await
             .map_err(|e| Error::Internal(format!("compaction task: {e}")))??;

@@ -203,3 +203,75 @@ async fn alerts_of_removed_rules_resolve_and_say_so() {
             .all(|n| n.to == AlertState::Resolved)
     );
 }
+
+/// A firing matched by an active suppression owes nothing and records who
+/// withheld it; once the suppression is expired the next sweep owes the
+/// firing, once; the resolution then goes out as usual.
+#[tokio::test]
+async fn a_suppression_withholds_the_firing_until_it_ends() {
+    use crate::suppress::{Matcher, SuppressionBook, SuppressionRequest};
+
+    let suppressions = SuppressionBook::open(None).unwrap();
+    let book = AlertBook::open(None)
+        .unwrap()
+        .with_suppressions(suppressions.clone());
+    let made = suppressions
+        .upsert(
+            SuppressionRequest {
+                targets: vec![vec![Matcher::parse(r#"service_name="api""#).unwrap()]],
+                starts_at_ns: Some(0),
+                ends_at_ns: 3600 * SEC,
+                created_by: "ana".into(),
+                comment: "deploy".into(),
+                ..Default::default()
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let rule = rule("");
+    book.apply(
+        &rule,
+        &[obs("api", true, None), obs("web", true, None)],
+        true,
+        10 * SEC,
+        &route,
+    );
+    book.save().await.unwrap();
+    let due = book.take_due();
+    let notified: Vec<_> = due
+        .notifications
+        .iter()
+        .map(|n| n.alert.labels["service_name"].as_str())
+        .collect();
+    assert_eq!(notified, ["web", "web"], "api's firing is withheld");
+    let api = due
+        .history
+        .iter()
+        .find(|t| t.labels["service_name"] == "api" && t.to == AlertState::Firing)
+        .unwrap();
+    assert_eq!(api.suppressed_by, vec![made.id.clone()]);
+    // Nothing changes while it lasts.
+    assert_eq!(book.resweep(20 * SEC), 0);
+
+    suppressions.expire(&made.id, 30 * SEC).await.unwrap();
+    assert_eq!(book.resweep(31 * SEC), 2, "api's firing, to both receivers");
+    assert_eq!(book.resweep(32 * SEC), 0, "once");
+    book.apply(&rule, &[obs("web", true, None)], true, 40 * SEC, &route);
+    book.save().await.unwrap();
+    let due = book.take_due();
+    let owed: Vec<_> = due
+        .notifications
+        .iter()
+        .map(|n| (n.alert.labels["service_name"].as_str(), n.to))
+        .collect();
+    assert_eq!(
+        owed,
+        [
+            ("api", AlertState::Firing),
+            ("api", AlertState::Firing),
+            ("api", AlertState::Resolved),
+            ("api", AlertState::Resolved)
+        ]
+    );
+}
