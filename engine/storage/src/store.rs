@@ -369,9 +369,11 @@ impl Store {
         Ok(rows)
     }
 
-    /// Waits while the buffer holds `max_buffer_bytes` or more (asking for
-    /// persistence meanwhile). Writers call it before decoding a request, so
-    /// what waits is encoded bytes; [`write`](Self::write) checks again.
+    /// Waits while the buffer, less the part of the generation being
+    /// persisted that is already written, holds `max_buffer_bytes` or more
+    /// (asking for persistence meanwhile). Writers call it before decoding a
+    /// request, so what waits is encoded bytes; [`write`](Self::write)
+    /// checks again.
     pub async fn buffer_space(&self) {
         let limit = self.inner.config.max_buffer_bytes;
         let mut waited = false;
