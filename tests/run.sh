@@ -14,11 +14,13 @@ fi
 # Headless Chromium renders the status page in the monitor's end-to-end
 # test; openssl makes its certificates and serves TLS for the probe tests;
 # amtool (in Debian's prometheus-alertmanager) manages suppressions through
-# Weir's Alertmanager API.
+# Weir's Alertmanager API; prometheus scrapes Weir and posts its alerts to
+# that API.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+command -v prometheus >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian)"
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::events::{CheckedEvent, DropReason, EventStatus, Outcome, RetiredHosts};
 use crate::rule::{Observation, Priority, RuleDef, fingerprint};
 use crate::suppress::SuppressionBook;
 use crate::template::Context;
@@ -47,7 +48,16 @@ impl AlertState {
     }
 }
 
-/// One alert instance: a rule and a label set.
+/// What raises an alert: a rule's evaluations, or events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertSource {
+    #[default]
+    Rule,
+    Event,
+}
+
+/// One alert instance: a rule (or monitor, for events) and a label set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertSnapshot {
     pub fingerprint: String,
@@ -82,6 +92,15 @@ pub struct AlertSnapshot {
     /// hides it; its firing is sent if the suppression ends first.
     #[serde(default = "yes")]
     pub firing_notified: bool,
+    #[serde(default)]
+    pub source: AlertSource,
+    /// Whether suppressions may hide it (an event can opt out).
+    #[serde(default = "yes")]
+    pub suppressible: bool,
+    /// An event alert resolves at this time unless an event renews it
+    /// (Alertmanager's `endsAt`).
+    #[serde(default)]
+    pub expires_ns: Option<i64>,
 }
 
 fn yes() -> bool {
@@ -130,6 +149,10 @@ struct BookFile {
     history: Vec<Transition>,
     notifications: Vec<Owed>,
     next_id: u64,
+    /// Unhealthy events waiting for their `ignore-flap` `min-age`, by
+    /// fingerprint.
+    #[serde(default)]
+    held: BTreeMap<String, CheckedEvent>,
 }
 
 /// Everything the book holds, behind one lock held only for in-memory work.
@@ -298,7 +321,7 @@ impl AlertBook {
         let gone: Vec<(String, AlertState)> = file
             .alerts
             .values()
-            .filter(|a| !is_configured(a))
+            .filter(|a| a.source == AlertSource::Rule && !is_configured(a))
             .map(|a| (a.fingerprint.clone(), a.state))
             .collect();
         let mut changes = Changes {
@@ -362,7 +385,11 @@ impl AlertBook {
             let Some(alert) = changes.file.alerts.get_mut(&fp) else {
                 continue;
             };
-            let now_by = suppressions.suppressing(&alert.labels, now_ns);
+            let now_by = if alert.suppressible {
+                suppressions.suppressing(&alert.labels, now_ns)
+            } else {
+                Vec::new()
+            };
             if now_by != alert.suppressed_by {
                 alert.suppressed_by = now_by;
                 *version += 1;
@@ -376,6 +403,81 @@ impl AlertBook {
             }
         }
         owed
+    }
+
+    /// Runs events through the static pre-filters into the state machine
+    /// (see [`crate::events`]); says what became of each.
+    pub fn apply_events(
+        &self,
+        events: &[CheckedEvent],
+        retired: &RetiredHosts,
+        now_ns: i64,
+        route: Router<'_>,
+    ) -> (Vec<Outcome>, Applied) {
+        let mut inner = self.lock();
+        let Inner { file, version, .. } = &mut *inner;
+        let mut changes = Changes {
+            file,
+            applied: Applied::default(),
+            suppressions: self.suppressions.as_ref(),
+        };
+        let outcomes = events
+            .iter()
+            .map(|event| changes.event(event, retired, now_ns, route))
+            .collect();
+        // Even a dropped event may renew an alert's expiry.
+        *version += 1;
+        (outcomes, changes.applied)
+    }
+
+    /// Fires held events whose `min-age` has passed and resolves event
+    /// alerts whose expiry passed with no renewal. Returns the transitions.
+    pub fn events_due(&self, now_ns: i64, route: Router<'_>) -> usize {
+        let mut inner = self.lock();
+        let Inner { file, version, .. } = &mut *inner;
+        let ripe: Vec<String> = file
+            .held
+            .iter()
+            .filter(|(_, e)| e.since_ns + e.min_age.unwrap_or_default().as_nanos() as i64 <= now_ns)
+            .map(|(fp, _)| fp.clone())
+            .collect();
+        let expired: Vec<String> = file
+            .alerts
+            .values()
+            .filter(|a| {
+                a.source == AlertSource::Event
+                    && a.state == AlertState::Firing
+                    && a.expires_ns.is_some_and(|at| at <= now_ns)
+            })
+            .map(|a| a.fingerprint.clone())
+            .collect();
+        if ripe.is_empty() && expired.is_empty() {
+            return 0;
+        }
+        let mut changes = Changes {
+            file,
+            applied: Applied::default(),
+            suppressions: self.suppressions.as_ref(),
+        };
+        for fp in ripe {
+            let Some(event) = changes.file.held.remove(&fp) else {
+                continue;
+            };
+            // A held event that stopped holding (its expiry passed) fires no more.
+            if event.expires_ns.is_none_or(|at| at > now_ns) {
+                changes.fire(&event, fp, now_ns, route);
+            }
+        }
+        for fp in expired {
+            changes.transition(&fp, AlertState::Resolved, now_ns);
+        }
+        *version += 1;
+        changes.applied.transitions
+    }
+
+    /// Events waiting for their `min-age`.
+    pub fn held(&self) -> usize {
+        self.lock().file.held.len()
     }
 
     /// Writes the book to disk if it changed since the last save. Returns
@@ -496,27 +598,7 @@ impl Changes<'_> {
             .file
             .alerts
             .entry(fp.clone())
-            .or_insert_with(|| AlertSnapshot {
-                fingerprint: fp.clone(),
-                rule: rule.name.clone(),
-                priority: rule.priority,
-                labels: labels.clone(),
-                state: AlertState::Inactive,
-                since_ns: now_ns,
-                active_since_ns: now_ns,
-                last_value: None,
-                last_evaluation_ns: now_ns,
-                last_failing_ns: now_ns,
-                consecutive: 0,
-                last_checked_at_ns: None,
-                summary: String::new(),
-                description: String::new(),
-                runbook: String::new(),
-                transitions: 0,
-                receivers: Vec::new(),
-                suppressed_by: Vec::new(),
-                firing_notified: true,
-            });
+            .or_insert_with(|| new_alert(rule, &fp, &labels, now_ns));
         if alert.state == AlertState::Resolved {
             // A new episode of the same instance.
             alert.state = AlertState::Inactive;
@@ -585,6 +667,83 @@ impl Changes<'_> {
         }
     }
 
+    /// One event through the static pre-filters and, if it changes
+    /// anything, the state machine.
+    fn event(
+        &mut self,
+        event: &CheckedEvent,
+        retired: &RetiredHosts,
+        now_ns: i64,
+        route: Router<'_>,
+    ) -> Outcome {
+        if retired.retires(&event.labels) {
+            return Outcome::Dropped(DropReason::Retired);
+        }
+        let fp = fingerprint(&event.labels);
+        let alert = self.file.alerts.get_mut(&fp);
+        let active = alert
+            .as_ref()
+            .is_some_and(|a| matches!(a.state, AlertState::Pending | AlertState::Firing));
+        match event.status {
+            EventStatus::Unhealthy if active => {
+                if let Some(alert) = alert {
+                    alert.expires_ns = event.expires_ns;
+                    alert.last_evaluation_ns = now_ns;
+                    alert.last_failing_ns = now_ns;
+                }
+                Outcome::Dropped(DropReason::Unchanged)
+            }
+            EventStatus::Unhealthy => {
+                if let Some(held) = self.file.held.get_mut(&fp) {
+                    held.expires_ns = event.expires_ns;
+                    return Outcome::Dropped(DropReason::Unchanged);
+                }
+                if let Some(age) = event.min_age
+                    && event.since_ns + age.as_nanos() as i64 > now_ns
+                {
+                    self.file.held.insert(fp, event.clone());
+                    return Outcome::Held;
+                }
+                self.fire(event, fp, now_ns, route);
+                Outcome::Passed
+            }
+            EventStatus::Healthy => {
+                if self.file.held.remove(&fp).is_some() {
+                    return Outcome::Dropped(DropReason::Flap);
+                }
+                if !active {
+                    return Outcome::Dropped(DropReason::Unchanged);
+                }
+                self.passing(&event.rule(), &fp, None, now_ns);
+                Outcome::Passed
+            }
+        }
+    }
+
+    fn fire(&mut self, event: &CheckedEvent, fp: String, now_ns: i64, route: Router<'_>) {
+        let observation = Observation {
+            labels: event.labels.clone(),
+            firing: true,
+            value: None,
+            checked_at_ns: None,
+        };
+        let rule = event.rule();
+        let alert = self
+            .file
+            .alerts
+            .entry(fp.clone())
+            .or_insert_with(|| new_alert(&rule, &fp, &event.labels, now_ns));
+        // Only called for an instance that is not active: a new episode,
+        // which began when the check saw it, not when Weir heard of it.
+        alert.state = AlertState::Inactive;
+        alert.consecutive = 0;
+        alert.active_since_ns = event.since_ns;
+        alert.source = AlertSource::Event;
+        alert.suppressible = event.suppressible;
+        alert.expires_ns = event.expires_ns;
+        self.failing(&rule, fp, event.labels.clone(), &observation, now_ns, route);
+    }
+
     /// Moves an alert to `to`, and records what that owes.
     fn transition(&mut self, fp: &str, to: AlertState, now_ns: i64) {
         let Some(alert) = self.file.alerts.get_mut(fp) else {
@@ -607,6 +766,7 @@ impl Changes<'_> {
         if to == AlertState::Firing {
             alert.suppressed_by = self
                 .suppressions
+                .filter(|_| alert.suppressible)
                 .map(|s| s.suppressing(&alert.labels, now_ns))
                 .unwrap_or_default();
             alert.firing_notified = alert.suppressed_by.is_empty();
@@ -652,6 +812,39 @@ impl Changes<'_> {
                 first_attempt_ns: None,
             });
         }
+    }
+}
+
+/// A new, inactive instance of `rule`.
+fn new_alert(
+    rule: &RuleDef,
+    fp: &str,
+    labels: &BTreeMap<String, String>,
+    now_ns: i64,
+) -> AlertSnapshot {
+    AlertSnapshot {
+        fingerprint: fp.to_string(),
+        rule: rule.name.clone(),
+        priority: rule.priority,
+        labels: labels.clone(),
+        state: AlertState::Inactive,
+        since_ns: now_ns,
+        active_since_ns: now_ns,
+        last_value: None,
+        last_evaluation_ns: now_ns,
+        last_failing_ns: now_ns,
+        consecutive: 0,
+        last_checked_at_ns: None,
+        summary: String::new(),
+        description: String::new(),
+        runbook: String::new(),
+        transitions: 0,
+        receivers: Vec::new(),
+        suppressed_by: Vec::new(),
+        firing_notified: true,
+        source: AlertSource::Rule,
+        suppressible: true,
+        expires_ns: None,
     }
 }
 

@@ -156,6 +156,8 @@ pub struct MonitorSettings {
     pub max_suppression_duration: Duration,
     /// Most alert instances a suppression may match unless forced.
     pub max_suppression_matches: usize,
+    /// Hosts whose events are dropped.
+    pub retired_hosts: Vec<String>,
 }
 
 impl Default for MonitorSettings {
@@ -167,6 +169,7 @@ impl Default for MonitorSettings {
             status_cache_for: Duration::from_secs(5),
             max_suppression_duration: Duration::from_secs(30 * 24 * 3600),
             max_suppression_matches: 100,
+            retired_hosts: Vec::new(),
         }
     }
 }

@@ -38,6 +38,7 @@
 
 mod alerts;
 mod config;
+pub mod events;
 mod monitor;
 mod notify;
 mod probe;
@@ -51,7 +52,7 @@ mod template;
 
 use std::time::Duration;
 
-pub use alerts::{AlertSnapshot, AlertState};
+pub use alerts::{AlertSnapshot, AlertSource, AlertState};
 pub use config::{
     HeartbeatSection, MonitorSections, MonitorSettings, ProbeSection, ReceiverSection, RuleSection,
 };

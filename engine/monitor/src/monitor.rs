@@ -19,6 +19,9 @@ use arrow::array::{Array, AsArray};
 
 use crate::alerts::{AlertBook, AlertSnapshot, AlertState};
 use crate::config::{MonitorSections, MonitorSettings, ProbeSection};
+use crate::events::{
+    self, CheckedEvent, DropReason, EventBody, EventMetrics, EventSource, Outcome, RetiredHosts,
+};
 use crate::notify::{Notifier, NotifyMetrics, ReceiverDef};
 use crate::probe::{DEFAULT_TABLE, ProbeDef};
 use crate::rows::{RowMetrics, RowWriter};
@@ -71,6 +74,19 @@ pub struct Monitor {
     notify_metrics: Arc<NotifyMetrics>,
     rule_metrics: Arc<RuleMetrics>,
     owed: Gauge,
+    retired: RetiredHosts,
+    event_metrics: EventMetrics,
+    /// Wakes the persist loop: something owes a save and its consequences.
+    persist: Arc<Notify>,
+}
+
+/// What became of one event, as the events API answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventReport {
+    pub fingerprint: String,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<&'static str>,
 }
 
 #[derive(Debug, Default)]
@@ -146,7 +162,11 @@ impl Monitor {
             );
         }
         let api_probes = read_api_probes(&state_dir)?;
+        let retired = RetiredHosts::new(args.settings.retired_hosts.iter().cloned());
         Ok(Self {
+            retired,
+            event_metrics: EventMetrics::default(),
+            persist: Arc::new(Notify::new()),
             settings: args.settings,
             state_dir,
             book,
@@ -215,7 +235,7 @@ impl Monitor {
             Arc::clone(&self.probe_metrics),
             stop.clone(),
         ));
-        let persist = Arc::new(Notify::new());
+        let persist = Arc::clone(&self.persist);
         let notifier = Notifier::new(
             Arc::clone(&self.receivers),
             self.book.clone(),
@@ -227,6 +247,7 @@ impl Monitor {
         tasks.push(tokio::spawn(persist_loop(
             self.book.clone(),
             self.write_path.clone(),
+            Arc::clone(&self.receivers),
             notifier,
             Arc::clone(&persist),
             stop.clone(),
@@ -331,6 +352,70 @@ impl Monitor {
 
     pub fn alerts(&self) -> Vec<AlertSnapshot> {
         self.book.alerts()
+    }
+
+    /// Takes events (see [`crate::events`]): checks all of them (one bad
+    /// event refuses the request, so nothing is half-applied), runs them
+    /// through the pre-filters into the alert book, and returns once the
+    /// book and the `weir_events` rows are durable.
+    pub async fn receive_events(
+        &self,
+        bodies: Vec<EventBody>,
+        source: EventSource,
+    ) -> Result<Vec<EventReport>> {
+        if bodies.len() > events::MAX_EVENTS_PER_REQUEST {
+            return Err(config_error(
+                "events",
+                format!(
+                    "{} events, more than the {} one request may carry",
+                    bodies.len(),
+                    events::MAX_EVENTS_PER_REQUEST
+                ),
+            ));
+        }
+        let now_ns = weir_pipeline::now_ns();
+        let mut checked = Vec::with_capacity(bodies.len());
+        for (i, body) in bodies.into_iter().enumerate() {
+            let what = format!("events[{i}]");
+            let event = events::check(&what, body, now_ns)?;
+            if event.monitor == RULE_FAILING || self.rules.iter().any(|r| r.name == event.monitor)
+            {
+                return Err(config_error(
+                    format!("{what}.monitor"),
+                    format!(
+                        "{:?} is an alert rule of this Weir; an event's monitor needs a name of its own",
+                        event.monitor
+                    ),
+                ));
+            }
+            checked.push(event);
+        }
+        let receivers = Arc::clone(&self.receivers);
+        let route = move |rule: &RuleDef, labels: &BTreeMap<String, String>| {
+            crate::notify::route(&receivers, rule, labels)
+        };
+        let (outcomes, applied) = self
+            .book
+            .apply_events(&checked, &self.retired, now_ns, &route);
+        // Acknowledged means durable: a crash after the answer loses nothing.
+        self.book.save().await?;
+        if applied.transitions > 0 {
+            self.persist.notify_one();
+        }
+        let rows: Vec<(CheckedEvent, Outcome)> = checked.into_iter().zip(outcomes).collect();
+        let batches = tables::event_batches(&self.write_path, source, &rows, now_ns)?;
+        self.write_path.write_system(batches).await?;
+        Ok(rows
+            .iter()
+            .map(|(event, outcome)| {
+                self.event_metrics.record(*outcome);
+                EventReport {
+                    fingerprint: crate::rule::fingerprint(&event.labels),
+                    outcome: outcome.as_str(),
+                    drop_reason: outcome.drop_reason().map(DropReason::as_str),
+                }
+            })
+            .collect())
     }
 
     /// Every suppression (active, scheduled, and expired in the last five
@@ -583,6 +668,37 @@ impl Monitor {
             "Notification attempt latency.",
             &n.seconds,
         );
+        let e = &self.event_metrics;
+        out.family(
+            "weir_events_total",
+            "Events received, by outcome.",
+            "counter",
+            [
+                (&[("outcome", "passed")][..], e.passed() as f64),
+                (&[("outcome", "held")][..], e.held() as f64),
+                (
+                    &[("outcome", "dropped")][..],
+                    e.received().saturating_sub(e.passed() + e.held()) as f64,
+                ),
+            ],
+        );
+        let dropped: Vec<([(&str, &str); 1], f64)> = DropReason::ALL
+            .iter()
+            .map(|r| ([("reason", r.as_str())], e.dropped(*r) as f64))
+            .collect();
+        out.family(
+            "weir_events_dropped_total",
+            "Events the static pre-filters dropped, by reason.",
+            "counter",
+            dropped.iter().map(|(labels, v)| (&labels[..], *v)),
+        );
+        let held = Gauge::default();
+        held.set(self.book.held() as i64);
+        out.gauge(
+            "weir_events_held",
+            "Unhealthy events waiting for their ignore-flap min-age.",
+            &held,
+        );
         self.owed.set(self.book.owed() as i64);
         out.gauge(
             "weir_notifications_owed",
@@ -719,6 +835,7 @@ async fn rule_loop(mut l: RuleLoop) {
 async fn persist_loop(
     book: AlertBook,
     path: WritePath,
+    receivers: Arc<BTreeMap<String, ReceiverDef>>,
     notifier: Notifier,
     persist: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
@@ -729,7 +846,12 @@ async fn persist_loop(
             _ = tokio::time::sleep(PERSIST_EVERY) => false,
             _ = stop.wait_for(|s| *s) => true,
         };
-        book.resweep(weir_pipeline::now_ns());
+        let now_ns = weir_pipeline::now_ns();
+        let route = |rule: &RuleDef, labels: &BTreeMap<String, String>| {
+            crate::notify::route(&receivers, rule, labels)
+        };
+        book.events_due(now_ns, &route);
+        book.resweep(now_ns);
         if let Err(e) = book.save().await {
             // Nothing is sent that is not on disk.
             error!(error = %e, "could not save the alert book; notifications wait");

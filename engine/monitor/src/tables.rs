@@ -10,6 +10,7 @@
 //! | `weir_rule_errors` | failed evaluation of a rule |
 //! | `weir_suppressions` | suppression and matcher set, computed when read: id, state, window, the set's matchers, the `service_name` it pins |
 //! | `weir_suppressed` | notification a suppression withheld: suppression id, alert, transition |
+//! | `weir_events` | event received: monitor, status, context, fingerprint, source, and its outcome (`passed`, `held`, `dropped` with a `drop_reason`) |
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use weir_pipeline::WritePath;
 use weir_query::SystemTable;
 
 use crate::alerts::{AlertBook, Transition};
+use crate::events::{CheckedEvent, EventSource, Outcome};
 use crate::suppress::{Matcher, Suppression, SuppressionBook};
 
 pub const ALERTS: &str = "weir_alerts";
@@ -29,6 +31,7 @@ pub const NOTIFICATIONS: &str = "weir_notifications";
 pub const RULE_ERRORS: &str = "weir_rule_errors";
 pub const SUPPRESSED: &str = "weir_suppressed";
 pub const SUPPRESSIONS: &str = "weir_suppressions";
+pub const EVENTS: &str = "weir_events";
 
 /// `weir_alerts`.
 pub struct AlertsTable {
@@ -313,6 +316,35 @@ pub fn notification_batches(
         }
         rows.set("latency_ms", Value::F64(a.latency_ms))?;
         rows.set("result", Value::String(a.result))?;
+    }
+    rows.finish()
+}
+
+/// `weir_events`: one row per event received, with what became of it.
+pub fn event_batches(
+    path: &WritePath,
+    source: EventSource,
+    events: &[(CheckedEvent, Outcome)],
+    now_ns: i64,
+) -> weir_model::Result<Vec<TableBatch>> {
+    let mut rows = Rows::new(path, EVENTS)?;
+    for (event, outcome) in events {
+        rows.begin(now_ns)?;
+        rows.set("monitor", Value::Tag(&event.monitor))?;
+        rows.set("status", Value::Tag(event.status.as_str()))?;
+        rows.set("outcome", Value::Tag(outcome.as_str()))?;
+        rows.set("source", Value::Tag(source.as_str()))?;
+        rows.set("priority", Value::Tag(event.priority.as_str()))?;
+        let fingerprint = crate::rule::fingerprint(&event.labels);
+        rows.set("fingerprint", Value::String(&fingerprint))?;
+        rows.declare("drop_reason", ColumnType::String)?;
+        if let Some(reason) = outcome.drop_reason() {
+            rows.set("drop_reason", Value::String(reason.as_str()))?;
+        }
+        rows.set("since_ns", Value::I64(event.since_ns))?;
+        rows.set("message", Value::String(&event.message))?;
+        let labels = serde_json::to_string(&event.labels).unwrap_or_default();
+        rows.set("labels", Value::String(&labels))?;
     }
     rows.finish()
 }

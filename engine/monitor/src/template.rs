@@ -10,6 +10,10 @@
 //! | `${rule.name}` | the rule's name |
 //! | `${rule.priority}` | `high` or `low` |
 //!
+//! Events (see `events`) say the same in their own words:
+//! `${alert.monitor}` (the rule's name is the monitor's),
+//! `${alert.priority}`, and `${context.NAME}` for `${labels.NAME}`.
+//!
 //! `$$` writes a literal `$`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,9 +76,12 @@ impl Template {
             let name = body[..end].trim();
             let part = match name {
                 "value" => Part::Value,
-                "rule.name" => Part::RuleName,
-                "rule.priority" => Part::RulePriority,
-                _ => match name.strip_prefix("labels.") {
+                "rule.name" | "alert.monitor" => Part::RuleName,
+                "rule.priority" | "alert.priority" => Part::RulePriority,
+                _ => match name
+                    .strip_prefix("labels.")
+                    .or_else(|| name.strip_prefix("context."))
+                {
                     Some(label) if !label.is_empty() => {
                         if let Some(known) = labels
                             && !known.contains(label)

@@ -255,6 +255,16 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_MAX_SUPPRESSION_MATCHES", value_name = "N")]
     pub max_suppression_matches: Option<usize>,
 
+    /// Hosts whose events are dropped (matched against an event's `host`,
+    /// `hostname` and `instance`); repeatable. TOML: `retired_hosts = [...]`.
+    #[arg(
+        long = "retired-host",
+        env = "WEIR_RETIRED_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub retired_hosts: Option<Vec<String>>,
+
     /// Probes (TOML only): `[probes.NAME]`.
     #[arg(skip)]
     #[serde(default)]
@@ -431,6 +441,7 @@ impl ServeArgs {
             notify_retry_for,
             max_suppression_duration,
             max_suppression_matches,
+            retired_hosts,
         )
     }
 
@@ -579,6 +590,7 @@ impl ServeArgs {
                 "max_suppression_matches",
                 self.max_suppression_matches.unwrap_or(100),
             )?,
+            retired_hosts: self.retired_hosts.unwrap_or_default(),
             ..weir_monitor::MonitorSettings::default()
         };
         Ok(ServerConfig {

@@ -13,8 +13,8 @@ use tracing::{Instrument, info_span, warn};
 use weir_proto::v1::monitor_service_server::MonitorService;
 use weir_proto::v1::write_service_server::WriteService;
 use weir_proto::v1::{
-    HeartbeatRequest, HeartbeatResponse, RawWriteRequest, WriteAck, WriteError, WriteRequest,
-    WriteResponse,
+    Event, EventOutcome, HeartbeatRequest, HeartbeatResponse, RawWriteRequest, SendEventsRequest,
+    SendEventsResponse, WriteAck, WriteError, WriteRequest, WriteResponse,
 };
 
 use crate::ingest::Ingest;
@@ -200,4 +200,79 @@ impl MonitorService for MonitorApi {
         request_id::set_metadata(response.metadata_mut(), &id);
         Ok(response)
     }
+
+    async fn send_events(
+        &self,
+        request: Request<SendEventsRequest>,
+    ) -> Result<Response<SendEventsResponse>, Status> {
+        let id = request_id::from_metadata(request.metadata());
+        let events = request.into_inner().events;
+        let bodies = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| event_body(i, e))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let reports = self
+            .monitor
+            .receive_events(bodies, weir_monitor::events::EventSource::Grpc)
+            .await
+            .map_err(|e| crate::Error::from(e).grpc_status())?;
+        let mut response = Response::new(SendEventsResponse {
+            events: reports
+                .into_iter()
+                .map(|r| EventOutcome {
+                    fingerprint: r.fingerprint,
+                    outcome: r.outcome.to_string(),
+                    drop_reason: r.drop_reason.unwrap_or_default().to_string(),
+                })
+                .collect(),
+        });
+        request_id::set_metadata(response.metadata_mut(), &id);
+        Ok(response)
+    }
+}
+
+/// The protobuf event as the JSON one: unset (empty, zero) fields take
+/// their defaults.
+fn event_body(i: usize, e: Event) -> Result<weir_monitor::events::EventBody, Status> {
+    let time = |what: &str, ns: i64| -> Result<Option<String>, Status> {
+        if ns == 0 {
+            return Ok(None);
+        }
+        if ns < 0 {
+            return Err(Status::invalid_argument(format!(
+                "events[{i}].{what}: must not be negative"
+            )));
+        }
+        Ok(Some(weir_monitor::suppress::wire::format_time(ns)))
+    };
+    let some = |text: String| (!text.is_empty()).then_some(text);
+    let filters = (!e.filters.is_empty()).then(|| {
+        e.filters
+            .into_iter()
+            .map(|f| {
+                let mut object = serde_json::Map::new();
+                object.insert("type".into(), f.r#type.into());
+                if !f.min_age.is_empty() {
+                    object.insert("min-age".into(), f.min_age.into());
+                }
+                serde_json::Value::Object(object)
+            })
+            .collect()
+    });
+    Ok(weir_monitor::events::EventBody {
+        monitor: e.monitor,
+        status: e.status,
+        since: time("since_unix_nano", e.since_unix_nano)?,
+        message: e.message,
+        context: e.context.into_iter().collect(),
+        priority: some(e.priority),
+        channel: some(e.channel),
+        ticket_queue: some(e.ticket_queue),
+        filters,
+        title: some(e.title),
+        description: some(e.description),
+        runbook: some(e.runbook),
+        ends_at: time("ends_at_unix_nano", e.ends_at_unix_nano)?,
+    })
 }

@@ -11,6 +11,8 @@
 //! | `POST /api/v1/plugins/reload` | re-read the config and plugins, swap them in; answers which were loaded and kept |
 //! | `GET /api/v1/plugins` | the loaded plugins and their counters (also SQL: `weir_plugins`) |
 //! | `/status`, `/api/v1/status`, `/api/v1/alerts`, `/api/v1/probes…`, `/api/v1/heartbeat/{name}` | the monitor (see `http/monitor.rs`) |
+//! | `/api/v1/suppressions…`, `/api/v2/silences…` | suppressions (see `http/suppressions.rs`) |
+//! | `POST /api/v1/events`, `/api/v2/alerts` | events (see `http/events.rs`) |
 //!
 //! Errors answer with a JSON body `{"error": "..."}` and the status from `status.rs`.
 
@@ -34,6 +36,7 @@ use crate::config::ServeArgs;
 use crate::ingest::Ingest;
 use crate::{Error, plugins, request_id};
 
+mod events;
 mod monitor;
 mod suppressions;
 
@@ -69,6 +72,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .merge(
             Router::new()
                 .route("/api/v1/ingest/{source}", post(ingest_raw))
+                .merge(events::routes())
                 .layer(axum::extract::DefaultBodyLimit::max(state.max_raw_body)),
         )
         .layer(axum::middleware::from_fn(with_request_id))

@@ -3,8 +3,10 @@
 //! Alertmanager-webhook receivers as local fakes, the alert tables, crash
 //! safety of alert state and notifications, the status page, bad input;
 //! suppressions through Weir's API, its CLI and the real `amtool`
-//! (`suppressions.rs`).
+//! (`suppressions.rs`); events through Weir's API, gRPC and a real
+//! Prometheus posting to Weir's Alertmanager API (`events.rs`).
 
+mod events;
 mod suppressions;
 
 use std::collections::VecDeque;

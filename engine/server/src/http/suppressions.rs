@@ -125,7 +125,7 @@ async fn expire(
 
 /// Alertmanager answers errors of its v2 API as a JSON string with 400 (or
 /// 404); amtool prints that string.
-fn am_error(e: impl Into<Error>) -> Response {
+pub(super) fn am_error(e: impl Into<Error>) -> Response {
     let e = e.into();
     let status = match e.http_status() {
         StatusCode::NOT_FOUND => StatusCode::NOT_FOUND,
