@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::events::{CheckedEvent, DropReason, EventStatus, Outcome, RetiredHosts};
+use crate::groups::{Group, Grouping, Groups};
 use crate::rule::{Observation, Priority, RuleDef, fingerprint};
 use crate::suppress::SuppressionBook;
 use crate::template::Context;
@@ -101,6 +102,9 @@ pub struct AlertSnapshot {
     /// (Alertmanager's `endsAt`).
     #[serde(default)]
     pub expires_ns: Option<i64>,
+    /// How it is grouped and told (decided when it fires).
+    #[serde(default)]
+    pub grouping: Option<Grouping>,
 }
 
 fn yes() -> bool {
@@ -127,20 +131,80 @@ pub struct Transition {
     pub suppressed_by: Vec<String>,
 }
 
-/// A notification owed: one transition, one receiver.
+/// A notification owed: one group, one receiver.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "OwedFile")]
 pub struct Owed {
     pub id: u64,
     pub receiver: String,
-    /// `firing` or `resolved`.
-    pub to: AlertState,
+    pub group_id: String,
+    /// The labels the group's alerts share.
+    pub group_key: BTreeMap<String, String>,
+    /// The receiver's notification number in the group.
     pub seq: u64,
-    /// The alert as it was at the transition.
-    pub alert: AlertSnapshot,
+    /// The group's alerts routed to the receiver, as they were when the
+    /// notification was decided; each `firing` or `resolved`.
+    pub alerts: Vec<AlertSnapshot>,
     /// Attempts made so far (across restarts).
-    #[serde(default)]
     pub attempts: u32,
     pub first_attempt_ns: Option<i64>,
+}
+
+impl Owed {
+    /// `firing` while any of its alerts fires, else `resolved`.
+    pub fn status(&self) -> AlertState {
+        if self.alerts.iter().any(|a| a.state == AlertState::Firing) {
+            AlertState::Firing
+        } else {
+            AlertState::Resolved
+        }
+    }
+}
+
+/// An owed notification as state files hold it: also the one-alert form
+/// written before alerts were grouped, so an upgrade still delivers what
+/// the old version owed.
+#[derive(Deserialize)]
+struct OwedFile {
+    id: u64,
+    receiver: String,
+    #[serde(default)]
+    group_id: Option<String>,
+    #[serde(default)]
+    group_key: BTreeMap<String, String>,
+    seq: u64,
+    #[serde(default)]
+    alerts: Vec<AlertSnapshot>,
+    #[serde(default)]
+    attempts: u32,
+    first_attempt_ns: Option<i64>,
+    /// The one-alert form: the alert, and the state it moved to.
+    #[serde(default)]
+    alert: Option<AlertSnapshot>,
+    #[serde(default)]
+    to: Option<AlertState>,
+}
+
+impl From<OwedFile> for Owed {
+    fn from(f: OwedFile) -> Self {
+        let mut alerts = f.alerts;
+        let mut group_id = f.group_id;
+        if let Some(mut alert) = f.alert {
+            alert.state = f.to.unwrap_or(alert.state);
+            group_id.get_or_insert_with(|| alert.fingerprint.clone());
+            alerts.push(alert);
+        }
+        Self {
+            id: f.id,
+            receiver: f.receiver,
+            group_id: group_id.unwrap_or_default(),
+            group_key: f.group_key,
+            seq: f.seq,
+            alerts,
+            attempts: f.attempts,
+            first_attempt_ns: f.first_attempt_ns,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -153,6 +217,9 @@ struct BookFile {
     /// fingerprint.
     #[serde(default)]
     held: BTreeMap<String, CheckedEvent>,
+    /// Alert groups and where each of their receivers stands.
+    #[serde(default)]
+    groups: Groups,
 }
 
 /// Everything the book holds, behind one lock held only for in-memory work.
@@ -184,6 +251,8 @@ pub struct AlertBook {
     path: Option<PathBuf>,
     save_lock: Arc<tokio::sync::Mutex<()>>,
     suppressions: Option<SuppressionBook>,
+    /// Grouping of rules and events that say nothing of their own.
+    grouping: Arc<Grouping>,
 }
 
 /// What an evaluation changed.
@@ -230,7 +299,15 @@ impl AlertBook {
             path,
             save_lock: Arc::new(tokio::sync::Mutex::new(())),
             suppressions: None,
+            grouping: Arc::new(Grouping::immediate()),
         })
+    }
+
+    /// Groups alerts by `grouping` unless their rule or event says
+    /// otherwise. (Without this, each alert is told alone and at once.)
+    pub fn with_grouping(mut self, grouping: Grouping) -> Self {
+        self.grouping = Arc::new(grouping);
+        self
     }
 
     /// Notifications of alerts these suppressions match are withheld (and
@@ -267,6 +344,7 @@ impl AlertBook {
             file,
             applied: Applied::default(),
             suppressions: self.suppressions.as_ref(),
+            grouping: &self.grouping,
         };
         let mut seen = std::collections::HashSet::new();
         for obs in observations {
@@ -328,6 +406,7 @@ impl AlertBook {
             file,
             applied: Applied::default(),
             suppressions: self.suppressions.as_ref(),
+            grouping: &self.grouping,
         };
         for (fp, state) in &gone {
             match state {
@@ -372,6 +451,7 @@ impl AlertBook {
             file,
             applied: Applied::default(),
             suppressions: Some(suppressions),
+            grouping: &self.grouping,
         };
         let firing: Vec<String> = changes
             .file
@@ -398,7 +478,7 @@ impl AlertBook {
                 alert.firing_notified = true;
                 let snapshot = alert.clone();
                 owed += snapshot.receivers.len();
-                changes.owe(&snapshot, AlertState::Firing);
+                changes.owe(&snapshot, AlertState::Firing, now_ns);
                 *version += 1;
             }
         }
@@ -420,6 +500,7 @@ impl AlertBook {
             file,
             applied: Applied::default(),
             suppressions: self.suppressions.as_ref(),
+            grouping: &self.grouping,
         };
         let outcomes = events
             .iter()
@@ -458,6 +539,7 @@ impl AlertBook {
             file,
             applied: Applied::default(),
             suppressions: self.suppressions.as_ref(),
+            grouping: &self.grouping,
         };
         for fp in ripe {
             let Some(event) = changes.file.held.remove(&fp) else {
@@ -473,6 +555,47 @@ impl AlertBook {
         }
         *version += 1;
         changes.applied.transitions
+    }
+
+    /// Decides what each due group tells its receivers (see
+    /// [`crate::groups`]); the notifications go to the outbox. Returns how
+    /// many.
+    pub fn flush_groups(&self, now_ns: i64) -> usize {
+        let mut inner = self.lock();
+        let Inner { file, version, .. } = &mut *inner;
+        if file.groups.next_due().is_none_or(|due| due > now_ns) {
+            return 0;
+        }
+        let tellings = file.groups.due(now_ns);
+        *version += 1;
+        for telling in &tellings {
+            let alerts = telling
+                .alerts
+                .iter()
+                .filter_map(|(fp, state)| {
+                    let mut alert = file.alerts.get(fp)?.clone();
+                    alert.state = *state;
+                    Some(alert)
+                })
+                .collect();
+            file.next_id += 1;
+            file.notifications.push(Owed {
+                id: file.next_id,
+                receiver: telling.receiver.clone(),
+                group_id: telling.group_id.clone(),
+                group_key: telling.key.clone(),
+                seq: telling.seq,
+                alerts,
+                attempts: 0,
+                first_attempt_ns: None,
+            });
+        }
+        tellings.len()
+    }
+
+    /// Every alert group, for `weir_alert_groups` and the status page.
+    pub fn groups(&self) -> Vec<Group> {
+        self.lock().file.groups.groups().cloned().collect()
     }
 
     /// Events waiting for their `min-age`.
@@ -582,6 +705,7 @@ struct Changes<'a> {
     file: &'a mut BookFile,
     applied: Applied,
     suppressions: Option<&'a SuppressionBook>,
+    grouping: &'a Grouping,
 }
 
 impl Changes<'_> {
@@ -638,6 +762,7 @@ impl Changes<'_> {
         };
         if to == AlertState::Firing {
             alert.receivers = route(rule, &alert.labels);
+            alert.grouping = Some(rule.grouping.over(self.grouping));
         }
         self.transition(&fp, to, now_ns);
     }
@@ -794,24 +919,25 @@ impl Changes<'_> {
             suppressed_by: withheld_by,
         });
         if notify && !withheld {
-            self.owe(&snapshot, to);
+            self.owe(&snapshot, to, now_ns);
         }
     }
 
-    /// Queues `to`'s notification of `alert` for each of its receivers.
-    fn owe(&mut self, alert: &AlertSnapshot, to: AlertState) {
-        for receiver in &alert.receivers {
-            self.file.next_id += 1;
-            self.file.notifications.push(Owed {
-                id: self.file.next_id,
-                receiver: receiver.clone(),
-                to,
-                seq: alert.transitions,
-                alert: alert.clone(),
-                attempts: 0,
-                first_attempt_ns: None,
-            });
+    /// `alert`'s move to `to` is to be told: it joins its group, whose
+    /// receivers are told on the group's schedule.
+    fn owe(&mut self, alert: &AlertSnapshot, to: AlertState, now_ns: i64) {
+        if alert.receivers.is_empty() {
+            return;
         }
+        let grouping = alert.grouping.as_ref().unwrap_or(self.grouping);
+        self.file.groups.arrive(
+            grouping,
+            &alert.fingerprint,
+            &alert.labels,
+            to,
+            &alert.receivers,
+            now_ns,
+        );
     }
 }
 
@@ -845,6 +971,7 @@ fn new_alert(
         source: AlertSource::Rule,
         suppressible: true,
         expires_ns: None,
+        grouping: None,
     }
 }
 

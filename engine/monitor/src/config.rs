@@ -91,6 +91,12 @@ pub struct RuleSection {
     pub labels: BTreeMap<String, String>,
     /// Receivers to notify, instead of routing by priority.
     pub receivers: Option<Vec<String>>,
+    /// Labels that key its alerts' groups (`["..."]`: every label).
+    pub group_by: Option<Vec<String>>,
+    pub group_wait: Option<String>,
+    pub group_interval: Option<String>,
+    pub repeat_interval: Option<String>,
+    pub group_window: Option<String>,
 }
 
 /// `[receivers.NAME]`: where notifications go.
@@ -158,6 +164,8 @@ pub struct MonitorSettings {
     pub max_suppression_matches: usize,
     /// Hosts whose events are dropped.
     pub retired_hosts: Vec<String>,
+    /// How alerts are grouped unless their rule or event says otherwise.
+    pub grouping: crate::groups::Grouping,
 }
 
 impl Default for MonitorSettings {
@@ -170,6 +178,7 @@ impl Default for MonitorSettings {
             max_suppression_duration: Duration::from_secs(30 * 24 * 3600),
             max_suppression_matches: 100,
             retired_hosts: Vec::new(),
+            grouping: crate::groups::Grouping::default(),
         }
     }
 }

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::groups::GroupingOverrides;
 use crate::rule::{ALERTNAME, Priority, RuleDef};
 use crate::template::Template;
 use crate::{Result, config_error, parse_duration};
@@ -83,6 +84,11 @@ pub struct EventBody {
     /// as Alertmanager's `endsAt`.
     #[serde(rename = "ends-at", alias = "ends_at")]
     pub ends_at: Option<String>,
+    /// Labels that key its alert's group: names, `${alert.monitor}` or
+    /// `${context.NAME}` (`["..."]`: every label). Default: the configured
+    /// `group_by`.
+    #[serde(rename = "group-by", alias = "group_by")]
+    pub group_by: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +143,8 @@ pub struct CheckedEvent {
     /// Suppressions may hide it (the `alert-suppression` filter).
     pub suppressible: bool,
     pub expires_ns: Option<i64>,
+    #[serde(default)]
+    pub grouping: GroupingOverrides,
 }
 
 /// What became of an event.
@@ -292,12 +300,24 @@ pub fn check(what: &str, body: EventBody, now_ns: i64) -> Result<CheckedEvent> {
     // Templates are checked now, against the labels the alert will have:
     // a typo is this request's error, not an empty string in a page.
     let known: BTreeSet<String> = labels.keys().cloned().collect();
-    let mut template = |k: &str, text: Option<String>| -> Result<String> {
+    let template = |k: &str, text: Option<String>| -> Result<String> {
         let text = text.unwrap_or_default();
         check_text(&key(k), &text, 0, MAX_TEXT_BYTES)?;
         Template::parse(&key(k), &text, Some(&known))?;
         Ok(text)
     };
+    if body
+        .group_by
+        .as_ref()
+        .is_some_and(|by| by.len() > MAX_CONTEXT_ENTRIES)
+    {
+        return Err(config_error(
+            key("group-by"),
+            "more labels than an event may have",
+        ));
+    }
+    let grouping =
+        GroupingOverrides::parse(what, body.group_by.as_deref(), None, None, None, None)?;
     let title = template("title", body.title)?;
     let description = template("description", body.description)?;
     let runbook = template("runbook", body.runbook)?;
@@ -314,6 +334,7 @@ pub fn check(what: &str, body: EventBody, now_ns: i64) -> Result<CheckedEvent> {
         min_age,
         suppressible,
         expires_ns,
+        grouping,
     })
 }
 
@@ -416,7 +437,10 @@ fn check_text(what: &str, text: &str, min: usize, max: usize) -> Result<()> {
             format!("{} bytes, more than {max}", text.len()),
         ));
     }
-    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(config_error(what, "holds control characters"));
     }
     Ok(())
@@ -455,11 +479,15 @@ impl RetiredHosts {
         if self.0.is_empty() {
             return false;
         }
-        HOST_KEYS.iter().filter_map(|k| labels.get(*k)).any(|value| {
-            self.0.contains(value) || value.rsplit_once(':').is_some_and(|(host, port)| {
-                port.bytes().all(|b| b.is_ascii_digit()) && self.0.contains(host)
+        HOST_KEYS
+            .iter()
+            .filter_map(|k| labels.get(*k))
+            .any(|value| {
+                self.0.contains(value)
+                    || value.rsplit_once(':').is_some_and(|(host, port)| {
+                        port.bytes().all(|b| b.is_ascii_digit()) && self.0.contains(host)
+                    })
             })
-        })
     }
 }
 
@@ -496,6 +524,7 @@ impl CheckedEvent {
             runbook: template(&self.runbook),
             labels: BTreeMap::new(),
             receivers: None,
+            grouping: self.grouping.clone(),
         }
     }
 }
@@ -573,9 +602,18 @@ mod tests {
             .map(|i| (format!("k{i}"), "v".to_string()))
             .collect();
         let cases = [
-            (serde_json::json!({"monitor": "", "status": "healthy"}), "events[0].monitor"),
-            (serde_json::json!({"monitor": "m", "status": "down"}), "events[0].status"),
-            (serde_json::json!({"monitor": "m\u{7}", "status": "healthy"}), "control"),
+            (
+                serde_json::json!({"monitor": "", "status": "healthy"}),
+                "events[0].monitor",
+            ),
+            (
+                serde_json::json!({"monitor": "m", "status": "down"}),
+                "events[0].status",
+            ),
+            (
+                serde_json::json!({"monitor": "m\u{7}", "status": "healthy"}),
+                "control",
+            ),
             (
                 serde_json::json!({"monitor": "m", "status": "healthy", "since": "yesterday"}),
                 "events[0].since",

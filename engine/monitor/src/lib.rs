@@ -39,6 +39,7 @@
 mod alerts;
 mod config;
 pub mod events;
+pub mod groups;
 mod monitor;
 mod notify;
 mod probe;
@@ -52,7 +53,7 @@ mod template;
 
 use std::time::Duration;
 
-pub use alerts::{AlertSnapshot, AlertSource, AlertState};
+pub use alerts::{AlertBook, AlertSnapshot, AlertSource, AlertState};
 pub use config::{
     HeartbeatSection, MonitorSections, MonitorSettings, ProbeSection, ReceiverSection, RuleSection,
 };

@@ -139,7 +139,9 @@ impl Monitor {
         }
         let state_dir = args.data_dir.join("monitor");
         let suppressions = SuppressionBook::open(Some(&state_dir))?;
-        let book = AlertBook::open(Some(&state_dir))?.with_suppressions(suppressions.clone());
+        let book = AlertBook::open(Some(&state_dir))?
+            .with_suppressions(suppressions.clone())
+            .with_grouping(args.settings.grouping.clone());
         // Alerts of rules taken out of the config resolve now rather than
         // fire forever.
         let configured: std::collections::HashSet<&str> =
@@ -192,6 +194,11 @@ impl Monitor {
     /// `weir_alerts`, for the query engine.
     pub fn alerts_table(&self) -> Arc<dyn SystemTable> {
         Arc::new(AlertsTable::new(self.book.clone()))
+    }
+
+    /// `weir_alert_groups`, for the query engine.
+    pub fn groups_table(&self) -> Arc<dyn SystemTable> {
+        Arc::new(tables::GroupsTable::new(self.book.clone()))
     }
 
     /// `weir_suppressions`, for the query engine.
@@ -378,8 +385,7 @@ impl Monitor {
         for (i, body) in bodies.into_iter().enumerate() {
             let what = format!("events[{i}]");
             let event = events::check(&what, body, now_ns)?;
-            if event.monitor == RULE_FAILING || self.rules.iter().any(|r| r.name == event.monitor)
-            {
+            if event.monitor == RULE_FAILING || self.rules.iter().any(|r| r.name == event.monitor) {
                 return Err(config_error(
                     format!("{what}.monitor"),
                     format!(
@@ -595,7 +601,11 @@ impl Monitor {
                 fresh
             }
         };
-        Ok(Arc::new(status::with_alerts(&services, self.alerts())))
+        Ok(Arc::new(status::with_alerts(
+            &services,
+            self.alerts(),
+            self.book.groups(),
+        )))
     }
 
     pub fn render_metrics(&self, out: &mut Exposition<'_>) {
@@ -737,6 +747,7 @@ fn rule_failing_def() -> RuleDef {
         runbook: Template::default(),
         labels: BTreeMap::new(),
         receivers: None,
+        grouping: Default::default(),
     }
 }
 
@@ -852,6 +863,7 @@ async fn persist_loop(
         };
         book.events_due(now_ns, &route);
         book.resweep(now_ns);
+        book.flush_groups(now_ns);
         if let Err(e) = book.save().await {
             // Nothing is sent that is not on disk.
             error!(error = %e, "could not save the alert book; notifications wait");

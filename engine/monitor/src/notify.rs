@@ -225,11 +225,11 @@ impl Notifier {
         })
     }
 
-    /// Starts delivering one owed notification. Notifications of one alert
+    /// Starts delivering one owed notification. Notifications of one group
     /// to one receiver go in order — a resolve never overtakes the trigger
     /// it resolves while that is still being retried.
     pub fn dispatch(&self, owed: Owed) {
-        let key = (owed.receiver.clone(), owed.alert.fingerprint.clone());
+        let key = (owed.receiver.clone(), owed.group_id.clone());
         let mut chains = self.chains.lock().unwrap_or_else(|e| e.into_inner());
         chains.retain(|_, task| !task.is_finished());
         let previous = chains.remove(&key);
@@ -243,17 +243,22 @@ impl Notifier {
         chains.insert(key, task);
     }
 
-    async fn deliver(self, owed: Owed) {
+    async fn deliver(self, mut owed: Owed) {
         let Some(receiver) = self.receivers.get(&owed.receiver) else {
-            warn!(receiver = %owed.receiver, alert = %owed.alert.fingerprint,
+            warn!(receiver = %owed.receiver, group = %owed.group_id,
                 "a notification is owed to a receiver no longer configured; dropped");
             self.book.notification_done(owed.id);
             return;
         };
-        if owed.to == AlertState::Resolved && !receiver.send_resolved {
+        if !receiver.send_resolved {
+            owed.alerts.retain(|a| a.state == AlertState::Firing);
+        }
+        if owed.alerts.is_empty() {
             self.book.notification_done(owed.id);
             return;
         }
+        let told = owed.status();
+        let first = owed.alerts[0].clone();
         let body = payload::body(receiver, &owed);
         let first_ns = owed.first_attempt_ns.unwrap_or_else(weir_pipeline::now_ns);
         let give_up_ns = first_ns.saturating_add(self.retry_for.as_nanos() as i64);
@@ -316,9 +321,11 @@ impl Notifier {
                 time_ns: now_ns,
                 receiver: receiver.name.clone(),
                 receiver_type: receiver.kind.as_str(),
-                fingerprint: owed.alert.fingerprint.clone(),
-                rule: owed.alert.rule.clone(),
-                transition: owed.to.as_str(),
+                group_id: owed.group_id.clone(),
+                alerts: owed.alerts.len() as u64,
+                fingerprint: first.fingerprint.clone(),
+                rule: first.rule.clone(),
+                transition: told.as_str(),
                 seq: owed.seq,
                 attempt,
                 http_status: status,
@@ -338,15 +345,16 @@ impl Notifier {
             match result {
                 "delivered" => {
                     self.metrics.delivered.inc();
-                    info!(receiver = %receiver.name, alert = %owed.alert.fingerprint,
-                        transition = owed.to.as_str(), attempt, "notification delivered");
+                    info!(receiver = %receiver.name, group = %owed.group_id,
+                        alerts = owed.alerts.len(), told = told.as_str(), attempt,
+                        "notification delivered");
                     return;
                 }
                 "failed" => {
                     self.metrics.failed.inc();
-                    warn!(receiver = %receiver.name, alert = %owed.alert.fingerprint,
-                        transition = owed.to.as_str(), attempt, error = error.as_deref().unwrap_or(""),
-                        "notification given up");
+                    warn!(receiver = %receiver.name, group = %owed.group_id,
+                        alerts = owed.alerts.len(), told = told.as_str(), attempt,
+                        error = error.as_deref().unwrap_or(""), "notification given up");
                     return;
                 }
                 _ => {}

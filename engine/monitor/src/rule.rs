@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 use weir_query::QueryResult;
 
 use crate::config::{ReceiverSection, RuleSection};
+use crate::groups::GroupingOverrides;
 use crate::template::Template;
 use crate::{Result, config_error, parse_duration};
 
@@ -93,6 +94,8 @@ pub struct RuleDef {
     /// Static labels, templated.
     pub labels: BTreeMap<String, Template>,
     pub receivers: Option<Vec<String>>,
+    /// Its own grouping, over the configured one.
+    pub grouping: GroupingOverrides,
 }
 
 impl RuleDef {
@@ -178,6 +181,14 @@ impl RuleDef {
             runbook: template("runbook", &section.runbook)?,
             labels,
             receivers: section.receivers.clone(),
+            grouping: GroupingOverrides::parse(
+                &what,
+                section.group_by.as_deref(),
+                section.group_wait.as_deref(),
+                section.group_interval.as_deref(),
+                section.repeat_interval.as_deref(),
+                section.group_window.as_deref(),
+            )?,
         })
     }
 }

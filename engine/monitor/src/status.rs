@@ -71,6 +71,19 @@ pub struct StatusReport {
     pub hours: i64,
     pub services: Vec<ServiceStatus>,
     pub alerts: Vec<ActiveAlert>,
+    /// Alert groups with an alert firing, largest first.
+    pub groups: Vec<GroupStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    pub id: String,
+    /// The labels its alerts share.
+    pub key: BTreeMap<String, String>,
+    pub alerts: usize,
+    pub firing: usize,
+    pub opened: String,
+    pub age_seconds: i64,
 }
 
 fn rfc3339(ns: i64) -> String {
@@ -194,11 +207,16 @@ pub async fn compute(
         hours: STATUS_HOURS,
         services,
         alerts: Vec::new(),
+        groups: Vec::new(),
     })
 }
 
 /// `report` with the alerts as they are now.
-pub fn with_alerts(report: &StatusReport, alerts: Vec<AlertSnapshot>) -> StatusReport {
+pub fn with_alerts(
+    report: &StatusReport,
+    alerts: Vec<AlertSnapshot>,
+    groups: Vec<crate::groups::Group>,
+) -> StatusReport {
     let mut report = report.clone();
     for service in &mut report.services {
         service.firing_alerts = alerts
@@ -211,7 +229,27 @@ pub fn with_alerts(report: &StatusReport, alerts: Vec<AlertSnapshot>) -> StatusR
             })
             .count();
     }
-    report.alerts = active_alerts(alerts, weir_pipeline::now_ns());
+    let now_ns = weir_pipeline::now_ns();
+    report.alerts = active_alerts(alerts, now_ns);
+    report.groups = groups
+        .into_iter()
+        .map(|g| GroupStatus {
+            firing: g
+                .members
+                .values()
+                .filter(|m| m.state == AlertState::Firing)
+                .count(),
+            alerts: g.members.len(),
+            opened: rfc3339(g.opened_ns),
+            age_seconds: (now_ns - g.opened_ns) / 1_000_000_000,
+            id: g.id,
+            key: g.key,
+        })
+        .filter(|g| g.firing > 0)
+        .collect();
+    report
+        .groups
+        .sort_by(|a, b| (b.firing, b.age_seconds).cmp(&(a.firing, a.age_seconds)));
     report
 }
 
@@ -248,6 +286,7 @@ pub fn compute_empty(table: &str) -> StatusReport {
         hours: STATUS_HOURS,
         services: Vec::new(),
         alerts: Vec::new(),
+        groups: Vec::new(),
     }
 }
 
@@ -416,6 +455,28 @@ pub fn render_status_html(report: &StatusReport) -> String {
         );
     }
     html.push_str("</section>");
+    if !report.groups.is_empty() {
+        let _ = write!(
+            html,
+            "<section id=\"groups\"><h2>Alert groups ({})</h2>",
+            report.groups.len()
+        );
+        for g in &report.groups {
+            let key: Vec<String> = g.key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = write!(
+                html,
+                "<div class=\"alert\" data-group=\"{}\" data-firing=\"{}\"><span>{}</span>\
+                 <span class=\"up\">{} of {} firing · for {}</span></div>",
+                escape(&g.id),
+                g.firing,
+                escape(&key.join(" ")),
+                g.firing,
+                g.alerts,
+                age(g.age_seconds)
+            );
+        }
+        html.push_str("</section>");
+    }
     let _ = write!(
         html,
         "<section id=\"services\"><h2>Services ({}) — last {} hours</h2>",

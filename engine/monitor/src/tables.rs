@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `weir_alerts` | alert instance: labels, state, since, last value, last evaluation, fingerprint |
 //! | `weir_alert_history` | transition (`pending`, `firing`, `resolved`, `inactive`) |
-//! | `weir_notifications` | delivery attempt: receiver, alert, transition, attempt, HTTP status, error, latency |
+//! | `weir_notifications` | delivery attempt: receiver, group, its alert count, the first alert, firing or resolved, attempt, HTTP status, error, latency |
+//! | `weir_alert_groups` | alert group, computed when read: key, alerts firing and resolved, opened, last activity, next look, notifications sent |
 //! | `weir_rule_errors` | failed evaluation of a rule |
 //! | `weir_suppressions` | suppression and matcher set, computed when read: id, state, window, the set's matchers, the `service_name` it pins |
 //! | `weir_suppressed` | notification a suppression withheld: suppression id, alert, transition |
@@ -32,6 +33,7 @@ pub const RULE_ERRORS: &str = "weir_rule_errors";
 pub const SUPPRESSED: &str = "weir_suppressed";
 pub const SUPPRESSIONS: &str = "weir_suppressions";
 pub const EVENTS: &str = "weir_events";
+pub const ALERT_GROUPS: &str = "weir_alert_groups";
 
 /// `weir_alerts`.
 pub struct AlertsTable {
@@ -96,6 +98,84 @@ impl SystemTable for AlertsTable {
             )),
             text(&|a| a.summary.clone()),
             text(&|a| a.receivers.join(",")),
+        ];
+        RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(&self.schema)))
+    }
+}
+
+/// `weir_alert_groups`: one row per alert group still open or owing.
+pub struct GroupsTable {
+    book: AlertBook,
+    schema: SchemaRef,
+}
+
+impl GroupsTable {
+    pub fn new(book: AlertBook) -> Self {
+        let text = |name| Field::new(name, DataType::Utf8, false);
+        let time = |name, nullable| Field::new(name, weir_model::time_data_type(), nullable);
+        let count = |name| Field::new(name, DataType::UInt64, false);
+        let schema = Arc::new(Schema::new(vec![
+            text("id"),
+            text("key"),
+            Field::new("joinable", DataType::Boolean, false),
+            count("alerts"),
+            count("firing"),
+            time("opened", false),
+            time("last_activity", false),
+            time("next_notification", true),
+            count("notifications"),
+            text("receivers"),
+        ]));
+        Self { book, schema }
+    }
+}
+
+impl SystemTable for GroupsTable {
+    fn name(&self) -> &str {
+        ALERT_GROUPS
+    }
+
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn rows(&self) -> RecordBatch {
+        use crate::alerts::AlertState;
+        let groups = self.book.groups();
+        let text = |f: &dyn Fn(&crate::groups::Group) -> String| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(groups.iter().map(f)))
+        };
+        let count = |f: &dyn Fn(&crate::groups::Group) -> usize| -> ArrayRef {
+            Arc::new(UInt64Array::from_iter_values(
+                groups.iter().map(|g| f(g) as u64),
+            ))
+        };
+        let columns = vec![
+            text(&|g| g.id.clone()),
+            text(&|g| serde_json::to_string(&g.key).unwrap_or_default()),
+            Arc::new(arrow::array::BooleanArray::from_iter(
+                groups.iter().map(|g| Some(g.joinable)),
+            )),
+            count(&|g| g.members.len()),
+            count(&|g| {
+                g.members
+                    .values()
+                    .filter(|m| m.state == AlertState::Firing)
+                    .count()
+            }),
+            timestamps(groups.iter().map(|g| g.opened_ns)),
+            timestamps(groups.iter().map(|g| g.last_activity_ns)),
+            Arc::new(
+                TimestampNanosecondArray::from_iter(
+                    groups
+                        .iter()
+                        .map(|g| g.flushes.values().filter_map(|f| f.due_ns).min()),
+                )
+                .with_timezone(weir_model::TIME_ZONE),
+            ),
+            count(&|g| g.flushes.values().map(|f| f.sent as usize).sum()),
+            text(&|g| g.flushes.keys().cloned().collect::<Vec<_>>().join(",")),
         ];
         RecordBatch::try_new(Arc::clone(&self.schema), columns)
             .unwrap_or_else(|_| RecordBatch::new_empty(Arc::clone(&self.schema)))
@@ -280,6 +360,10 @@ pub struct NotificationRow {
     pub time_ns: i64,
     pub receiver: String,
     pub receiver_type: &'static str,
+    pub group_id: String,
+    /// Alerts in the notification.
+    pub alerts: u64,
+    /// The first alert's (the only one's, unless grouped).
     pub fingerprint: String,
     pub rule: String,
     pub transition: &'static str,
@@ -303,6 +387,8 @@ pub fn notification_batches(
         rows.set("receiver_type", Value::Tag(a.receiver_type))?;
         rows.set("rule", Value::Tag(&a.rule))?;
         rows.set("fingerprint", Value::Tag(&a.fingerprint))?;
+        rows.set("group_id", Value::Tag(&a.group_id))?;
+        rows.set("alerts", Value::U64(a.alerts))?;
         rows.set("transition", Value::String(a.transition))?;
         rows.set("seq", Value::U64(a.seq))?;
         rows.set("attempt", Value::U64(a.attempt as u64))?;

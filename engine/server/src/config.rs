@@ -265,6 +265,35 @@ pub struct ServeArgs {
     )]
     pub retired_hosts: Option<Vec<String>>,
 
+    /// Labels whose values group alerts (Alertmanager's `group_by`); a rule
+    /// or event may say otherwise. Default `alertname, service,
+    /// service_name, region`; `...` groups by every label.
+    #[arg(
+        long = "group-by",
+        env = "WEIR_GROUP_BY",
+        value_name = "LABEL",
+        value_delimiter = ','
+    )]
+    pub group_by: Option<Vec<String>>,
+
+    /// Wait before a new group's first notification. Default `30s`.
+    #[arg(long, env = "WEIR_GROUP_WAIT", value_name = "DURATION")]
+    pub group_wait: Option<String>,
+
+    /// Least time between notifications of a changing group. Default `5m`.
+    #[arg(long, env = "WEIR_GROUP_INTERVAL", value_name = "DURATION")]
+    pub group_interval: Option<String>,
+
+    /// Time after which a still-firing, unchanged group is told again.
+    /// Default `4h`.
+    #[arg(long, env = "WEIR_REPEAT_INTERVAL", value_name = "DURATION")]
+    pub repeat_interval: Option<String>,
+
+    /// A group quiet this long takes no more alerts: the next of its key
+    /// opens a new group. Default `30m`.
+    #[arg(long, env = "WEIR_GROUP_WINDOW", value_name = "DURATION")]
+    pub group_window: Option<String>,
+
     /// Probes (TOML only): `[probes.NAME]`.
     #[arg(skip)]
     #[serde(default)]
@@ -442,6 +471,11 @@ impl ServeArgs {
             max_suppression_duration,
             max_suppression_matches,
             retired_hosts,
+            group_by,
+            group_wait,
+            group_interval,
+            repeat_interval,
+            group_window,
         )
     }
 
@@ -591,6 +625,16 @@ impl ServeArgs {
                 self.max_suppression_matches.unwrap_or(100),
             )?,
             retired_hosts: self.retired_hosts.unwrap_or_default(),
+            grouping: weir_monitor::groups::GroupingOverrides::parse(
+                "",
+                self.group_by.as_deref(),
+                self.group_wait.as_deref(),
+                self.group_interval.as_deref(),
+                self.repeat_interval.as_deref(),
+                self.group_window.as_deref(),
+            )
+            .map_err(|e| Error::Config(e.to_string()))?
+            .over(&weir_monitor::groups::Grouping::default()),
             ..weir_monitor::MonitorSettings::default()
         };
         Ok(ServerConfig {

@@ -274,5 +274,6 @@ fn event_body(i: usize, e: Event) -> Result<weir_monitor::events::EventBody, Sta
         description: some(e.description),
         runbook: some(e.runbook),
         ends_at: time("ends_at_unix_nano", e.ends_at_unix_nano)?,
+        group_by: (!e.group_by.is_empty()).then_some(e.group_by),
     })
 }

@@ -87,7 +87,8 @@ pub async fn serve(
         QueryEngine::new(store.clone(), config.query.clone())?
             .with_system_table(Arc::new(plugins::PluginsTable::new(Arc::clone(&pipelines))))
             .with_system_table(monitor.alerts_table())
-            .with_system_table(monitor.suppressions_table()),
+            .with_system_table(monitor.suppressions_table())
+            .with_system_table(monitor.groups_table()),
     );
     monitor.start(Arc::clone(&query)).await?;
     let http_state = Arc::new(http::HttpState {

@@ -4,9 +4,11 @@
 //! safety of alert state and notifications, the status page, bad input;
 //! suppressions through Weir's API, its CLI and the real `amtool`
 //! (`suppressions.rs`); events through Weir's API, gRPC and a real
-//! Prometheus posting to Weir's Alertmanager API (`events.rs`).
+//! Prometheus posting to Weir's Alertmanager API (`events.rs`); alert
+//! groups (`groups.rs`).
 
 mod events;
+mod groups;
 mod suppressions;
 
 use std::collections::VecDeque;
@@ -159,9 +161,17 @@ runbook = "https://runbooks.example/${labels.service_name}"
 labels = { team = "core" }
 "#;
 
+/// Writes a config file. Alerts are told at once (`group_wait = "0s"`) and
+/// a group's changes a second apart, unless the text says otherwise:
+/// these tests are about what is told; `groups.rs` tests when.
 fn config_file(dir: &std::path::Path, text: &str) -> Result<String> {
     let path = dir.join("weir.toml");
-    std::fs::write(&path, text)?;
+    let prompt = if text.contains("group_wait") {
+        ""
+    } else {
+        "group_wait = \"0s\"\ngroup_interval = \"1s\"\n"
+    };
+    std::fs::write(&path, format!("{prompt}{text}"))?;
     Ok(path.display().to_string())
 }
 
@@ -279,7 +289,13 @@ async fn a_failing_check_pages_once_and_resolves_once() -> Result<()> {
     let alerts = server.sql("SELECT * FROM weir_alerts").await?;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["state"], "firing");
-    assert_eq!(alerts[0]["fingerprint"], dedup_key.as_str());
+    // One PagerDuty incident per alert group: its id is the dedup key.
+    let groups = server
+        .sql("SELECT id, alerts FROM weir_alert_groups")
+        .await?;
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["id"], dedup_key.as_str());
+    assert_eq!(groups[0]["alerts"], 1);
     assert_eq!(alerts[0]["priority"], "high");
     assert!(
         alerts[0]["labels"]

@@ -35,6 +35,13 @@ fn route(_: &RuleDef, _: &BTreeMap<String, String>) -> Vec<String> {
     vec!["chat".into(), "pager".into()]
 }
 
+/// What the book owes at `now_ns`: its groups flushed, saved, handed out.
+async fn settle(book: &AlertBook, now_ns: i64) -> Due {
+    book.flush_groups(now_ns);
+    book.save().await.unwrap();
+    book.take_due()
+}
+
 fn state(book: &AlertBook, service: &str) -> Option<AlertState> {
     book.alerts()
         .into_iter()
@@ -63,12 +70,11 @@ async fn consecutive_counts_checks_not_evaluations() {
     assert_eq!(state(&book, "api"), Some(AlertState::Firing));
     eval(&book, true, 4);
     // Firing owes one notification per receiver, once.
-    book.save().await.unwrap();
-    let due = book.take_due();
+    let due = settle(&book, 1000 * SEC).await;
     let firing: Vec<_> = due
         .notifications
         .iter()
-        .map(|n| (n.receiver.as_str(), n.to))
+        .map(|n| (n.receiver.as_str(), n.status()))
         .collect();
     assert_eq!(
         firing,
@@ -82,17 +88,16 @@ async fn consecutive_counts_checks_not_evaluations() {
             (AlertState::Pending, AlertState::Firing)
         ]
     );
-    assert_eq!(due.notifications[0].alert.summary, "api down");
+    assert_eq!(due.notifications[0].alerts[0].summary, "api down");
     // Recovery resolves, and owes the resolution.
     eval(&book, false, 5);
     assert_eq!(state(&book, "api"), Some(AlertState::Resolved));
-    book.save().await.unwrap();
-    let due = book.take_due();
+    let due = settle(&book, 2000 * SEC).await;
     assert_eq!(due.notifications.len(), 2);
     assert!(
         due.notifications
             .iter()
-            .all(|n| n.to == AlertState::Resolved)
+            .all(|n| n.status() == AlertState::Resolved)
     );
 }
 
@@ -150,6 +155,7 @@ async fn what_is_owed_survives_a_crash_and_nothing_unsaved_is_handed_out() {
         let book = AlertBook::open(Some(dir.path())).unwrap();
         book.apply(&rule, &[obs("a", true, None)], true, SEC, &route);
         // Not on disk yet: nothing may be sent.
+        book.flush_groups(SEC);
         let due = book.take_due();
         assert!(due.notifications.is_empty() && due.history.is_empty());
         book.save().await.unwrap();
@@ -173,8 +179,7 @@ async fn what_is_owed_survives_a_crash_and_nothing_unsaved_is_handed_out() {
     assert_eq!(due.history.len(), 1, "the transition is not lost");
     // Still failing after the restart: not a new alert, nothing new owed.
     book.apply(&rule, &[obs("a", true, None)], true, 2 * SEC, &route);
-    book.save().await.unwrap();
-    assert!(book.take_due().notifications.is_empty());
+    assert!(settle(&book, 3 * SEC).await.notifications.is_empty());
 }
 
 #[test]
@@ -190,17 +195,15 @@ async fn alerts_of_removed_rules_resolve_and_say_so() {
     let book = AlertBook::open(None).unwrap();
     let rule = rule("");
     book.apply(&rule, &[obs("a", true, None)], true, SEC, &route);
-    book.save().await.unwrap();
-    let _ = book.take_due();
+    let _ = settle(&book, SEC).await;
     assert_eq!(book.retire(&|a| a.rule != "down", 2 * SEC), 1);
     assert_eq!(state(&book, "a"), Some(AlertState::Resolved));
-    book.save().await.unwrap();
-    let due = book.take_due();
+    let due = settle(&book, 2 * SEC).await;
     assert_eq!(due.notifications.len(), 2);
     assert!(
         due.notifications
             .iter()
-            .all(|n| n.to == AlertState::Resolved)
+            .all(|n| n.status() == AlertState::Resolved)
     );
 }
 
@@ -237,12 +240,11 @@ async fn a_suppression_withholds_the_firing_until_it_ends() {
         10 * SEC,
         &route,
     );
-    book.save().await.unwrap();
-    let due = book.take_due();
+    let due = settle(&book, 10 * SEC).await;
     let notified: Vec<_> = due
         .notifications
         .iter()
-        .map(|n| n.alert.labels["service_name"].as_str())
+        .map(|n| n.alerts[0].labels["service_name"].as_str())
         .collect();
     assert_eq!(notified, ["web", "web"], "api's firing is withheld");
     let api = due
@@ -257,13 +259,12 @@ async fn a_suppression_withholds_the_firing_until_it_ends() {
     suppressions.expire(&made.id, 30 * SEC).await.unwrap();
     assert_eq!(book.resweep(31 * SEC), 2, "api's firing, to both receivers");
     assert_eq!(book.resweep(32 * SEC), 0, "once");
+    let mut owed = settle(&book, 33 * SEC).await.notifications;
     book.apply(&rule, &[obs("web", true, None)], true, 40 * SEC, &route);
-    book.save().await.unwrap();
-    let due = book.take_due();
-    let owed: Vec<_> = due
-        .notifications
+    owed.extend(settle(&book, 40 * SEC).await.notifications);
+    let owed: Vec<_> = owed
         .iter()
-        .map(|n| (n.alert.labels["service_name"].as_str(), n.to))
+        .map(|n| (n.alerts[0].labels["service_name"].as_str(), n.status()))
         .collect();
     assert_eq!(
         owed,
@@ -273,5 +274,107 @@ async fn a_suppression_withholds_the_firing_until_it_ends() {
             ("api", AlertState::Resolved),
             ("api", AlertState::Resolved)
         ]
+    );
+}
+
+fn grouped(wait_s: u64) -> crate::groups::Grouping {
+    crate::groups::Grouping {
+        by: Some(vec![ALERTNAME.to_string()]),
+        wait: std::time::Duration::from_secs(wait_s),
+        ..crate::groups::Grouping::default()
+    }
+}
+
+/// Killed while a group waits out its group_wait: after the restart the
+/// group is told once, on time — not before, not twice, not never.
+#[tokio::test]
+async fn a_group_waiting_when_killed_notifies_once_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = rule("");
+    {
+        let book = AlertBook::open(Some(dir.path()))
+            .unwrap()
+            .with_grouping(grouped(30));
+        let failing: Vec<_> = ["a", "b", "c"].iter().map(|s| obs(s, true, None)).collect();
+        book.apply(&rule, &failing, true, 0, &route);
+        assert!(settle(&book, 10 * SEC).await.notifications.is_empty());
+        assert_eq!(book.groups().len(), 1);
+        // kill -9: the book as last saved is all that is left.
+    }
+    let reopen = || {
+        AlertBook::open(Some(dir.path()))
+            .unwrap()
+            .with_grouping(grouped(30))
+    };
+    let book = reopen();
+    assert!(settle(&book, 29 * SEC).await.notifications.is_empty());
+    let due = settle(&book, 30 * SEC).await;
+    let told: Vec<_> = due
+        .notifications
+        .iter()
+        .map(|n| (n.receiver.as_str(), n.alerts.len()))
+        .collect();
+    assert_eq!(told, [("chat", 3), ("pager", 3)]);
+    drop(book);
+    // Killed again right after deciding (and saving) that: the same two
+    // are owed again, nothing new is decided.
+    let book = reopen();
+    let due = settle(&book, 31 * SEC).await;
+    assert_eq!(due.notifications.len(), 2);
+    assert!(due.notifications.iter().all(|n| n.seq == 1));
+}
+
+#[tokio::test]
+async fn events_flap_hold_fire_on_time_and_lapse() {
+    use crate::events::{EventBody, check};
+
+    let book = AlertBook::open(None).unwrap();
+    let retired = RetiredHosts::default();
+    let event = |status: &str, extra: serde_json::Value, now: i64| {
+        let mut body = serde_json::json!({"monitor": "job", "status": status});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        check("e", serde_json::from_value::<EventBody>(body).unwrap(), now).unwrap()
+    };
+    let flap = serde_json::json!({"filters": [{"type": "ignore-flap", "min-age": "10s"}]});
+    let apply = |e: CheckedEvent, now: i64| book.apply_events(&[e], &retired, now, &route).0[0];
+    // 200 flaps: nothing but held and cancelled.
+    for i in 0..100 {
+        let t = i * SEC / 100;
+        assert_eq!(apply(event("unhealthy", flap.clone(), t), t), Outcome::Held);
+        assert_eq!(
+            apply(event("healthy", flap.clone(), t), t),
+            Outcome::Dropped(DropReason::Flap)
+        );
+    }
+    assert!(book.alerts().is_empty());
+    // Held, and still unhealthy at min-age: fires then.
+    assert_eq!(
+        apply(event("unhealthy", flap.clone(), 2 * SEC), 2 * SEC),
+        Outcome::Held
+    );
+    assert_eq!(book.events_due(11 * SEC, &route), 0);
+    assert_eq!(book.events_due(12 * SEC, &route), 1);
+    assert_eq!(book.alerts()[0].state, AlertState::Firing);
+    assert_eq!(book.alerts()[0].active_since_ns, 2 * SEC);
+    assert_eq!(
+        apply(event("unhealthy", flap.clone(), 13 * SEC), 13 * SEC),
+        Outcome::Dropped(DropReason::Unchanged)
+    );
+    // An alert with an expiry lapses unless renewed.
+    let lapse = serde_json::json!({"ends-at": "1970-01-01T00:01:00Z"});
+    let other = |status| {
+        let mut e = event(status, lapse.clone(), 20 * SEC);
+        e.labels.insert("service".into(), "x".into());
+        e
+    };
+    assert_eq!(apply(other("unhealthy"), 20 * SEC), Outcome::Passed);
+    assert_eq!(book.events_due(59 * SEC, &route), 0);
+    assert_eq!(book.events_due(60 * SEC, &route), 1);
+    assert!(
+        book.alerts()
+            .iter()
+            .any(|a| a.labels.contains_key("service") && a.state == AlertState::Resolved)
     );
 }

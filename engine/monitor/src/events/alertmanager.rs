@@ -227,7 +227,10 @@ mod tests {
     fn bad_alerts_are_refused() {
         for (json, expected) in [
             (serde_json::json!({"labels": {}}), "alertname"),
-            (serde_json::json!({"labels": {"alertname": ""}}), "alertname"),
+            (
+                serde_json::json!({"labels": {"alertname": ""}}),
+                "alertname",
+            ),
             (
                 serde_json::json!({"labels": {"alertname": "A"}, "endsAt": "soon"}),
                 "endsAt",

@@ -1,6 +1,10 @@
-//! What each receiver type is sent: a Slack incoming-webhook message, a
-//! PagerDuty Events API v2 event, or an Alertmanager webhook (version 4)
-//! body, so existing Alertmanager webhook consumers work unmodified.
+//! What each receiver type is sent for one group of alerts: a Slack
+//! incoming-webhook message, a PagerDuty Events API v2 event (one incident
+//! per group), or an Alertmanager webhook (version 4) body, so existing
+//! Alertmanager webhook consumers work unmodified. A group of one alert
+//! reads as that alert.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
@@ -12,6 +16,9 @@ use crate::rule::{ALERTNAME, Priority};
 const MAX_SUMMARY_CHARS: usize = 1024;
 /// Slack caps a section's fields at ten.
 const MAX_SLACK_FIELDS: usize = 10;
+/// Alerts of a group listed by name in a chat message or page; the rest
+/// are counted.
+const MAX_LISTED: usize = 20;
 
 pub fn body(receiver: &ReceiverDef, owed: &Owed) -> Value {
     match &receiver.kind {
@@ -27,21 +34,100 @@ fn rfc3339(ns: i64) -> String {
 
 fn title(alert: &AlertSnapshot) -> String {
     if alert.summary.is_empty() {
-        let labels: Vec<String> = alert
-            .labels
-            .iter()
-            .filter(|(k, _)| k.as_str() != ALERTNAME)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!("{} {}", alert.rule, labels.join(" "))
+        format!("{} {}", alert.rule, labels_text(&alert.labels))
     } else {
         alert.summary.clone()
     }
 }
 
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != ALERTNAME)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a group is called: its one alert's title, or its key.
+fn group_title(owed: &Owed) -> String {
+    match owed.alerts.as_slice() {
+        [one] => title(one),
+        alerts => {
+            let name = owed
+                .group_key
+                .get(ALERTNAME)
+                .cloned()
+                .unwrap_or_else(|| alerts[0].rule.clone());
+            let rest = labels_text(&owed.group_key);
+            format!("{} alerts: {name} {rest}", alerts.len())
+                .trim_end()
+                .to_string()
+        }
+    }
+}
+
+fn counts(owed: &Owed) -> (usize, usize) {
+    let firing = owed
+        .alerts
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .count();
+    (firing, owed.alerts.len() - firing)
+}
+
+/// The most urgent priority among the group's firing alerts.
+fn priority(owed: &Owed) -> Priority {
+    if owed
+        .alerts
+        .iter()
+        .any(|a| a.state == AlertState::Firing && a.priority == Priority::High)
+    {
+        Priority::High
+    } else {
+        owed.alerts.first().map_or(Priority::Low, |a| a.priority)
+    }
+}
+
 fn slack(owed: &Owed) -> Value {
-    let alert = &owed.alert;
-    let state = match owed.to {
+    if let [alert] = owed.alerts.as_slice() {
+        return slack_one(alert);
+    }
+    let (firing, resolved) = counts(owed);
+    let state = match (firing, resolved) {
+        (0, r) => format!("RESOLVED:{r}"),
+        (f, 0) => format!("FIRING:{f} {}", priority(owed)),
+        (f, r) => format!("FIRING:{f} {}, RESOLVED:{r}", priority(owed)),
+    };
+    let headline = format!("[{state}] {}", group_title(owed));
+    let mut lines: Vec<String> = owed
+        .alerts
+        .iter()
+        .take(MAX_LISTED)
+        .map(|a| {
+            let mark = if a.state == AlertState::Firing {
+                "•"
+            } else {
+                "✓"
+            };
+            format!("{mark} {}", escape_mrkdwn(&title(a)))
+        })
+        .collect();
+    if owed.alerts.len() > MAX_LISTED {
+        lines.push(format!("… and {} more", owed.alerts.len() - MAX_LISTED));
+    }
+    let blocks = vec![
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", escape_mrkdwn(&headline))}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": lines.join("\n")}}),
+        json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
+            "group `{}` · {} alerts · notification {}", owed.group_id, owed.alerts.len(), owed.seq
+        )}]}),
+    ];
+    json!({"text": headline, "blocks": blocks})
+}
+
+fn slack_one(alert: &AlertSnapshot) -> Value {
+    let state = match alert.state {
         AlertState::Resolved => "RESOLVED".to_string(),
         _ => format!("FIRING:{}", alert.priority),
     };
@@ -88,61 +174,76 @@ fn escape_mrkdwn(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// One PagerDuty incident per group: triggered while any alert of the
+/// group fires (a trigger with the same `dedup_key` updates it), resolved
+/// when all have resolved.
 fn pagerduty(routing_key: &str, owed: &Owed) -> Value {
-    let alert = &owed.alert;
-    if owed.to == AlertState::Resolved {
+    let (firing, resolved) = counts(owed);
+    if firing == 0 {
         return json!({
             "routing_key": routing_key,
             "event_action": "resolve",
-            "dedup_key": alert.fingerprint,
+            "dedup_key": owed.group_id,
         });
     }
-    let summary: String = title(alert).chars().take(MAX_SUMMARY_CHARS).collect();
+    let lead = owed
+        .alerts
+        .iter()
+        .find(|a| a.state == AlertState::Firing)
+        .unwrap_or(&owed.alerts[0]);
+    let summary: String = group_title(owed).chars().take(MAX_SUMMARY_CHARS).collect();
     let source = ["service_name", "instance", "host", "service"]
         .iter()
-        .find_map(|k| alert.labels.get(*k))
+        .find_map(|k| owed.group_key.get(*k).or_else(|| lead.labels.get(*k)))
         .cloned()
         .unwrap_or_else(|| "weir".to_string());
     let mut details = serde_json::Map::new();
-    for (k, v) in &alert.labels {
+    let labels = if owed.alerts.len() == 1 {
+        &lead.labels
+    } else {
+        &owed.group_key
+    };
+    for (k, v) in labels {
         details.insert(k.clone(), json!(v));
     }
-    if !alert.description.is_empty() {
-        details.insert("description".into(), json!(alert.description));
+    if owed.alerts.len() == 1 {
+        if !lead.description.is_empty() {
+            details.insert("description".into(), json!(lead.description));
+        }
+        if let Some(v) = lead.last_value {
+            details.insert("value".into(), json!(v));
+        }
+    } else {
+        details.insert("firing".into(), json!(firing));
+        details.insert("resolved".into(), json!(resolved));
+        let listed: Vec<String> = owed.alerts.iter().take(MAX_LISTED).map(title).collect();
+        details.insert("alerts".into(), json!(listed));
     }
-    if let Some(v) = alert.last_value {
-        details.insert("value".into(), json!(v));
-    }
-    details.insert("priority".into(), json!(alert.priority));
+    let priority = priority(owed);
+    details.insert("priority".into(), json!(priority));
     let mut event = json!({
         "routing_key": routing_key,
         "event_action": "trigger",
-        "dedup_key": alert.fingerprint,
+        "dedup_key": owed.group_id,
         "payload": {
             "summary": summary,
             "source": source,
-            "severity": match alert.priority { Priority::High => "critical", Priority::Low => "warning" },
-            "timestamp": rfc3339(alert.since_ns),
-            "component": alert.labels.get("service_name"),
-            "group": alert.labels.get("region"),
-            "class": alert.rule,
+            "severity": match priority { Priority::High => "critical", Priority::Low => "warning" },
+            "timestamp": rfc3339(lead.since_ns),
+            "component": lead.labels.get("service_name"),
+            "group": lead.labels.get("region"),
+            "class": lead.rule,
             "custom_details": details,
         },
         "client": "Weir",
     });
-    if alert.runbook.starts_with("http://") || alert.runbook.starts_with("https://") {
-        event["links"] = json!([{"href": alert.runbook, "text": "Runbook"}]);
+    if lead.runbook.starts_with("http://") || lead.runbook.starts_with("https://") {
+        event["links"] = json!([{"href": lead.runbook, "text": "Runbook"}]);
     }
     event
 }
 
-fn alertmanager_webhook(receiver: &str, owed: &Owed) -> Value {
-    let alert = &owed.alert;
-    let status = if owed.to == AlertState::Resolved {
-        "resolved"
-    } else {
-        "firing"
-    };
+fn annotations(alert: &AlertSnapshot) -> serde_json::Map<String, Value> {
     let mut annotations = serde_json::Map::new();
     for (k, v) in [
         ("summary", &alert.summary),
@@ -153,35 +254,71 @@ fn alertmanager_webhook(receiver: &str, owed: &Owed) -> Value {
             annotations.insert(k.into(), json!(v));
         }
     }
-    let mut labels = alert.labels.clone();
-    labels
-        .entry("priority".into())
-        .or_insert_with(|| alert.priority.to_string());
-    let ends_at = if owed.to == AlertState::Resolved {
-        rfc3339(alert.since_ns)
-    } else {
-        "0001-01-01T00:00:00Z".into()
+    annotations
+}
+
+/// The (key, value) pairs every map of `maps` has.
+fn common<'a>(
+    mut maps: impl Iterator<Item = &'a serde_json::Map<String, Value>>,
+) -> serde_json::Map<String, Value> {
+    let Some(first) = maps.next() else {
+        return serde_json::Map::new();
     };
-    let group_labels = json!({ ALERTNAME: alert.rule });
+    let mut common = first.clone();
+    for map in maps {
+        common.retain(|k, v| map.get(k) == Some(v));
+    }
+    common
+}
+
+fn alertmanager_webhook(receiver: &str, owed: &Owed) -> Value {
+    let (firing, _) = counts(owed);
+    let status = if firing > 0 { "firing" } else { "resolved" };
+    let mut all_labels = Vec::new();
+    let mut all_annotations = Vec::new();
+    let alerts: Vec<Value> = owed
+        .alerts
+        .iter()
+        .map(|alert| {
+            let mut labels = serde_json::Map::new();
+            for (k, v) in &alert.labels {
+                labels.insert(k.clone(), json!(v));
+            }
+            labels
+                .entry("priority")
+                .or_insert_with(|| json!(alert.priority));
+            let annotations = annotations(alert);
+            let resolved = alert.state == AlertState::Resolved;
+            let value = json!({
+                "status": if resolved { "resolved" } else { "firing" },
+                "labels": labels,
+                "annotations": annotations,
+                "startsAt": rfc3339(alert.active_since_ns),
+                "endsAt": if resolved { rfc3339(alert.since_ns) } else { "0001-01-01T00:00:00Z".into() },
+                "generatorURL": "",
+                "fingerprint": alert.fingerprint,
+            });
+            all_labels.push(labels);
+            all_annotations.push(annotations);
+            value
+        })
+        .collect();
+    let key_text: Vec<String> = owed
+        .group_key
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
     json!({
         "version": "4",
-        "groupKey": format!("{{}}:{{alertname=\"{}\"}}", alert.rule),
+        "groupKey": format!("{{}}:{{{}}}", key_text.join(", ")),
         "truncatedAlerts": 0,
         "status": status,
         "receiver": receiver,
-        "groupLabels": group_labels,
-        "commonLabels": labels,
-        "commonAnnotations": annotations,
+        "groupLabels": owed.group_key,
+        "commonLabels": common(all_labels.iter()),
+        "commonAnnotations": common(all_annotations.iter()),
         "externalURL": "",
-        "alerts": [{
-            "status": status,
-            "labels": labels,
-            "annotations": annotations,
-            "startsAt": rfc3339(alert.active_since_ns),
-            "endsAt": ends_at,
-            "generatorURL": "",
-            "fingerprint": alert.fingerprint,
-        }],
+        "alerts": alerts,
     })
 }
 
@@ -200,9 +337,10 @@ mod tests {
         Owed {
             id: 1,
             receiver: "r".into(),
-            to,
+            group_id: "g-1".into(),
+            group_key: BTreeMap::from([("alertname".to_string(), "service_down".to_string())]),
             seq: 2,
-            alert: AlertSnapshot {
+            alerts: vec![AlertSnapshot {
                 fingerprint: "0123456789abcdef".into(),
                 rule: "service_down".into(),
                 priority: Priority::High,
@@ -225,7 +363,8 @@ mod tests {
                 source: crate::AlertSource::Rule,
                 suppressible: true,
                 expires_ns: None,
-            },
+                grouping: None,
+            }],
             attempts: 0,
             first_attempt_ns: None,
         }
@@ -289,15 +428,77 @@ mod tests {
         };
         let trigger = body_of(pd(), AlertState::Firing);
         assert_eq!(trigger["event_action"], "trigger");
-        assert_eq!(trigger["dedup_key"], "0123456789abcdef");
+        assert_eq!(trigger["dedup_key"], "g-1");
         assert_eq!(trigger["payload"]["severity"], "critical");
         assert_eq!(trigger["payload"]["source"], "checkout");
         assert_eq!(trigger["payload"]["custom_details"]["value"], 503.0);
         let resolve = body_of(pd(), AlertState::Resolved);
         assert_eq!(
             resolve,
-            json!({"routing_key": "key", "event_action": "resolve", "dedup_key": "0123456789abcdef"})
+            json!({"routing_key": "key", "event_action": "resolve", "dedup_key": "g-1"})
         );
+    }
+
+    #[test]
+    fn a_group_is_one_message_that_lists_its_alerts() {
+        let mut group = owed(AlertState::Firing);
+        let one = group.alerts[0].clone();
+        group.alerts = (0..25)
+            .map(|i| {
+                let mut a = one.clone();
+                a.summary = format!("svc-{i} is down");
+                a.fingerprint = format!("{i:016x}");
+                a.labels.insert("region".into(), "eu".into());
+                a.labels.insert("service_name".into(), format!("svc-{i}"));
+                if i == 0 {
+                    a.state = AlertState::Resolved;
+                }
+                a
+            })
+            .collect();
+        group.group_key.insert("region".into(), "eu".into());
+        let slack = body(&receiver(ReceiverKind::Slack), &group);
+        assert_eq!(
+            slack["text"],
+            "[FIRING:24 high, RESOLVED:1] 25 alerts: service_down region=eu"
+        );
+        let text = slack.to_string();
+        assert!(
+            text.contains("svc-19 is down") && !text.contains("svc-20 is down"),
+            "{text}"
+        );
+        assert!(text.contains("and 5 more"), "{text}");
+        let am = body(&receiver(ReceiverKind::Webhook), &group);
+        assert_eq!(am["alerts"].as_array().unwrap().len(), 25);
+        assert_eq!(
+            am["groupLabels"],
+            json!({"alertname": "service_down", "region": "eu"})
+        );
+        assert_eq!(am["commonLabels"]["region"], "eu");
+        assert!(am["commonLabels"].get("service_name").is_none());
+        assert_eq!(
+            am["groupKey"],
+            "{}:{alertname=\"service_down\", region=\"eu\"}"
+        );
+        assert_eq!(am["status"], "firing");
+        let pd = body(
+            &receiver(ReceiverKind::PagerDuty {
+                routing_key: "k".into(),
+            }),
+            &group,
+        );
+        assert_eq!(pd["dedup_key"], "g-1");
+        assert_eq!(pd["payload"]["custom_details"]["firing"], 24);
+        for a in &mut group.alerts {
+            a.state = AlertState::Resolved;
+        }
+        let pd = body(
+            &receiver(ReceiverKind::PagerDuty {
+                routing_key: "k".into(),
+            }),
+            &group,
+        );
+        assert_eq!(pd["event_action"], "resolve");
     }
 
     #[test]

@@ -15,7 +15,6 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
 use weir_monitor::events::alertmanager::{AlertFilter, PostableAlert, gettable_alert};
 use weir_monitor::events::{EventBody, EventSource};
 use weir_monitor::suppress::{MatchOp, Matcher};
@@ -30,20 +29,13 @@ pub fn routes() -> Router<Arc<HttpState>> {
         .route("/api/v2/alerts", post(am_post).get(am_list))
 }
 
-/// The shapes `POST /api/v1/events` takes.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum EventsBody {
-    Wrapped { events: Vec<EventBody> },
-    Many(Vec<EventBody>),
-    One(Box<EventBody>),
-}
-
+/// One event (an object), an array of them, or `{"events": [...]}`.
 async fn events(State(state): State<Arc<HttpState>>, bytes: Bytes) -> Result<Response, Error> {
-    // Decoded as a value first: an untagged enum's own error says only
-    // "did not match any variant", and the user needs to know which key.
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Decode(format!("expected JSON: {e}")))?;
+    // Decoded as a value first, then each event on its own, so an error
+    // names the event and key at fault (an untagged enum would only say
+    // that no shape matched).
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("expected JSON: {e}")))?;
     let bodies = match value {
         serde_json::Value::Array(items) => decode_each(items)?,
         serde_json::Value::Object(mut object) if object.contains_key("events") => {
@@ -142,7 +134,9 @@ async fn am_list(
         let flag = || match value.as_str() {
             "true" => Ok(true),
             "false" => Ok(false),
-            _ => Err(Error::Decode(format!("{key}={value:?}: expected true or false"))),
+            _ => Err(Error::Decode(format!(
+                "{key}={value:?}: expected true or false"
+            ))),
         };
         let parsed = match key.as_str() {
             "filter" => Matcher::parse(value)
