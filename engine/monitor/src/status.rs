@@ -249,7 +249,7 @@ pub fn with_alerts(
         .collect();
     report
         .groups
-        .sort_by(|a, b| (b.firing, b.age_seconds).cmp(&(a.firing, a.age_seconds)));
+        .sort_by_key(|g| std::cmp::Reverse((g.firing, g.age_seconds)));
     report
 }
 
