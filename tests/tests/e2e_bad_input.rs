@@ -198,7 +198,7 @@ async fn bad_writes_are_rejected_clearly_and_atomically() {
     assert_eq!(
         server
             .count(
-                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_name NOT IN ('weir_plugins', 'weir_alerts', 'weir_suppressions')"
+                "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_name NOT IN ('weir_plugins', 'weir_alerts', 'weir_suppressions', 'weir_alert_groups')"
             )
             .await
             .unwrap(),
@@ -398,6 +398,7 @@ async fn system_table_names_are_refused_not_swallowed() {
         "Weir_Dead_Letters",
         "weir_alerts",
         "weir_suppressions",
+        "weir_alert_groups",
     ] {
         let mut req = good_rows(2);
         req.point(table, now_ns(), &[("k", "v")], vec![]);
@@ -407,7 +408,7 @@ async fn system_table_names_are_refused_not_swallowed() {
     }
     // Nothing of the refused requests was written, not even their good rows.
     let tables = server
-        .count("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_name NOT IN ('weir_plugins', 'weir_alerts', 'weir_suppressions')")
+        .count("SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public' AND table_name NOT IN ('weir_plugins', 'weir_alerts', 'weir_suppressions', 'weir_alert_groups')")
         .await
         .unwrap();
     assert_eq!(tables, 0);
