@@ -317,6 +317,17 @@ impl AlertBook {
         self
     }
 
+    /// A change to `file` (the locked book's), with the book's
+    /// suppressions and grouping.
+    fn changes<'a>(&'a self, file: &'a mut BookFile) -> Changes<'a> {
+        Changes {
+            file,
+            applied: Applied::default(),
+            suppressions: self.suppressions.as_ref(),
+            grouping: &self.grouping,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain data behind; use it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -340,12 +351,7 @@ impl AlertBook {
     ) -> Applied {
         let mut inner = self.lock();
         let Inner { file, version, .. } = &mut *inner;
-        let mut changes = Changes {
-            file,
-            applied: Applied::default(),
-            suppressions: self.suppressions.as_ref(),
-            grouping: &self.grouping,
-        };
+        let mut changes = self.changes(file);
         let mut seen = std::collections::HashSet::new();
         for obs in observations {
             let mut labels = obs.labels.clone();
@@ -402,12 +408,7 @@ impl AlertBook {
             .filter(|a| a.source == AlertSource::Rule && !is_configured(a))
             .map(|a| (a.fingerprint.clone(), a.state))
             .collect();
-        let mut changes = Changes {
-            file,
-            applied: Applied::default(),
-            suppressions: self.suppressions.as_ref(),
-            grouping: &self.grouping,
-        };
+        let mut changes = self.changes(file);
         for (fp, state) in &gone {
             match state {
                 AlertState::Firing => changes.transition(fp, AlertState::Resolved, now_ns),
@@ -447,12 +448,7 @@ impl AlertBook {
         if !due {
             return 0;
         }
-        let mut changes = Changes {
-            file,
-            applied: Applied::default(),
-            suppressions: Some(suppressions),
-            grouping: &self.grouping,
-        };
+        let mut changes = self.changes(file);
         let firing: Vec<String> = changes
             .file
             .alerts
@@ -496,12 +492,7 @@ impl AlertBook {
     ) -> (Vec<Outcome>, Applied) {
         let mut inner = self.lock();
         let Inner { file, version, .. } = &mut *inner;
-        let mut changes = Changes {
-            file,
-            applied: Applied::default(),
-            suppressions: self.suppressions.as_ref(),
-            grouping: &self.grouping,
-        };
+        let mut changes = self.changes(file);
         let outcomes = events
             .iter()
             .map(|event| changes.event(event, retired, now_ns, route))
@@ -535,12 +526,7 @@ impl AlertBook {
         if ripe.is_empty() && expired.is_empty() {
             return 0;
         }
-        let mut changes = Changes {
-            file,
-            applied: Applied::default(),
-            suppressions: self.suppressions.as_ref(),
-            grouping: &self.grouping,
-        };
+        let mut changes = self.changes(file);
         for fp in ripe {
             let Some(event) = changes.file.held.remove(&fp) else {
                 continue;
