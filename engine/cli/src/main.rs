@@ -37,8 +37,9 @@ enum Command {
     Plugin(plugin::PluginArgs),
     /// Services, their uptime and the alerts firing, from a running server.
     Status(monitor::ServerArg),
-    /// Current alerts of a running server.
-    Alerts(monitor::ServerArg),
+    /// Current alerts of a running server; `backtest` replays history
+    /// through a rule file.
+    Alerts(monitor::AlertsArgs),
     /// Probes of a running server with their last result.
     Probes(monitor::ServerArg),
     /// Check rule files; evaluate a rule against stored data.

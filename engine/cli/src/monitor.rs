@@ -163,7 +163,147 @@ pub async fn status(args: ServerArg) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn alerts(args: ServerArg) -> anyhow::Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    command: Option<AlertsCommand>,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+#[derive(clap::Subcommand)]
+enum AlertsCommand {
+    /// Replay stored history through a rule file — its rules, receivers and
+    /// grouping, with the server's suppressions — and print what would have
+    /// fired, when, how it would have been grouped and told, and what would
+    /// have been suppressed. Nothing is sent; the live alerts are untouched.
+    Backtest {
+        /// A TOML file with `[rules.NAME]` sections (and, optionally,
+        /// `[receivers.NAME]` and group_by/group_wait/… settings).
+        #[arg(long)]
+        rules: PathBuf,
+        /// Start of the replay (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// End of the replay (RFC 3339).
+        #[arg(long)]
+        to: String,
+        /// Evaluate every STEP instead of at each rule's interval.
+        #[arg(long, value_name = "DURATION")]
+        step: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn alerts(args: AlertsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        None => list_alerts(args.server).await,
+        Some(AlertsCommand::Backtest {
+            rules,
+            from,
+            to,
+            step,
+            json,
+        }) => backtest(&args.server.server, &rules, from, to, step, json).await,
+    }
+}
+
+async fn backtest(
+    server: &str,
+    rules: &std::path::Path,
+    from: String,
+    to: String,
+    step: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let config = std::fs::read_to_string(rules)
+        .with_context(|| format!("reading {}", rules.display()))?;
+    let report = request_json(
+        reqwest::Method::POST,
+        server,
+        "/api/v1/alerts/backtest",
+        Some(serde_json::json!({"config": config, "from": from, "to": to, "step": step})),
+    )
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let labels = |v: &Value| {
+        v.as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", text(v)))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    let list = |key: &str| report[key].as_array().cloned().unwrap_or_default();
+    println!("Transitions:");
+    print_table(
+        &["TIME", "RULE", "FROM", "TO", "LABELS", "SUPPRESSED BY", "SUMMARY"],
+        list("transitions")
+            .iter()
+            .map(|t| {
+                vec![
+                    text(&t["time"]),
+                    text(&t["rule"]),
+                    text(&t["from"]),
+                    text(&t["to"]),
+                    labels(&t["labels"]),
+                    t["suppressed_by"]
+                        .as_array()
+                        .map(|ids| ids.iter().map(text).collect::<Vec<_>>().join(","))
+                        .unwrap_or_default(),
+                    text(&t["summary"]),
+                ]
+            })
+            .collect(),
+    );
+    println!("\nNotifications:");
+    print_table(
+        &["TIME", "RECEIVER", "GROUP", "STATUS", "ALERTS", "FIRING", "GROUP KEY"],
+        list("notifications")
+            .iter()
+            .map(|n| {
+                vec![
+                    text(&n["time"]),
+                    text(&n["receiver"]),
+                    text(&n["group_id"]),
+                    text(&n["status"]),
+                    text(&n["alerts"]),
+                    text(&n["firing"]),
+                    labels(&n["group_key"]),
+                ]
+            })
+            .collect(),
+    );
+    println!(
+        "\n{} to {}: {} evaluations ({} failed), {} transitions, {} notifications{}",
+        text(&report["from"]),
+        text(&report["to"]),
+        report["evaluations"],
+        report["failed_evaluations"],
+        list("transitions").len(),
+        list("notifications").len(),
+        if report["truncated"] == true {
+            " (more than listed)"
+        } else {
+            ""
+        }
+    );
+    if let Some(errors) = report["errors"].as_object() {
+        for (rule, error) in errors {
+            eprintln!("rule {rule} failed: {}", text(error));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_alerts(args: ServerArg) -> anyhow::Result<ExitCode> {
     let body = get_json(&args.server, "/api/v1/alerts").await?;
     let alerts = body["alerts"].as_array().cloned().unwrap_or_default();
     let rows = alerts

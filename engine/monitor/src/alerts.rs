@@ -11,6 +11,7 @@
 //! the file still owes is done then — so no transition is lost and no
 //! notification is owed twice.
 
+use crate::context::Collectors;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -105,6 +106,9 @@ pub struct AlertSnapshot {
     /// How it is grouped and told (decided when it fires).
     #[serde(default)]
     pub grouping: Option<Grouping>,
+    /// Context its notifications carry (decided when it fires).
+    #[serde(default, skip_serializing_if = "Collectors::is_empty")]
+    pub collect: Collectors,
 }
 
 fn yes() -> bool {
@@ -749,6 +753,7 @@ impl Changes<'_> {
         if to == AlertState::Firing {
             alert.receivers = route(rule, &alert.labels);
             alert.grouping = Some(rule.grouping.over(self.grouping));
+            alert.collect = rule.collect.clone();
         }
         self.transition(&fp, to, now_ns);
     }
@@ -958,6 +963,7 @@ fn new_alert(
         suppressible: true,
         expires_ns: None,
         grouping: None,
+        collect: Collectors::default(),
     }
 }
 

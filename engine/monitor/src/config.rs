@@ -3,6 +3,7 @@
 //! `notify`, `schedule`); every mistake is an error at load that names the
 //! section and the key.
 
+use crate::context::CollectorSection;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -97,6 +98,10 @@ pub struct RuleSection {
     pub group_interval: Option<String>,
     pub repeat_interval: Option<String>,
     pub group_window: Option<String>,
+    /// Context collectors, in the order their sections appear
+    /// (`[[rules.NAME.collect]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collect: Vec<CollectorSection>,
 }
 
 /// `[receivers.NAME]`: where notifications go.

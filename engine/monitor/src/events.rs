@@ -21,8 +21,11 @@
 //! Every event is a row of `weir_events` with its outcome, and each drop
 //! reason is counted in `/metrics` (`weir_events_dropped_total{reason}`).
 
+pub mod adapted;
 pub mod alertmanager;
+pub mod pipeline;
 
+use crate::context::{CollectorSection, Collectors};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -40,7 +43,7 @@ pub const MAX_EVENTS_PER_REQUEST: usize = 10_000;
 /// is unlimited; Alertmanager users rarely pass 30).
 pub const MAX_CONTEXT_ENTRIES: usize = 64;
 const MAX_NAME_BYTES: usize = 128;
-const MAX_VALUE_BYTES: usize = 1024;
+pub(crate) const MAX_VALUE_BYTES: usize = 1024;
 const MAX_TEXT_BYTES: usize = 8192;
 /// Most time a `since` may lie ahead of the server's clock (clock skew).
 const MAX_SINCE_AHEAD: Duration = Duration::from_secs(300);
@@ -89,6 +92,8 @@ pub struct EventBody {
     /// `group_by`.
     #[serde(rename = "group-by", alias = "group_by")]
     pub group_by: Option<Vec<String>>,
+    /// Context collectors for its notifications (see `context`).
+    pub collect: Option<Vec<CollectorSection>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +119,8 @@ pub enum EventSource {
     Api,
     Grpc,
     Alertmanager,
+    /// A source's adapter plugin (`POST /api/v1/events/{source}`).
+    Adapter,
 }
 
 impl EventSource {
@@ -122,6 +129,7 @@ impl EventSource {
             EventSource::Api => "api",
             EventSource::Grpc => "grpc",
             EventSource::Alertmanager => "alertmanager",
+            EventSource::Adapter => "adapter",
         }
     }
 }
@@ -145,6 +153,8 @@ pub struct CheckedEvent {
     pub expires_ns: Option<i64>,
     #[serde(default)]
     pub grouping: GroupingOverrides,
+    #[serde(default, skip_serializing_if = "Collectors::is_empty")]
+    pub collect: Collectors,
 }
 
 /// What became of an event.
@@ -162,16 +172,24 @@ pub enum DropReason {
     Unchanged,
     Flap,
     Retired,
+    /// A filter of the `weir_events` pipeline dropped it.
+    Filtered,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [DropReason::Unchanged, DropReason::Flap, DropReason::Retired];
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Unchanged,
+        DropReason::Flap,
+        DropReason::Retired,
+        DropReason::Filtered,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Unchanged => "unchanged",
             DropReason::Flap => "flap",
             DropReason::Retired => "retired",
+            DropReason::Filtered => "filtered",
         }
     }
 }
@@ -199,7 +217,7 @@ pub struct EventMetrics {
     received: AtomicU64,
     passed: AtomicU64,
     held: AtomicU64,
-    dropped: [AtomicU64; 3],
+    dropped: [AtomicU64; 4],
 }
 
 impl EventMetrics {
@@ -321,6 +339,11 @@ pub fn check(what: &str, body: EventBody, now_ns: i64) -> Result<CheckedEvent> {
     let title = template("title", body.title)?;
     let description = template("description", body.description)?;
     let runbook = template("runbook", body.runbook)?;
+    let collect = Collectors::parse(
+        &key("collect"),
+        body.collect.as_deref().unwrap_or_default(),
+        Some(&known),
+    )?;
     Ok(CheckedEvent {
         monitor: body.monitor,
         status,
@@ -335,6 +358,7 @@ pub fn check(what: &str, body: EventBody, now_ns: i64) -> Result<CheckedEvent> {
         suppressible,
         expires_ns,
         grouping,
+        collect,
     })
 }
 
@@ -448,7 +472,7 @@ fn check_text(what: &str, text: &str, min: usize, max: usize) -> Result<()> {
 
 /// Label names as Prometheus and Alertmanager allow them, so every
 /// context key can be matched by a suppression and `amtool`.
-fn check_label_name(what: &str, name: &str) -> Result<()> {
+pub(crate) fn check_label_name(what: &str, name: &str) -> Result<()> {
     let mut chars = name.chars();
     let ok = name.len() <= MAX_NAME_BYTES
         && chars
@@ -525,6 +549,7 @@ impl CheckedEvent {
             labels: BTreeMap::new(),
             receivers: None,
             grouping: self.grouping.clone(),
+            collect: self.collect.clone(),
         }
     }
 }

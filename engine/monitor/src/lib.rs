@@ -28,7 +28,12 @@
 //! in small batches), `rule` (a rule's SQL answer → observations), `alerts`
 //! (the state machine, its durable state file and outbox), `notify`
 //! (routing, payloads, delivery with retries), `tables` (the `weir_…`
-//! tables), `status` (the status page).
+//! tables), `status` (the status page), `events` (checks that run
+//! elsewhere: the events API, adapters' rows, Alertmanager's API, static
+//! and dynamic pre-filtering), `groups` (alert groups and when they are
+//! told), `suppress` (suppressions), `context` (what a notification carries
+//! besides the alert: logs, metrics, runbook, recent alerts), `backtest`
+//! (a rule file replayed over stored history).
 //!
 //! Crash safety: the alert state, and the history rows and notifications a
 //! transition owes, are written to one state file (fsync, rename) before
@@ -37,7 +42,9 @@
 //! only if Weir dies between a receiver's 2xx and the fsync that records it.
 
 mod alerts;
+pub mod backtest;
 mod config;
+pub mod context;
 pub mod events;
 pub mod groups;
 mod monitor;
@@ -57,7 +64,7 @@ pub use alerts::{AlertBook, AlertSnapshot, AlertSource, AlertState};
 pub use config::{
     HeartbeatSection, MonitorSections, MonitorSettings, ProbeSection, ReceiverSection, RuleSection,
 };
-pub use monitor::{Monitor, MonitorArgs, ProbeView};
+pub use monitor::{EventReport, Monitor, MonitorArgs, ProbeView};
 pub use rule::{Observation, RuleDef, check_rule_sections, observations, sql_at, table_names};
 pub use status::{StatusReport, render_status_html};
 pub use weir_pipeline::WritePath;

@@ -247,6 +247,7 @@ impl Monitor {
             Arc::clone(&self.receivers),
             self.book.clone(),
             self.write_path.clone(),
+            Arc::clone(&query),
             self.settings.notify_retry_for,
             Arc::clone(&self.notify_metrics),
             stop.clone(),
@@ -396,13 +397,35 @@ impl Monitor {
             }
             checked.push(event);
         }
+        // Dynamic pre-filtering, before any state changes.
+        let kept = events::pipeline::run(&self.write_path, &mut checked, now_ns).await?;
         let receivers = Arc::clone(&self.receivers);
         let route = move |rule: &RuleDef, labels: &BTreeMap<String, String>| {
             crate::notify::route(&receivers, rule, labels)
         };
-        let (outcomes, applied) = self
-            .book
-            .apply_events(&checked, &self.retired, now_ns, &route);
+        let passing: std::borrow::Cow<'_, [CheckedEvent]> = if kept.iter().all(|k| *k) {
+            std::borrow::Cow::Borrowed(&checked)
+        } else {
+            checked
+                .iter()
+                .zip(&kept)
+                .filter(|(_, kept)| **kept)
+                .map(|(event, _)| event.clone())
+                .collect()
+        };
+        let (passing_outcomes, applied) =
+            self.book
+                .apply_events(&passing, &self.retired, now_ns, &route);
+        let mut passing_outcomes = passing_outcomes.into_iter();
+        let outcomes: Vec<Outcome> = kept
+            .iter()
+            .map(|kept| match kept {
+                true => passing_outcomes
+                    .next()
+                    .unwrap_or(Outcome::Dropped(DropReason::Filtered)),
+                false => Outcome::Dropped(DropReason::Filtered),
+            })
+            .collect();
         // Acknowledged means durable: a crash after the answer loses nothing.
         self.book.save().await?;
         if applied.transitions > 0 {
@@ -422,6 +445,50 @@ impl Monitor {
                 }
             })
             .collect())
+    }
+
+    /// Replays stored history through `rules` (and the receivers of
+    /// `sections`, or the live ones if it names none), with this Weir's
+    /// grouping under `grouping` and its suppressions; sends nothing and
+    /// leaves the live alert state alone (see [`crate::backtest`]).
+    pub async fn backtest(
+        &self,
+        sections: &crate::MonitorSections,
+        grouping: &crate::groups::GroupingOverrides,
+        from_ns: i64,
+        to_ns: i64,
+        step: Option<Duration>,
+    ) -> Result<crate::backtest::BacktestReport> {
+        if sections.rules.is_empty() {
+            return Err(config_error("backtest", "the file has no [rules.NAME] section"));
+        }
+        let receivers = if sections.receivers.is_empty() {
+            Arc::clone(&self.receivers)
+        } else {
+            Arc::new(
+                sections
+                    .receivers
+                    .iter()
+                    .map(|(name, s)| Ok((name.clone(), ReceiverDef::from_section(name, s)?)))
+                    .collect::<Result<BTreeMap<_, _>>>()?,
+            )
+        };
+        let rules = sections
+            .rules
+            .iter()
+            .map(|(name, s)| RuleDef::from_section(name, s, &sections.receivers))
+            .collect::<Result<Vec<_>>>()?;
+        let query = self.with_running(|r| Arc::clone(&r.query))?;
+        let plan = crate::backtest::BacktestPlan {
+            rules,
+            receivers,
+            grouping: grouping.over(&self.settings.grouping),
+            suppressions: self.suppressions.list(),
+            from_ns,
+            to_ns,
+            step,
+        };
+        crate::backtest::run(plan, &query, self.write_path.store()).await
     }
 
     /// Every suppression (active, scheduled, and expired in the last five
@@ -748,6 +815,7 @@ fn rule_failing_def() -> RuleDef {
         labels: BTreeMap::new(),
         receivers: None,
         grouping: Default::default(),
+        collect: Default::default(),
     }
 }
 

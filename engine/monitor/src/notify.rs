@@ -7,6 +7,8 @@
 
 mod payload;
 
+use weir_query::QueryEngine;
+use crate::context::AlertContext;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -183,6 +185,8 @@ pub struct Notifier {
     client: reqwest::Client,
     book: AlertBook,
     path: WritePath,
+    /// Runs the context collectors' queries.
+    query: Arc<QueryEngine>,
     retry_for: Duration,
     metrics: Arc<NotifyMetrics>,
     stop: watch::Receiver<bool>,
@@ -203,6 +207,7 @@ impl Notifier {
         receivers: Arc<BTreeMap<String, ReceiverDef>>,
         book: AlertBook,
         path: WritePath,
+        query: Arc<QueryEngine>,
         retry_for: Duration,
         metrics: Arc<NotifyMetrics>,
         stop: watch::Receiver<bool>,
@@ -218,6 +223,7 @@ impl Notifier {
             client,
             book,
             path,
+            query,
             retry_for,
             metrics,
             stop,
@@ -259,7 +265,14 @@ impl Notifier {
         }
         let told = owed.status();
         let first = owed.alerts[0].clone();
-        let body = payload::body(receiver, &owed);
+        // Collected once per delivery, before the first attempt: retries
+        // send the same message, and the wait is bounded by the collectors'
+        // deadlines.
+        let context = crate::context::collect_for(&self.query, &owed.alerts).await;
+        if !context.is_empty() {
+            self.record_context(&owed, &context).await;
+        }
+        let body = payload::body(receiver, &owed, &context);
         let first_ns = owed.first_attempt_ns.unwrap_or_else(weir_pipeline::now_ns);
         let give_up_ns = first_ns.saturating_add(self.retry_for.as_nanos() as i64);
         let mut attempt = owed.attempts;
@@ -365,6 +378,27 @@ impl Notifier {
                 // Owed notifications resume after a restart.
                 _ = stop.wait_for(|s| *s) => return,
             }
+        }
+    }
+
+    async fn record_context(&self, owed: &Owed, context: &[AlertContext]) {
+        let written = async {
+            let batches = crate::tables::context_batches(
+                &self.path,
+                &owed.receiver,
+                &owed.group_id,
+                &owed.alerts,
+                context,
+                weir_pipeline::now_ns(),
+            )?;
+            self.path
+                .write_system(batches)
+                .await
+                .map_err(crate::Error::from)
+        }
+        .await;
+        if let Err(e) = written {
+            warn!(error = %e, "could not store rows of weir_alert_context");
         }
     }
 

@@ -19,6 +19,7 @@
 //! ORDER BY service_name, recorded_at DESC
 //! ```
 
+use crate::context::Collectors;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
@@ -96,6 +97,8 @@ pub struct RuleDef {
     pub receivers: Option<Vec<String>>,
     /// Its own grouping, over the configured one.
     pub grouping: GroupingOverrides,
+    /// What its notifications carry besides the alert.
+    pub collect: Collectors,
 }
 
 impl RuleDef {
@@ -189,6 +192,7 @@ impl RuleDef {
                 section.repeat_interval.as_deref(),
                 section.group_window.as_deref(),
             )?,
+            collect: Collectors::parse(&key("collect"), &section.collect, known.as_ref())?,
         })
     }
 }

@@ -346,6 +346,22 @@ impl SuppressionBook {
         })
     }
 
+    /// An in-memory book of these suppressions, as they are (ids and
+    /// windows kept): a backtest replays the past with them.
+    pub fn replay(suppressions: impl IntoIterator<Item = Suppression>) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(Current::new(
+                suppressions
+                    .into_iter()
+                    .map(|s| (s.id.clone(), Arc::new(s)))
+                    .collect(),
+                0,
+            ))),
+            path: None,
+            change: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
         self.current.read().unwrap_or_else(|e| e.into_inner())
     }

@@ -10,6 +10,7 @@
 //! | `weir_alert_groups` | alert group, computed when read: key, alerts firing and resolved, opened, last activity, next look, notifications sent |
 //! | `weir_rule_errors` | failed evaluation of a rule |
 //! | `weir_suppressions` | suppression and matcher set, computed when read: id, state, window, the set's matchers, the `service_name` it pins |
+//! | `weir_alert_context` | context section sent with a notification: collector, title, `ok`/`failed`/`timed_out`, text, time taken |
 //! | `weir_suppressed` | notification a suppression withheld: suppression id, alert, transition |
 //! | `weir_events` | event received: monitor, status, context, fingerprint, source, and its outcome (`passed`, `held`, `dropped` with a `drop_reason`) |
 
@@ -23,6 +24,7 @@ use weir_pipeline::WritePath;
 use weir_query::SystemTable;
 
 use crate::alerts::{AlertBook, Transition};
+use crate::context::AlertContext;
 use crate::events::{CheckedEvent, EventSource, Outcome};
 use crate::suppress::{Matcher, Suppression, SuppressionBook};
 
@@ -31,6 +33,7 @@ pub const ALERT_HISTORY: &str = "weir_alert_history";
 pub const NOTIFICATIONS: &str = "weir_notifications";
 pub const RULE_ERRORS: &str = "weir_rule_errors";
 pub const SUPPRESSED: &str = "weir_suppressed";
+pub const ALERT_CONTEXT: &str = "weir_alert_context";
 pub const SUPPRESSIONS: &str = "weir_suppressions";
 pub const EVENTS: &str = "weir_events";
 pub const ALERT_GROUPS: &str = "weir_alert_groups";
@@ -431,6 +434,49 @@ pub fn event_batches(
         rows.set("message", Value::String(&event.message))?;
         let labels = serde_json::to_string(&event.labels).unwrap_or_default();
         rows.set("labels", Value::String(&labels))?;
+    }
+    rows.finish()
+}
+
+/// `weir_alert_context`: one row per context section sent with a
+/// notification.
+pub fn context_batches(
+    path: &WritePath,
+    receiver: &str,
+    group_id: &str,
+    alerts: &[crate::AlertSnapshot],
+    context: &[AlertContext],
+    now_ns: i64,
+) -> weir_model::Result<Vec<TableBatch>> {
+    let mut rows = Rows::new(path, ALERT_CONTEXT)?;
+    for collected in context {
+        let rule = alerts
+            .iter()
+            .find(|a| a.fingerprint == collected.fingerprint)
+            .map_or("", |a| a.rule.as_str());
+        for section in &collected.sections {
+            rows.begin(now_ns)?;
+            rows.set("receiver", Value::Tag(receiver))?;
+            rows.set("group_id", Value::Tag(group_id))?;
+            rows.set("rule", Value::Tag(rule))?;
+            rows.set("fingerprint", Value::Tag(&collected.fingerprint))?;
+            rows.set("collector", Value::Tag(section.collector))?;
+            rows.set("title", Value::String(&section.title))?;
+            rows.set("status", Value::Tag(section.status.as_str()))?;
+            rows.set(
+                "elapsed_ms",
+                Value::F64(section.elapsed.as_secs_f64() * 1e3),
+            )?;
+            rows.set("text", Value::String(&section.text))?;
+            rows.declare("url", ColumnType::String)?;
+            rows.declare("error", ColumnType::String)?;
+            if let Some(url) = &section.url {
+                rows.set("url", Value::String(url))?;
+            }
+            if let Some(error) = &section.error {
+                rows.set("error", Value::String(error))?;
+            }
+        }
     }
     rows.finish()
 }

@@ -185,6 +185,11 @@ impl Pipelines {
         self.current().tables.values().any(|p| !p.is_empty())
     }
 
+    /// Whether `table` has a pipeline with stages.
+    pub fn has_stages(&self, table: &str) -> bool {
+        self.current().tables.get(table).is_some_and(|p| !p.is_empty())
+    }
+
     /// Runs each table batch through its table's pipeline.
     pub fn run(
         &self,
@@ -208,41 +213,31 @@ impl Pipelines {
         dead_letters: &mut Vec<DeadLetter>,
     ) -> Result<Vec<TableBatch>> {
         let set = self.current();
-        let adapter = set
-            .sources
-            .get(source)
-            .ok_or_else(|| Error::UnknownSource(source.to_string()))?;
-        let label = source_label(source);
-        let batches = match adapter.adapt(content_type, body, now_ns, time_column_for) {
-            Ok(batches) => batches,
-            Err(e) => {
-                dead_letters.push(DeadLetter::raw(
-                    now_ns,
-                    label.clone(),
-                    adapter.name().to_string(),
-                    &e,
-                    body,
-                ));
-                let e = stage_error(e);
-                return Err(if e.rejected {
-                    Error::Rejected {
-                        pipeline: label,
-                        stage: adapter.name().to_string(),
-                        message: e.message,
-                    }
-                } else {
-                    Error::Failed {
-                        pipeline: label,
-                        stage: adapter.name().to_string(),
-                        reason: e.reason,
-                        message: e.message,
-                    }
-                });
-            }
-        };
+        let batches = adapt(&set, source, content_type, body, now_ns, time_column_for, dead_letters)?;
         run_tables(&set, batches, now_ns, dead_letters)
     }
 
+    /// Turns a raw body into table batches with the source's adapter only:
+    /// no table pipeline runs (for bodies that are alert events, not rows).
+    pub fn adapt(
+        &self,
+        source: &str,
+        content_type: &str,
+        body: &[u8],
+        now_ns: i64,
+        time_column_for: &dyn Fn(&str) -> String,
+        dead_letters: &mut Vec<DeadLetter>,
+    ) -> Result<Vec<TableBatch>> {
+        adapt(
+            &self.current(),
+            source,
+            content_type,
+            body,
+            now_ns,
+            time_column_for,
+            dead_letters,
+        )
+    }
     pub fn sources(&self) -> Vec<String> {
         let mut names: Vec<String> = self.current().sources.keys().cloned().collect();
         names.sort();
@@ -272,6 +267,51 @@ impl Pipelines {
             .map(|(_, p)| p.spec().path.clone())
             .collect()
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn adapt(
+    set: &PipelineSet,
+    source: &str,
+    content_type: &str,
+    body: &[u8],
+    now_ns: i64,
+    time_column_for: &dyn Fn(&str) -> String,
+    dead_letters: &mut Vec<DeadLetter>,
+) -> Result<Vec<TableBatch>> {
+    let adapter = set
+        .sources
+        .get(source)
+        .ok_or_else(|| Error::UnknownSource(source.to_string()))?;
+    let label = source_label(source);
+    let batches = match adapter.adapt(content_type, body, now_ns, time_column_for) {
+        Ok(batches) => batches,
+        Err(e) => {
+            dead_letters.push(DeadLetter::raw(
+                now_ns,
+                label.clone(),
+                adapter.name().to_string(),
+                &e,
+                body,
+            ));
+            let e = stage_error(e);
+            return Err(if e.rejected {
+                Error::Rejected {
+                    pipeline: label,
+                    stage: adapter.name().to_string(),
+                    message: e.message,
+                }
+            } else {
+                Error::Failed {
+                    pipeline: label,
+                    stage: adapter.name().to_string(),
+                    reason: e.reason,
+                    message: e.message,
+                }
+            });
+        }
+    };
+    Ok(batches)
 }
 
 fn run_tables(

@@ -175,6 +175,24 @@ impl WritePath {
         if !self.pipelines.has_table_stages() {
             return Ok(self.store.write(batches).await?);
         }
+        let batches = self.run_pipelines(batches, now_ns).await?;
+        Ok(self.store.write(batches).await?)
+    }
+
+    /// Whether `table` has a pipeline with stages.
+    pub fn has_pipeline(&self, table: &str) -> bool {
+        self.pipelines.has_stages(table)
+    }
+
+    /// Runs batches through their tables' pipelines and returns what the
+    /// stages let through, without storing it — for writers that act on
+    /// the result themselves (the monitor's events). Dead letters of failed
+    /// stages are stored as for any write.
+    pub async fn run_pipelines(
+        &self,
+        batches: Vec<TableBatch>,
+        now_ns: i64,
+    ) -> Result<Vec<TableBatch>> {
         let pipelines = Arc::clone(&self.pipelines);
         let (result, dead_letters) = tokio::task::spawn_blocking(move || {
             let mut dead_letters = Vec::new();
@@ -184,7 +202,7 @@ impl WritePath {
         .await
         .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
         self.write_dead_letters(dead_letters).await;
-        Ok(self.store.write(result?).await?)
+        result
     }
 
     /// Writes a raw body through the source's adapter and the pipelines of
@@ -217,6 +235,40 @@ impl WritePath {
             Err(e) => Err(e),
         };
         self.finish(result, 0, admission)
+    }
+
+    /// Turns a raw body into table batches with the source's adapter alone:
+    /// nothing is stored and no table pipeline runs — for bodies that are
+    /// alert events (the monitor takes them from here). A failing
+    /// adapter's dead letter is stored as for any write.
+    pub async fn adapt_raw(
+        &self,
+        source: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Vec<TableBatch>> {
+        let now_ns = now_ns();
+        let pipelines = Arc::clone(&self.pipelines);
+        let store = self.store.clone();
+        let (source, content_type, body) =
+            (source.to_string(), content_type.to_string(), body.to_vec());
+        let (result, dead_letters) = tokio::task::spawn_blocking(move || {
+            let mut dead_letters = Vec::new();
+            let time_column_for = |table: &str| store.time_column_for(table);
+            let result = pipelines.adapt(
+                &source,
+                &content_type,
+                &body,
+                now_ns,
+                &time_column_for,
+                &mut dead_letters,
+            );
+            (result, dead_letters)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("adapter task: {e}")))?;
+        self.write_dead_letters(dead_letters).await;
+        result
     }
 
     /// Stores rows of Weir's own `weir_…` tables (alert history,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
@@ -127,9 +128,21 @@ impl QueryEngine {
     /// keep every row (an alert rule's instances), so an unexpected answer
     /// stops early instead of filling memory up to the result size cap.
     pub async fn sql_limited(&self, sql: &str, max_rows: usize) -> Result<QueryResult> {
+        self.sql_bound(sql, Vec::new(), max_rows).await
+    }
+
+    /// Like [`sql_limited`](Self::sql_limited), with `params` bound to the
+    /// placeholders `$1`, `$2`, … as values: a parameter is never parsed as
+    /// SQL, whatever it holds.
+    pub async fn sql_bound(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        max_rows: usize,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
         self.metrics.queries.inc();
-        let result = self.run_bounded(sql, max_rows).await;
+        let result = self.run_bounded(sql, params, max_rows).await;
         self.metrics.seconds.observe(started.elapsed());
         if result.is_err() {
             self.metrics.failed.inc();
@@ -142,7 +155,12 @@ impl QueryEngine {
         result
     }
 
-    async fn run_bounded(&self, sql: &str, max_rows: usize) -> Result<QueryResult> {
+    async fn run_bounded(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        max_rows: usize,
+    ) -> Result<QueryResult> {
         if sql.len() > MAX_SQL_BYTES {
             return Err(Error::TooLarge {
                 bytes: sql.len(),
@@ -153,7 +171,7 @@ impl QueryEngine {
         let sql = sql.to_string();
         let task = AbortOnDrop(
             self.runtime
-                .spawn(async move { planner.run(&sql, max_rows).await }),
+                .spawn(async move { planner.run(&sql, params, max_rows).await }),
         );
         let timeout = self.planner.config.timeout;
         match tokio::time::timeout(timeout, task).await {
@@ -165,7 +183,12 @@ impl QueryEngine {
 }
 
 impl Planner {
-    async fn run(&self, sql: &str, max_rows: usize) -> Result<QueryResult> {
+    async fn run(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        max_rows: usize,
+    ) -> Result<QueryResult> {
         let limit = self.config.memory_limit;
         let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
         let ctx = self.session().map_err(df_err)?;
@@ -177,7 +200,10 @@ impl Planner {
             depth: refused.depth,
             limit: MAX_SQL_DEPTH,
         })?;
-        let plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+        let mut plan = state.statement_to_plan(statement).await.map_err(df_err)?;
+        if !params.is_empty() {
+            plan = plan.with_param_values(params).map_err(df_err)?;
+        }
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

@@ -688,6 +688,16 @@ impl ServeArgs {
         for (table, section) in &self.pipelines {
             weir_model::validate_name(weir_model::NameKind::Table, table)
                 .map_err(|e| Error::Config(format!("pipelines.{table}: {e}")))?;
+            // Weir writes its own tables past the pipelines; the one
+            // exception is the pipeline every event runs through.
+            if table.starts_with(weir_model::SYSTEM_TABLE_PREFIX)
+                && table != weir_monitor::events::pipeline::EVENTS_PIPELINE
+            {
+                return Err(Error::Config(format!(
+                    "pipelines.{table}: Weir's own tables have no pipeline, except {} (events, before they reach the alert state)",
+                    weir_monitor::events::pipeline::EVENTS_PIPELINE
+                )));
+            }
             let on_failure = section
                 .on_failure
                 .as_deref()

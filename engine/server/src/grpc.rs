@@ -275,5 +275,21 @@ fn event_body(i: usize, e: Event) -> Result<weir_monitor::events::EventBody, Sta
         runbook: some(e.runbook),
         ends_at: time("ends_at_unix_nano", e.ends_at_unix_nano)?,
         group_by: (!e.group_by.is_empty()).then_some(e.group_by),
+        collect: (!e.collect.is_empty()).then(|| {
+            let text = |s: String| (!s.is_empty()).then_some(s);
+            e.collect
+                .into_iter()
+                .map(|c| weir_monitor::context::CollectorSection {
+                    kind: c.r#type,
+                    title: text(c.title),
+                    text: text(c.text),
+                    sql: text(c.sql),
+                    limit: (c.limit > 0).then_some(c.limit),
+                    id: text(c.id),
+                    url: text(c.url),
+                    deadline: text(c.deadline),
+                })
+                .collect()
+        }),
     })
 }

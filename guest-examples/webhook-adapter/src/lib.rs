@@ -1,6 +1,7 @@
-//! A JSON alert webhook (Datadog-style) → alert events.
+//! A JSON alert webhook → alert events: Datadog-style alerts, or the
+//! webhook Prometheus Alertmanager sends (`webhook_configs`, version 4).
 //!
-//! The body is one alert object or an array of them:
+//! A Datadog-style body is one alert object or an array of them:
 //!
 //! ```json
 //! {"id": "7391", "title": "[Triggered] CPU high on web-1", "body": "...",
@@ -15,9 +16,20 @@
 //!   `priority` (`high` for Datadog's `normal`/`P1`/`P2`, else `low`);
 //! - fields `title`, `text` and `transition` (strings).
 //!
+//! - tag `monitor`: the title without its leading `[...]` markers
+//!   (`[Triggered] CPU high on web-1` → `CPU high on web-1`), the same for
+//!   every transition of one alert;
+//!
 //! `date` is milliseconds (or seconds, if it is small enough to be) since the
 //! epoch; absent, the server's time is used. `tags` may be a comma-separated
 //! string or an array.
+//!
+//! An Alertmanager webhook (`{"version": "4", "alerts": [...], ...}`) gives
+//! one event per alert: its labels as tags (`alertname` also as `monitor`),
+//! `status` `unhealthy` while firing and `healthy` once resolved, `priority`
+//! `high` for `severity` critical/page/high, `source` `alertmanager`, its
+//! fingerprint as `alert_id`, fields `title` (the `summary` annotation) and
+//! `text` (`description`); its time is `startsAt` (`endsAt` once resolved).
 
 use serde_json::Value as Json;
 use weir_sdk::{Adapter, Config, EventsBuilder, Input};
@@ -87,6 +99,9 @@ impl Adapter for Webhook {
     fn adapt(&mut self, input: &Input<'_>, out: &mut EventsBuilder) -> Result<(), String> {
         let body: Json =
             serde_json::from_slice(input.body).map_err(|e| format!("body is not JSON: {e}"))?;
+        if body.get("version").is_some() && body.get("alerts").is_some() {
+            return self.alertmanager(&body, out);
+        }
         let alerts = match &body {
             Json::Array(items) => items.iter().collect(),
             Json::Object(_) => vec![&body],
@@ -107,6 +122,7 @@ impl Adapter for Webhook {
             };
             let mut event = out.event(&self.table, time_ns(alert, index)?);
             event
+                .tag("monitor", monitor_of(title))
                 .tag("source", &self.source)
                 .tag("status", if recovered { "healthy" } else { "unhealthy" })
                 .tag("priority", priority)
@@ -127,6 +143,86 @@ impl Adapter for Webhook {
                     "env" => event.tag("env", &value),
                     _ => &mut event,
                 };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A Datadog title without its leading `[Triggered]`, `[P1]` … markers.
+fn monitor_of(title: &str) -> &str {
+    let mut rest = title.trim();
+    while let Some(after) = rest.strip_prefix('[')
+        && let Some(end) = after.find(']')
+    {
+        rest = after[end + 1..].trim_start();
+    }
+    if rest.is_empty() { title } else { rest }
+}
+
+/// Tags an Alertmanager label may not overwrite.
+const OWN_TAGS: [&str; 4] = ["monitor", "status", "priority", "source"];
+
+fn rfc3339_ns(what: &str, text: &str) -> Result<i64, String> {
+    let at = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{what}: {text:?} is not an RFC 3339 time: {e}"))?;
+    let ns = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{what}: {text:?} is before 1970"))?
+        .as_nanos();
+    i64::try_from(ns).map_err(|_| format!("{what}: {text:?} is out of range"))
+}
+
+impl Webhook {
+    fn alertmanager(&self, body: &Json, out: &mut EventsBuilder) -> Result<(), String> {
+        let alerts = body["alerts"]
+            .as_array()
+            .ok_or("alerts is not an array")?;
+        for (index, alert) in alerts.iter().enumerate() {
+            let what = format!("alerts[{index}]");
+            let labels = alert["labels"]
+                .as_object()
+                .ok_or_else(|| format!("{what}: no labels"))?;
+            let name = labels
+                .get("alertname")
+                .and_then(Json::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| format!("{what}: no alertname label"))?;
+            let resolved = match alert["status"].as_str() {
+                Some("firing") => false,
+                Some("resolved") => true,
+                other => return Err(format!("{what}: status {other:?} is not firing or resolved")),
+            };
+            let time_key = if resolved { "endsAt" } else { "startsAt" };
+            let time = match alert[time_key].as_str() {
+                Some(text) => rfc3339_ns(&format!("{what}.{time_key}"), text)?,
+                None => 0,
+            };
+            let severity = labels.get("severity").and_then(Json::as_str).unwrap_or("");
+            let priority = match severity {
+                "critical" | "page" | "high" => "high",
+                _ => "low",
+            };
+            let mut event = out.event(&self.table, time);
+            event
+                .tag("monitor", name)
+                .tag("source", "alertmanager")
+                .tag("status", if resolved { "healthy" } else { "unhealthy" })
+                .tag("priority", priority);
+            for (key, value) in labels {
+                if let Some(value) = value.as_str()
+                    && !OWN_TAGS.contains(&key.as_str())
+                {
+                    event.tag(key, value);
+                }
+            }
+            if let Some(fingerprint) = alert["fingerprint"].as_str() {
+                event.tag("alert_id", fingerprint);
+            }
+            let annotation = |key: &str| alert["annotations"][key].as_str().filter(|s| !s.is_empty());
+            event.field_str("title", annotation("summary").unwrap_or(name));
+            if let Some(text) = annotation("description") {
+                event.field_str("text", text);
             }
         }
         Ok(())
@@ -163,6 +259,45 @@ mod tests {
         assert_eq!(events[1].tag("status"), Some("healthy"));
         assert_eq!(events[1].tag("priority"), Some("low"));
         assert_eq!(events[1].time_ns(), 1_700_000_300_000_000_000);
+        assert_eq!(events[0].tag("monitor"), Some("CPU high"));
+        assert_eq!(events[1].tag("monitor"), Some("CPU high"));
+        assert_eq!(monitor_of("[P1] [Triggered] disk full"), "disk full");
+        assert_eq!(monitor_of("[]"), "[]");
+    }
+
+    #[test]
+    fn alertmanager_webhooks_become_events() {
+        let mut w = Webhook::init(&Config::default()).unwrap();
+        let body = br#"{"version": "4", "status": "firing", "receiver": "weir",
+          "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+          "alerts": [
+            {"status": "firing", "labels": {"alertname": "DiskFull", "instance": "db-1:9100", "severity": "critical", "status": "x"},
+             "annotations": {"summary": "disk on db-1 is full", "description": "97% used"},
+             "startsAt": "2026-12-01T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "abc"},
+            {"status": "resolved", "labels": {"alertname": "LoadHigh", "instance": "web-1:9100"},
+             "annotations": {}, "startsAt": "2026-12-01T09:00:00Z", "endsAt": "2026-12-01T09:30:00Z"}
+          ]}"#;
+        let out = testing::adapt(&mut w, "application/json", body).unwrap();
+        let events = testing::events(&out).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].tag("monitor"), Some("DiskFull"));
+        assert_eq!(events[0].tag("status"), Some("unhealthy"));
+        assert_eq!(events[0].tag("priority"), Some("high"));
+        assert_eq!(events[0].tag("instance"), Some("db-1:9100"));
+        assert_eq!(events[0].tag("alert_id"), Some("abc"));
+        assert_eq!(events[0].field_str("title"), Some("disk on db-1 is full"));
+        assert_eq!(events[0].time_ns(), 1_796_119_200_000_000_000);
+        assert_eq!(events[1].tag("status"), Some("healthy"));
+        assert_eq!(events[1].tag("priority"), Some("low"));
+        assert_eq!(events[1].field_str("title"), Some("LoadHigh"));
+        for bad in [
+            &br#"{"version": "4", "alerts": 1}"#[..],
+            br#"{"version": "4", "alerts": [{"labels": {}}]}"#,
+            br#"{"version": "4", "alerts": [{"labels": {"alertname": "a"}, "status": "odd"}]}"#,
+            br#"{"version": "4", "alerts": [{"labels": {"alertname": "a"}, "status": "firing", "startsAt": "soon"}]}"#,
+        ] {
+            assert!(testing::adapt(&mut w, "", bad).is_err());
+        }
     }
 
     #[test]

@@ -5,8 +5,13 @@
 //! suppressions through Weir's API, its CLI and the real `amtool`
 //! (`suppressions.rs`); events through Weir's API, gRPC and a real
 //! Prometheus posting to Weir's Alertmanager API (`events.rs`); alert
-//! groups (`groups.rs`).
+//! groups (`groups.rs`); context collected for notifications (`context.rs`);
+//! other tools' webhooks through adapter plugins and the `weir_events`
+//! pipeline (`adapted.rs`).
 
+mod adapted;
+mod backtest;
+mod context;
 mod events;
 mod groups;
 mod suppressions;

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::{ReceiverDef, ReceiverKind};
 use crate::alerts::{AlertSnapshot, AlertState, Owed};
+use crate::context::{AlertContext, Section, SectionStatus};
 use crate::rule::{ALERTNAME, Priority};
 
 /// PagerDuty caps a summary at 1,024 characters.
@@ -20,11 +21,118 @@ const MAX_SLACK_FIELDS: usize = 10;
 /// are counted.
 const MAX_LISTED: usize = 20;
 
-pub fn body(receiver: &ReceiverDef, owed: &Owed) -> Value {
+/// `context`: the collected sections of the group's first firing alerts.
+pub fn body(receiver: &ReceiverDef, owed: &Owed, context: &[AlertContext]) -> Value {
     match &receiver.kind {
-        ReceiverKind::Slack => slack(owed),
-        ReceiverKind::PagerDuty { routing_key } => pagerduty(routing_key, owed),
-        ReceiverKind::Webhook => alertmanager_webhook(&receiver.name, owed),
+        ReceiverKind::Slack => {
+            let mut message = slack(owed);
+            if let Some(blocks) = message["blocks"].as_array_mut() {
+                blocks.extend(slack_context(owed, context));
+            }
+            message
+        }
+        ReceiverKind::PagerDuty { routing_key } => {
+            let mut event = pagerduty(routing_key, owed);
+            pagerduty_context(&mut event, context);
+            event
+        }
+        ReceiverKind::Webhook => {
+            let mut body = alertmanager_webhook(&receiver.name, owed);
+            if !context.is_empty() {
+                // Alertmanager's annotations are flat strings; the
+                // sections ride beside them for consumers that know Weir.
+                body["weirContext"] = json!(context);
+            }
+            body
+        }
+    }
+}
+
+/// Slack caps a section's text at 3,000 characters.
+const MAX_SLACK_TEXT: usize = 2_900;
+
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// A section as mrkdwn: its title, then its text (query answers in a code
+/// block, where Slack keeps columns aligned), or why it is missing.
+fn section_mrkdwn(section: &Section) -> String {
+    let title = format!("*{}*", escape_mrkdwn(&section.title));
+    if section.status != SectionStatus::Ok {
+        let error = section.error.as_deref().unwrap_or("");
+        return format!(
+            "{title} — _{}: {}_",
+            section.status.as_str().replace('_', " "),
+            escape_mrkdwn(error)
+        );
+    }
+    match (section.collector, &section.url) {
+        (_, Some(url)) => format!("{title}: <{}|{}>", url, escape_mrkdwn(&section.text)),
+        ("markdown", None) => format!("{title}\n{}", escape_mrkdwn(&section.text)),
+        _ => format!(
+            "{title}\n```{}```",
+            escape_mrkdwn(section.text.trim_end()).replace("```", "'''")
+        ),
+    }
+}
+
+fn slack_context(owed: &Owed, context: &[AlertContext]) -> Vec<Value> {
+    let mut blocks = Vec::new();
+    for collected in context {
+        if owed.alerts.len() > 1
+            && let Some(alert) = owed
+                .alerts
+                .iter()
+                .find(|a| a.fingerprint == collected.fingerprint)
+        {
+            blocks.push(json!({"type": "header", "text": {"type": "plain_text",
+                "text": clip(&title(alert), 140)}}));
+        }
+        for section in &collected.sections {
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn",
+                "text": clip(&section_mrkdwn(section), MAX_SLACK_TEXT)}}));
+        }
+    }
+    blocks
+}
+
+/// Sections go in `custom_details` under their titles (with the alert's
+/// fingerprint when several alerts have context); runbooks become links.
+fn pagerduty_context(event: &mut Value, context: &[AlertContext]) {
+    if context.is_empty() || event["event_action"] != "trigger" {
+        return;
+    }
+    let several = context.len() > 1;
+    let mut links: Vec<Value> = event["links"].as_array().cloned().unwrap_or_default();
+    let details = &mut event["payload"]["custom_details"];
+    for collected in context {
+        for section in &collected.sections {
+            let key = if several {
+                format!("{} [{}]", section.title, collected.fingerprint)
+            } else {
+                section.title.clone()
+            };
+            let value = match (section.status, &section.url) {
+                (SectionStatus::Ok, Some(url)) => {
+                    links.push(json!({"href": url, "text": section.title}));
+                    json!(section.text)
+                }
+                (SectionStatus::Ok, None) => json!(section.text),
+                (status, _) => json!(format!(
+                    "{}: {}",
+                    status.as_str(),
+                    section.error.as_deref().unwrap_or("")
+                )),
+            };
+            details[key] = value;
+        }
+    }
+    if !links.is_empty() {
+        event["links"] = json!(links);
     }
 }
 
@@ -384,7 +492,7 @@ mod tests {
 
     #[test]
     fn the_alertmanager_webhook_body_is_version_4() {
-        let body = body(&receiver(ReceiverKind::Webhook), &owed(AlertState::Firing));
+        let body = body(&receiver(ReceiverKind::Webhook), &owed(AlertState::Firing), &[]);
         for key in [
             "version",
             "groupKey",
@@ -418,7 +526,7 @@ mod tests {
     }
 
     fn body_of(kind: ReceiverKind, to: AlertState) -> Value {
-        body(&receiver(kind), &owed(to))
+        body(&receiver(kind), &owed(to), &[])
     }
 
     #[test]
@@ -457,7 +565,7 @@ mod tests {
             })
             .collect();
         group.group_key.insert("region".into(), "eu".into());
-        let slack = body(&receiver(ReceiverKind::Slack), &group);
+        let slack = body(&receiver(ReceiverKind::Slack), &group, &[]);
         assert_eq!(
             slack["text"],
             "[FIRING:24 high, RESOLVED:1] 25 alerts: service_down region=eu"
@@ -468,7 +576,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("and 5 more"), "{text}");
-        let am = body(&receiver(ReceiverKind::Webhook), &group);
+        let am = body(&receiver(ReceiverKind::Webhook), &group, &[]);
         assert_eq!(am["alerts"].as_array().unwrap().len(), 25);
         assert_eq!(
             am["groupLabels"],
@@ -486,6 +594,7 @@ mod tests {
                 routing_key: "k".into(),
             }),
             &group,
+            &[],
         );
         assert_eq!(pd["dedup_key"], "g-1");
         assert_eq!(pd["payload"]["custom_details"]["firing"], 24);
@@ -497,6 +606,7 @@ mod tests {
                 routing_key: "k".into(),
             }),
             &group,
+            &[],
         );
         assert_eq!(pd["event_action"], "resolve");
     }
@@ -509,5 +619,46 @@ mod tests {
             slack.to_string().contains("3 failed checks &lt;b&gt;"),
             "{slack}"
         );
+    }
+
+    #[test]
+    fn context_sections_ride_along() {
+        use std::time::Duration;
+
+        use crate::context::{AlertContext, Section, SectionStatus};
+        let group = owed(AlertState::Firing);
+        let section = |title: &str, status, text: &str, url: Option<&str>| Section {
+            collector: if url.is_some() { "runbook" } else { "logs" },
+            title: title.into(),
+            status,
+            text: text.into(),
+            url: url.map(String::from),
+            error: (status != SectionStatus::Ok).then(|| "no answer within 1s".into()),
+            elapsed: Duration::ZERO,
+        };
+        let context = [AlertContext {
+            fingerprint: group.alerts[0].fingerprint.clone(),
+            sections: vec![
+                section("Logs", SectionStatus::Ok, "a <b>\n", None),
+                section("Book", SectionStatus::Ok, "db-1", Some("https://rb/db-1")),
+                section("Slow", SectionStatus::TimedOut, "", None),
+            ],
+        }];
+        let slack = body(&receiver(ReceiverKind::Slack), &group, &context).to_string();
+        assert!(slack.contains("*Logs*\\n```a &lt;b&gt;```"), "{slack}");
+        assert!(slack.contains("*Book*: <https://rb/db-1|db-1>"), "{slack}");
+        assert!(slack.contains("*Slow* — _timed out: no answer within 1s_"), "{slack}");
+        let pd = body(
+            &receiver(ReceiverKind::PagerDuty {
+                routing_key: "k".into(),
+            }),
+            &group,
+            &context,
+        );
+        assert_eq!(pd["payload"]["custom_details"]["Logs"], "a <b>\n");
+        assert_eq!(pd["payload"]["custom_details"]["Slow"], "timed_out: no answer within 1s");
+        assert!(pd["links"].as_array().unwrap().iter().any(|l| l["href"] == "https://rb/db-1"));
+        let am = body(&receiver(ReceiverKind::Webhook), &group, &context);
+        assert_eq!(am["weirContext"][0]["sections"][1]["url"], "https://rb/db-1");
     }
 }

@@ -5,6 +5,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /api/v1/events` | one event (JSON object), an array of them, or `{"events": [...]}`; answers what became of each |
+//! | `POST /api/v1/events/{source}` | a raw body (a Datadog webhook, a Nagios check result, an Alertmanager webhook …) for the source's adapter; each row it makes is an event (see `weir_monitor::events::adapted`) |
 //! | `POST /api/v2/alerts` | Alertmanager `PostableAlert`s; each becomes an event |
 //! | `GET /api/v2/alerts` | firing alerts as Alertmanager `GettableAlert`s (`filter`, `active`, `silenced` parameters) |
 
@@ -26,6 +27,7 @@ use crate::Error;
 pub fn routes() -> Router<Arc<HttpState>> {
     Router::new()
         .route("/api/v1/events", post(events))
+        .route("/api/v1/events/{source}", post(adapted_events))
         .route("/api/v2/alerts", post(am_post).get(am_list))
 }
 
@@ -50,10 +52,40 @@ async fn events(State(state): State<Arc<HttpState>>, bytes: Bytes) -> Result<Res
         }
         one => decode_each(vec![one])?,
     };
-    let reports = state
-        .monitor
-        .receive_events(bodies, EventSource::Api)
+    answer(
+        state
+            .monitor
+            .receive_events(bodies, EventSource::Api)
+            .await?,
+    )
+}
+
+/// A raw body through the source's adapter; its rows are the events.
+async fn adapted_events(
+    State(state): State<Arc<HttpState>>,
+    axum::extract::Path(source): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, Error> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let batches = state
+        .ingest
+        .path()
+        .adapt_raw(&source, content_type, &body)
         .await?;
+    let bodies = weir_monitor::events::adapted::events_from_batches(&batches)?;
+    answer(
+        state
+            .monitor
+            .receive_events(bodies, EventSource::Adapter)
+            .await?,
+    )
+}
+
+fn answer(reports: Vec<weir_monitor::EventReport>) -> Result<Response, Error> {
     let count = |outcome: &str| reports.iter().filter(|r| r.outcome == outcome).count();
     Ok(axum::Json(serde_json::json!({
         "passed": count("passed"),
