@@ -218,8 +218,8 @@ async fn backtest(
     step: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let config = std::fs::read_to_string(rules)
-        .with_context(|| format!("reading {}", rules.display()))?;
+    let config =
+        std::fs::read_to_string(rules).with_context(|| format!("reading {}", rules.display()))?;
     let report = request_json(
         reqwest::Method::POST,
         server,
@@ -244,7 +244,15 @@ async fn backtest(
     let list = |key: &str| report[key].as_array().cloned().unwrap_or_default();
     println!("Transitions:");
     print_table(
-        &["TIME", "RULE", "FROM", "TO", "LABELS", "SUPPRESSED BY", "SUMMARY"],
+        &[
+            "TIME",
+            "RULE",
+            "FROM",
+            "TO",
+            "LABELS",
+            "SUPPRESSED BY",
+            "SUMMARY",
+        ],
         list("transitions")
             .iter()
             .map(|t| {
@@ -265,7 +273,15 @@ async fn backtest(
     );
     println!("\nNotifications:");
     print_table(
-        &["TIME", "RECEIVER", "GROUP", "STATUS", "ALERTS", "FIRING", "GROUP KEY"],
+        &[
+            "TIME",
+            "RECEIVER",
+            "GROUP",
+            "STATUS",
+            "ALERTS",
+            "FIRING",
+            "GROUP KEY",
+        ],
         list("notifications")
             .iter()
             .map(|n| {

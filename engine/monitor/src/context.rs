@@ -121,7 +121,9 @@ impl Collector {
             value
                 .clone()
                 .filter(|v| !v.trim().is_empty())
-                .ok_or_else(|| config_error(key(k), format!("a {} collector needs it", section.kind)))
+                .ok_or_else(|| {
+                    config_error(key(k), format!("a {} collector needs it", section.kind))
+                })
         };
         let limit = |default: u32| -> Result<usize> {
             match section.limit {
@@ -145,20 +147,43 @@ impl Collector {
         let s = section;
         let kind = match s.kind.as_str() {
             "markdown" => {
-                unused(&[("sql", s.sql.is_some()), ("limit", s.limit.is_some()), ("id", s.id.is_some()), ("url", s.url.is_some())])?;
-                Kind::Markdown(Template::parse(&key("text"), &required("text", &s.text)?, labels)?)
+                unused(&[
+                    ("sql", s.sql.is_some()),
+                    ("limit", s.limit.is_some()),
+                    ("id", s.id.is_some()),
+                    ("url", s.url.is_some()),
+                ])?;
+                Kind::Markdown(Template::parse(
+                    &key("text"),
+                    &required("text", &s.text)?,
+                    labels,
+                )?)
             }
             "logs" | "metrics" => {
-                unused(&[("text", s.text.is_some()), ("id", s.id.is_some()), ("url", s.url.is_some())])?;
+                unused(&[
+                    ("text", s.text.is_some()),
+                    ("id", s.id.is_some()),
+                    ("url", s.url.is_some()),
+                ])?;
                 let sql = BoundSql::parse(&key("sql"), &required("sql", &s.sql)?, labels)?;
                 if s.kind == "logs" {
-                    Kind::Logs { sql, limit: limit(20)? }
+                    Kind::Logs {
+                        sql,
+                        limit: limit(20)?,
+                    }
                 } else {
-                    Kind::Metrics { sql, limit: limit(10)? }
+                    Kind::Metrics {
+                        sql,
+                        limit: limit(10)?,
+                    }
                 }
             }
             "runbook" => {
-                unused(&[("text", s.text.is_some()), ("sql", s.sql.is_some()), ("limit", s.limit.is_some())])?;
+                unused(&[
+                    ("text", s.text.is_some()),
+                    ("sql", s.sql.is_some()),
+                    ("limit", s.limit.is_some()),
+                ])?;
                 let id = required("id", &s.id)?;
                 // `${runbook.id}` in the URL is the id's own template.
                 let url = required("url", &s.url)?.replace("${runbook.id}", &id);
@@ -168,13 +193,20 @@ impl Collector {
                 }
             }
             "recent-alerts" => {
-                unused(&[("text", s.text.is_some()), ("sql", s.sql.is_some()), ("id", s.id.is_some()), ("url", s.url.is_some())])?;
+                unused(&[
+                    ("text", s.text.is_some()),
+                    ("sql", s.sql.is_some()),
+                    ("id", s.id.is_some()),
+                    ("url", s.url.is_some()),
+                ])?;
                 Kind::RecentAlerts { limit: limit(5)? }
             }
             other => {
                 return Err(config_error(
                     key("type"),
-                    format!("unknown collector {other:?} (markdown, logs, metrics, runbook, recent-alerts)"),
+                    format!(
+                        "unknown collector {other:?} (markdown, logs, metrics, runbook, recent-alerts)"
+                    ),
                 ));
             }
         };
@@ -220,11 +252,18 @@ pub struct Collectors(Arc<[Collector]>);
 
 impl Collectors {
     /// Checks every section; `what` names the list (`rules.x.collect`).
-    pub fn parse(what: &str, sections: &[CollectorSection], labels: KnownLabels<'_>) -> Result<Self> {
+    pub fn parse(
+        what: &str,
+        sections: &[CollectorSection],
+        labels: KnownLabels<'_>,
+    ) -> Result<Self> {
         if sections.len() > MAX_COLLECTORS {
             return Err(config_error(
                 what,
-                format!("{} collectors, more than the {MAX_COLLECTORS} allowed", sections.len()),
+                format!(
+                    "{} collectors, more than the {MAX_COLLECTORS} allowed",
+                    sections.len()
+                ),
             ));
         }
         let collectors = sections
@@ -314,7 +353,9 @@ impl BoundSql {
                     }
                 }
                 '/' if sql[at..].starts_with("/*") => {
-                    let end = sql[at + 2..].find("*/").map_or(sql.len(), |n| at + 2 + n + 2);
+                    let end = sql[at + 2..]
+                        .find("*/")
+                        .map_or(sql.len(), |n| at + 2 + n + 2);
                     refuse_placeholder_in_comment(what, &sql[at..end])?;
                     out.push_str(&sql[at..end]);
                     while chars.peek().is_some_and(|&(i, _)| i < end) {
@@ -396,7 +437,10 @@ fn param(what: &str, name: &str, labels: KnownLabels<'_>) -> Result<Param> {
                 {
                     return Err(config_error(
                         what,
-                        format!("unknown placeholder ${{{name}}}: the alerts have labels {}", names(known)),
+                        format!(
+                            "unknown placeholder ${{{name}}}: the alerts have labels {}",
+                            names(known)
+                        ),
                     ));
                 }
                 Param::Label(label.to_string())
@@ -414,7 +458,11 @@ fn param(what: &str, name: &str, labels: KnownLabels<'_>) -> Result<Param> {
 }
 
 fn names(known: &BTreeSet<String>) -> String {
-    known.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+    known
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// How a collector fared.
@@ -476,7 +524,11 @@ pub async fn collect_for(query: &QueryEngine, alerts: &[AlertSnapshot]) -> Vec<A
 }
 
 /// Runs `collectors` for `alert`, concurrently, each within its deadline.
-pub async fn collect(query: &QueryEngine, collectors: &Collectors, alert: &AlertSnapshot) -> Vec<Section> {
+pub async fn collect(
+    query: &QueryEngine,
+    collectors: &Collectors,
+    alert: &AlertSnapshot,
+) -> Vec<Section> {
     futures::future::join_all(collectors.0.iter().map(|c| run_one(query, c, alert))).await
 }
 
@@ -607,7 +659,12 @@ fn formatted_rows(batches: &[RecordBatch], limit: usize) -> Result<Vec<Vec<Strin
             if rows.len() == limit {
                 return Ok(rows);
             }
-            rows.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
         }
     }
     Ok(rows)
@@ -633,7 +690,11 @@ fn metrics(batches: &[RecordBatch], limit: usize) -> Result<String, String> {
             let cast = arrow::compute::cast(batch.column(column), &DataType::Float64)
                 .map_err(|e| e.to_string())?;
             let cast = cast.as_primitive::<Float64Type>();
-            values.extend((0..cast.len()).filter(|&i| cast.is_valid(i)).map(|i| cast.value(i)));
+            values.extend(
+                (0..cast.len())
+                    .filter(|&i| cast.is_valid(i))
+                    .map(|i| cast.value(i)),
+            );
         }
         if values.len() >= 2 {
             return Ok(sparkline(&name, &values));
@@ -643,7 +704,12 @@ fn metrics(batches: &[RecordBatch], limit: usize) -> Result<String, String> {
     let mut rows = vec![header];
     rows.extend(formatted_rows(batches, limit)?);
     let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count().min(40)).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].chars().count().min(40))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut text = String::new();
     for row in &rows {
@@ -666,14 +732,21 @@ fn sparkline(name: &str, values: &[f64]) -> String {
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     // At most 60 points: wider lines wrap in chat.
     let step = values.len().div_ceil(60);
-    let points: Vec<f64> = values.chunks(step).map(|c| c.iter().sum::<f64>() / c.len() as f64).collect();
+    let points: Vec<f64> = values
+        .chunks(step)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let span = max - min;
     let line: String = points
         .iter()
         .map(|v| {
-            let level = if span > 0.0 { ((v - min) / span * 7.0).round() as usize } else { 0 };
+            let level = if span > 0.0 {
+                ((v - min) / span * 7.0).round() as usize
+            } else {
+                0
+            };
             BARS[level.min(7)]
         })
         .collect();

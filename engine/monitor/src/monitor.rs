@@ -460,7 +460,10 @@ impl Monitor {
         step: Option<Duration>,
     ) -> Result<crate::backtest::BacktestReport> {
         if sections.rules.is_empty() {
-            return Err(config_error("backtest", "the file has no [rules.NAME] section"));
+            return Err(config_error(
+                "backtest",
+                "the file has no [rules.NAME] section",
+            ));
         }
         let receivers = if sections.receivers.is_empty() {
             Arc::clone(&self.receivers)

@@ -7,11 +7,11 @@
 
 mod payload;
 
-use weir_query::QueryEngine;
 use crate::context::AlertContext;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use weir_query::QueryEngine;
 
 use rand::Rng;
 use tokio::sync::watch;

@@ -187,7 +187,10 @@ impl Pipelines {
 
     /// Whether `table` has a pipeline with stages.
     pub fn has_stages(&self, table: &str) -> bool {
-        self.current().tables.get(table).is_some_and(|p| !p.is_empty())
+        self.current()
+            .tables
+            .get(table)
+            .is_some_and(|p| !p.is_empty())
     }
 
     /// Runs each table batch through its table's pipeline.
@@ -213,7 +216,15 @@ impl Pipelines {
         dead_letters: &mut Vec<DeadLetter>,
     ) -> Result<Vec<TableBatch>> {
         let set = self.current();
-        let batches = adapt(&set, source, content_type, body, now_ns, time_column_for, dead_letters)?;
+        let batches = adapt(
+            &set,
+            source,
+            content_type,
+            body,
+            now_ns,
+            time_column_for,
+            dead_letters,
+        )?;
         run_tables(&set, batches, now_ns, dead_letters)
     }
 

@@ -415,7 +415,9 @@ pub fn apply_enrichment(
         }
     }
 
-    let mut builder = WriteBatchBuilder::new(now_ns);
+    // The table is the host's, never the plugin's: an enricher may run on
+    // Weir's own `weir_events` (the events pipeline).
+    let mut builder = WriteBatchBuilder::for_system_tables(now_ns);
     let t = builder
         .table(&table.table, time_column)
         .map_err(|e| e.to_string())?;

@@ -130,7 +130,9 @@ mod tests {
         let (start, end) = rule.window.unwrap();
         assert_eq!(end - start, 4 * 3600 * 1_000_000_000);
         assert_eq!(
-            parse_rule("service_name=beta", "in testing").unwrap().window,
+            parse_rule("service_name=beta", "in testing")
+                .unwrap()
+                .window,
             None
         );
         for (key, text) in [
@@ -139,7 +141,10 @@ mod tests {
             ("host=", "x"),
             ("host=a", ""),
             ("host=a", "x during tomorrow"),
-            ("host=a", "x during 2026-12-24T06:00:00Z/2026-12-24T02:00:00Z"),
+            (
+                "host=a",
+                "x during 2026-12-24T06:00:00Z/2026-12-24T02:00:00Z",
+            ),
         ] {
             assert!(parse_rule(key, text).is_err(), "{key} {text}");
         }

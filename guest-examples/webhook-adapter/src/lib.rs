@@ -175,9 +175,7 @@ fn rfc3339_ns(what: &str, text: &str) -> Result<i64, String> {
 
 impl Webhook {
     fn alertmanager(&self, body: &Json, out: &mut EventsBuilder) -> Result<(), String> {
-        let alerts = body["alerts"]
-            .as_array()
-            .ok_or("alerts is not an array")?;
+        let alerts = body["alerts"].as_array().ok_or("alerts is not an array")?;
         for (index, alert) in alerts.iter().enumerate() {
             let what = format!("alerts[{index}]");
             let labels = alert["labels"]
@@ -191,7 +189,11 @@ impl Webhook {
             let resolved = match alert["status"].as_str() {
                 Some("firing") => false,
                 Some("resolved") => true,
-                other => return Err(format!("{what}: status {other:?} is not firing or resolved")),
+                other => {
+                    return Err(format!(
+                        "{what}: status {other:?} is not firing or resolved"
+                    ));
+                }
             };
             let time_key = if resolved { "endsAt" } else { "startsAt" };
             let time = match alert[time_key].as_str() {
@@ -219,7 +221,8 @@ impl Webhook {
             if let Some(fingerprint) = alert["fingerprint"].as_str() {
                 event.tag("alert_id", fingerprint);
             }
-            let annotation = |key: &str| alert["annotations"][key].as_str().filter(|s| !s.is_empty());
+            let annotation =
+                |key: &str| alert["annotations"][key].as_str().filter(|s| !s.is_empty());
             event.field_str("title", annotation("summary").unwrap_or(name));
             if let Some(text) = annotation("description") {
                 event.field_str("text", text);

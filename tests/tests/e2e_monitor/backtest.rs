@@ -29,10 +29,7 @@ async fn a_backtest_replays_history_through_a_rule_file_and_sends_nothing() -> R
     let mut req = RequestBuilder::default();
     for m in 0..120 {
         let at = start + m * MINUTE;
-        for (service, down) in [
-            ("a", (30..60).contains(&m)),
-            ("b", (90..100).contains(&m)),
-        ] {
+        for (service, down) in [("a", (30..60).contains(&m)), ("b", (90..100).contains(&m))] {
             req.metric(&MetricRow {
                 service_name: service.to_string(),
                 recorded_at_ns: at,
@@ -98,7 +95,10 @@ url = "http://{addr}/receive/slack"
         .filter(|t| t["to"] == "firing" || t["to"] == "resolved")
         .map(|t| {
             (
-                t["labels"]["service_name"].as_str().unwrap_or("").to_string(),
+                t["labels"]["service_name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
                 t["to"].as_str().unwrap_or("").to_string(),
                 minute_of(&t["time"]),
             )
@@ -108,8 +108,13 @@ url = "http://{addr}/receive/slack"
     // evaluation whose 90 s window holds no failure.
     assert_eq!(
         transitions,
-        [("a", "firing", 31), ("a", "resolved", 61), ("b", "firing", 91), ("b", "resolved", 101)]
-            .map(|(s, to, m)| (s.to_string(), to.to_string(), m)),
+        [
+            ("a", "firing", 31),
+            ("a", "resolved", 61),
+            ("b", "firing", 91),
+            ("b", "resolved", 101)
+        ]
+        .map(|(s, to, m)| (s.to_string(), to.to_string(), m)),
         "{report}"
     );
     let told: Vec<(String, String)> = report["notifications"]
@@ -118,15 +123,23 @@ url = "http://{addr}/receive/slack"
         .flatten()
         .map(|n| {
             (
-                n["group_key"]["service_name"].as_str().unwrap_or("").to_string(),
+                n["group_key"]["service_name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
                 n["status"].as_str().unwrap_or("").to_string(),
             )
         })
         .collect();
     assert_eq!(
         told,
-        [("a", "firing"), ("a", "resolved"), ("b", "firing"), ("b", "resolved")]
-            .map(|(s, st)| (s.to_string(), st.to_string()))
+        [
+            ("a", "firing"),
+            ("a", "resolved"),
+            ("b", "firing"),
+            ("b", "resolved")
+        ]
+        .map(|(s, st)| (s.to_string(), st.to_string()))
     );
 
     // The table form, and bad requests.
@@ -141,10 +154,19 @@ url = "http://{addr}/receive/slack"
         &rfc3339(now),
     ])?;
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("a is down") && table.contains("4 notifications"), "{table}");
+    assert!(
+        table.contains("a is down") && table.contains("4 notifications"),
+        "{table}"
+    );
     let out = server.cli(&[
-        "alerts", "backtest", "--rules", rules.to_str().unwrap_or_default(),
-        "--from", &rfc3339(now), "--to", &rfc3339(start),
+        "alerts",
+        "backtest",
+        "--rules",
+        rules.to_str().unwrap_or_default(),
+        "--from",
+        &rfc3339(now),
+        "--to",
+        &rfc3339(start),
     ])?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not after"));

@@ -55,7 +55,10 @@ async fn write_logs_and_latency(server: &WeirServer) -> Result<()> {
             vec![("message", message)],
         );
     }
-    for (i, ms) in [12.0, 14.0, 13.0, 80.0, 250.0, 900.0].into_iter().enumerate() {
+    for (i, ms) in [12.0, 14.0, 13.0, 80.0, 250.0, 900.0]
+        .into_iter()
+        .enumerate()
+    {
         let status = field::Value::String(req.symbol("healthy"));
         req.point(
             "service_metrics",
@@ -75,7 +78,7 @@ fn collectors(deadline_of_the_slow_one: &str) -> Value {
         {"type": "logs", "title": "Last log lines",
          "sql": "SELECT time, message FROM app_logs WHERE service_name = ${context.service_name} ORDER BY time DESC LIMIT 20"},
         {"type": "metrics", "title": "Latency (ms)",
-         "sql": "SELECT response_ms FROM service_metrics WHERE service_name = ${context.service_name} ORDER BY recorded_at"},
+         "sql": "SELECT response_ms FROM service_metrics WHERE service_name = ${context.service_name} ORDER BY time"},
         {"type": "runbook", "id": "pay-${context.service_name}",
          "url": "https://runbooks.example/${runbook.id}"},
         {"type": "recent-alerts"},
@@ -213,15 +216,19 @@ async fn notifications_carry_their_context_bound_safely_and_within_deadlines() -
     }
 
     // Every section is a row of weir_alert_context.
-    let rows = eventually(Duration::from_secs(10), "weir_alert_context rows", async || {
-        let rows = server
-            .sql(
-                "SELECT receiver, collector, title, status FROM weir_alert_context
+    let rows = eventually(
+        Duration::from_secs(10),
+        "weir_alert_context rows",
+        async || {
+            let rows = server
+                .sql(
+                    "SELECT receiver, collector, title, status FROM weir_alert_context
                  WHERE rule = 'payments' ORDER BY receiver, title",
-            )
-            .await?;
-        Ok((rows.len() >= 12).then_some(rows))
-    })
+                )
+                .await?;
+            Ok((rows.len() >= 12).then_some(rows))
+        },
+    )
     .await?;
     let statuses: Vec<(String, String)> = rows
         .iter()

@@ -44,9 +44,11 @@ const OWN: [&str; 9] = [
 fn text_column(batch: &arrow::record_batch::RecordBatch, name: &str) -> Option<StringArray> {
     let column = batch.column_by_name(name)?;
     match column.data_type() {
-        DataType::Utf8 | DataType::Dictionary(_, _) => arrow::compute::cast(column, &DataType::Utf8)
-            .ok()
-            .map(|c| c.as_string::<i32>().clone()),
+        DataType::Utf8 | DataType::Dictionary(_, _) => {
+            arrow::compute::cast(column, &DataType::Utf8)
+                .ok()
+                .map(|c| c.as_string::<i32>().clone())
+        }
         _ => None,
     }
 }
@@ -69,7 +71,12 @@ pub fn events_from_batches(batches: &[TableBatch]) -> Result<Vec<EventBody>> {
             .fields()
             .iter()
             .position(|f| matches!(f.data_type(), DataType::Timestamp(TimeUnit::Nanosecond, _)))
-            .map(|i| batch.column(i).as_primitive::<TimestampNanosecondType>().clone());
+            .map(|i| {
+                batch
+                    .column(i)
+                    .as_primitive::<TimestampNanosecondType>()
+                    .clone()
+            });
         let monitors: Vec<Option<StringArray>> =
             MONITOR_FROM.iter().map(|n| text_column(batch, n)).collect();
         let column = |name: &str| text_column(batch, name);
@@ -93,24 +100,18 @@ pub fn events_from_batches(batches: &[TableBatch]) -> Result<Vec<EventBody>> {
             .collect();
         for row in 0..batch.num_rows() {
             let what = format!("{} row {}", table_batch.table, row + 1);
-            let monitor = monitors
-                .iter()
-                .find_map(|c| value(c, row))
-                .ok_or_else(|| {
-                    config_error(
-                        &what,
-                        "no monitor: the adapter's row needs a monitor, alertname or service_name",
-                    )
-                })?;
+            let monitor = monitors.iter().find_map(|c| value(c, row)).ok_or_else(|| {
+                config_error(
+                    &what,
+                    "no monitor: the adapter's row needs a monitor, alertname or service_name",
+                )
+            })?;
             let status = value(&status, row)
                 .ok_or_else(|| config_error(&what, "no status (healthy or unhealthy)"))?;
-            let since = time
-                .as_ref()
-                .filter(|t| t.is_valid(row))
-                .map(|t| {
-                    chrono::DateTime::from_timestamp_nanos(t.value(row))
-                        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-                });
+            let since = time.as_ref().filter(|t| t.is_valid(row)).map(|t| {
+                chrono::DateTime::from_timestamp_nanos(t.value(row))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            });
             let context: BTreeMap<String, String> = context_columns
                 .iter()
                 .filter(|(_, c)| c.is_valid(row))

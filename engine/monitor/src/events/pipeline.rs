@@ -128,7 +128,9 @@ fn apply(events: &mut [CheckedEvent], out: &[TableBatch]) -> Result<Vec<bool>> {
             // Filters keep rows in order and enrichers keep them all: an
             // index out of order or range is a stage that rewrote it.
             if last.is_some_and(|l| i <= l) || i as usize >= events.len() {
-                return Err(pipeline_error(format!("{INDEX} {i} is out of order or range")));
+                return Err(pipeline_error(format!(
+                    "{INDEX} {i} is out of order or range"
+                )));
             }
             last = Some(i);
             let event = &mut events[i as usize];

@@ -472,6 +472,7 @@ mod tests {
                 suppressible: true,
                 expires_ns: None,
                 grouping: None,
+                collect: Default::default(),
             }],
             attempts: 0,
             first_attempt_ns: None,
@@ -492,7 +493,11 @@ mod tests {
 
     #[test]
     fn the_alertmanager_webhook_body_is_version_4() {
-        let body = body(&receiver(ReceiverKind::Webhook), &owed(AlertState::Firing), &[]);
+        let body = body(
+            &receiver(ReceiverKind::Webhook),
+            &owed(AlertState::Firing),
+            &[],
+        );
         for key in [
             "version",
             "groupKey",
@@ -647,7 +652,10 @@ mod tests {
         let slack = body(&receiver(ReceiverKind::Slack), &group, &context).to_string();
         assert!(slack.contains("*Logs*\\n```a &lt;b&gt;```"), "{slack}");
         assert!(slack.contains("*Book*: <https://rb/db-1|db-1>"), "{slack}");
-        assert!(slack.contains("*Slow* — _timed out: no answer within 1s_"), "{slack}");
+        assert!(
+            slack.contains("*Slow* — _timed out: no answer within 1s_"),
+            "{slack}"
+        );
         let pd = body(
             &receiver(ReceiverKind::PagerDuty {
                 routing_key: "k".into(),
@@ -656,9 +664,21 @@ mod tests {
             &context,
         );
         assert_eq!(pd["payload"]["custom_details"]["Logs"], "a <b>\n");
-        assert_eq!(pd["payload"]["custom_details"]["Slow"], "timed_out: no answer within 1s");
-        assert!(pd["links"].as_array().unwrap().iter().any(|l| l["href"] == "https://rb/db-1"));
+        assert_eq!(
+            pd["payload"]["custom_details"]["Slow"],
+            "timed_out: no answer within 1s"
+        );
+        assert!(
+            pd["links"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["href"] == "https://rb/db-1")
+        );
         let am = body(&receiver(ReceiverKind::Webhook), &group, &context);
-        assert_eq!(am["weirContext"][0]["sections"][1]["url"], "https://rb/db-1");
+        assert_eq!(
+            am["weirContext"][0]["sections"][1]["url"],
+            "https://rb/db-1"
+        );
     }
 }

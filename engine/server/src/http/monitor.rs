@@ -107,8 +107,11 @@ struct BacktestRequest {
 }
 
 async fn backtest(State(state): State<Arc<HttpState>>, body: Bytes) -> Result<Response, Error> {
-    let request: BacktestRequest = serde_json::from_slice(&body)
-        .map_err(|e| Error::Decode(format!("expected {{\"config\", \"from\", \"to\", \"step\"?}}: {e}")))?;
+    let request: BacktestRequest = serde_json::from_slice(&body).map_err(|e| {
+        Error::Decode(format!(
+            "expected {{\"config\", \"from\", \"to\", \"step\"?}}: {e}"
+        ))
+    })?;
     let args = crate::ServeArgs::from_toml(&request.config)
         .map_err(|e| Error::Decode(format!("config: {e}")))?;
     let time = |what: &str, text: &str| -> Result<i64, Error> {
