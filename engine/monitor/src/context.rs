@@ -646,7 +646,11 @@ fn lines(batches: &[RecordBatch], limit: usize) -> Result<String, String> {
 }
 
 fn formatted_rows(batches: &[RecordBatch], limit: usize) -> Result<Vec<Vec<String>>, String> {
-    let options = FormatOptions::default().with_null("NULL");
+    // Seconds are enough in a page; Weir's times carry nanoseconds.
+    let options = FormatOptions::default()
+        .with_null("NULL")
+        .with_timestamp_format(Some("%Y-%m-%dT%H:%M:%S"))
+        .with_timestamp_tz_format(Some("%Y-%m-%dT%H:%M:%SZ"));
     let mut rows = Vec::new();
     for batch in batches {
         let formatters = batch

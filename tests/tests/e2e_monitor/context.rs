@@ -4,7 +4,7 @@
 //! and notes; a hostile context value that would widen a spliced query; a
 //! collector that hangs, which costs the page its deadline and no more.
 //! The Slack message and PagerDuty event are saved under
-//! `target/e2e-artifacts/` as sent (the README shows them).
+//! `<target>/test-artifacts/` as sent (the README shows them).
 
 use std::time::{Duration, Instant};
 
