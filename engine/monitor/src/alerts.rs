@@ -11,7 +11,6 @@
 //! the file still owes is done then — so no transition is lost and no
 //! notification is owed twice.
 
-use crate::context::Collectors;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +18,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::context::Collectors;
 use crate::events::{CheckedEvent, DropReason, EventStatus, Outcome, RetiredHosts};
 use crate::groups::{Group, Grouping, Groups};
 use crate::rule::{Observation, Priority, RuleDef, fingerprint};

@@ -3,11 +3,12 @@
 //! `notify`, `schedule`); every mistake is an error at load that names the
 //! section and the key.
 
-use crate::context::CollectorSection;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::context::CollectorSection;
 
 /// `[probes.NAME]`: an endpoint checked every `interval`. Exactly one of
 /// `url` (HTTP/HTTPS) or `tcp` (`host:port`, a connect check).

@@ -25,13 +25,13 @@ pub mod adapted;
 pub mod alertmanager;
 pub mod pipeline;
 
-use crate::context::{CollectorSection, Collectors};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::context::{CollectorSection, Collectors};
 use crate::groups::GroupingOverrides;
 use crate::rule::{ALERTNAME, Priority, RuleDef};
 use crate::template::Template;

@@ -417,13 +417,12 @@ impl Monitor {
             self.book
                 .apply_events(&passing, &self.retired, now_ns, &route);
         let mut passing_outcomes = passing_outcomes.into_iter();
+        // One outcome per event kept, in order; the others were filtered.
         let outcomes: Vec<Outcome> = kept
             .iter()
-            .map(|kept| match kept {
-                true => passing_outcomes
-                    .next()
-                    .unwrap_or(Outcome::Dropped(DropReason::Filtered)),
-                false => Outcome::Dropped(DropReason::Filtered),
+            .map(|&kept| {
+                let passed = if kept { passing_outcomes.next() } else { None };
+                passed.unwrap_or(Outcome::Dropped(DropReason::Filtered))
             })
             .collect();
         // Acknowledged means durable: a crash after the answer loses nothing.

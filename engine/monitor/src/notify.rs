@@ -7,21 +7,21 @@
 
 mod payload;
 
-use crate::context::AlertContext;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use weir_query::QueryEngine;
 
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use weir_pipeline::WritePath;
+use weir_query::QueryEngine;
 use weir_storage::metrics::{Counter, Histogram};
 
 use crate::alerts::{AlertBook, AlertState, Owed};
 use crate::config::ReceiverSection;
+use crate::context::AlertContext;
 use crate::rule::{Priority, RuleDef};
 use crate::tables::NotificationRow;
 use crate::{Result, config_error, error_chain, parse_duration};

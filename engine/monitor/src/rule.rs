@@ -19,7 +19,6 @@
 //! ORDER BY service_name, recorded_at DESC
 //! ```
 
-use crate::context::Collectors;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
@@ -34,6 +33,7 @@ use sha2::{Digest, Sha256};
 use weir_query::QueryResult;
 
 use crate::config::{ReceiverSection, RuleSection};
+use crate::context::Collectors;
 use crate::groups::GroupingOverrides;
 use crate::template::Template;
 use crate::{Result, config_error, parse_duration};

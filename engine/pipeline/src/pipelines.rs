@@ -249,6 +249,7 @@ impl Pipelines {
             dead_letters,
         )
     }
+
     pub fn sources(&self) -> Vec<String> {
         let mut names: Vec<String> = self.current().sources.keys().cloned().collect();
         names.sort();
@@ -280,7 +281,6 @@ impl Pipelines {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn adapt(
     set: &PipelineSet,
     source: &str,
