@@ -17,6 +17,7 @@
 //! | `dropped`, `unchanged` | the instance already is in that state |
 //! | `dropped`, `flap` | healthy again before `min-age`: the held event and this one cancel |
 //! | `dropped`, `retired` | its `host`, `hostname` or `instance` is a retired host |
+//! | `dropped`, `filtered` | a filter of the `weir_events` pipeline dropped it (see `pipeline`) |
 //!
 //! Every event is a row of `weir_events` with its outcome, and each drop
 //! reason is counted in `/metrics` (`weir_events_dropped_total{reason}`).
