@@ -83,6 +83,15 @@ pub struct WritePath {
     inflight_units: u32,
 }
 
+/// How far a raw body goes before it is handed back.
+#[derive(Clone, Copy)]
+enum Raw {
+    /// Adapter, then the pipelines of the tables it produces.
+    Ingest,
+    /// The adapter only.
+    AdaptOnly,
+}
+
 /// A write's share of the in-flight budget, returned when dropped.
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
@@ -209,28 +218,7 @@ impl WritePath {
     /// the tables it produces; returns the rows written.
     pub async fn write_raw(&self, source: &str, content_type: &str, body: &[u8]) -> Result<u64> {
         let admission = self.admit(body.len()).await?;
-        let now_ns = now_ns();
-        let pipelines = Arc::clone(&self.pipelines);
-        let store = self.store.clone();
-        let (source, content_type, body) =
-            (source.to_string(), content_type.to_string(), body.to_vec());
-        let (result, dead_letters) = tokio::task::spawn_blocking(move || {
-            let mut dead_letters = Vec::new();
-            let time_column_for = |table: &str| store.time_column_for(table);
-            let result = pipelines.ingest_raw(
-                &source,
-                &content_type,
-                &body,
-                now_ns,
-                &time_column_for,
-                &mut dead_letters,
-            );
-            (result, dead_letters)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
-        self.write_dead_letters(dead_letters).await;
-        let result = match result {
+        let result = match self.raw(source, content_type, body, Raw::Ingest).await {
             Ok(batches) => self.store.write(batches).await.map_err(Error::from),
             Err(e) => Err(e),
         };
@@ -247,6 +235,19 @@ impl WritePath {
         content_type: &str,
         body: &[u8],
     ) -> Result<Vec<TableBatch>> {
+        self.raw(source, content_type, body, Raw::AdaptOnly).await
+    }
+
+    /// Runs a raw body through the source's adapter (and, for
+    /// [`Raw::Ingest`], its tables' pipelines) on the blocking pool, and
+    /// stores the dead letters of whatever failed.
+    async fn raw(
+        &self,
+        source: &str,
+        content_type: &str,
+        body: &[u8],
+        how: Raw,
+    ) -> Result<Vec<TableBatch>> {
         let now_ns = now_ns();
         let pipelines = Arc::clone(&self.pipelines);
         let store = self.store.clone();
@@ -255,7 +256,12 @@ impl WritePath {
         let (result, dead_letters) = tokio::task::spawn_blocking(move || {
             let mut dead_letters = Vec::new();
             let time_column_for = |table: &str| store.time_column_for(table);
-            let result = pipelines.adapt(
+            let run = match how {
+                Raw::Ingest => Pipelines::ingest_raw,
+                Raw::AdaptOnly => Pipelines::adapt,
+            };
+            let result = run(
+                &pipelines,
                 &source,
                 &content_type,
                 &body,
@@ -266,7 +272,7 @@ impl WritePath {
             (result, dead_letters)
         })
         .await
-        .map_err(|e| Error::Internal(format!("adapter task: {e}")))?;
+        .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
         self.write_dead_letters(dead_letters).await;
         result
     }
