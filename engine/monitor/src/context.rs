@@ -28,7 +28,6 @@
 //! is; it cannot end a literal or add a clause. A placeholder inside quotes
 //! or a comment is refused at load, as is a hand-written `$1`.
 
-use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +41,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use weir_query::QueryEngine;
 
 use crate::alerts::AlertSnapshot;
-use crate::template::{Context, KnownLabels, Template};
+use crate::template::{Context, KnownLabels, Template, label_placeholder};
 use crate::{Result, config_error, parse_duration};
 
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
@@ -427,25 +426,9 @@ fn param(what: &str, name: &str, labels: KnownLabels<'_>) -> Result<Param> {
         "alert.priority" | "rule.priority" => Param::Priority,
         "alert.fingerprint" => Param::Fingerprint,
         "alert.since" => Param::Since,
-        _ => match name
-            .strip_prefix("context.")
-            .or_else(|| name.strip_prefix("labels."))
-        {
-            Some(label) if !label.is_empty() => {
-                if let Some(known) = labels
-                    && !known.contains(label)
-                {
-                    return Err(config_error(
-                        what,
-                        format!(
-                            "unknown placeholder ${{{name}}}: the alerts have labels {}",
-                            names(known)
-                        ),
-                    ));
-                }
-                Param::Label(label.to_string())
-            }
-            _ => {
+        _ => match label_placeholder(what, name, labels)? {
+            Some(label) => Param::Label(label),
+            None => {
                 return Err(config_error(
                     what,
                     format!(
@@ -455,14 +438,6 @@ fn param(what: &str, name: &str, labels: KnownLabels<'_>) -> Result<Param> {
             }
         },
     })
-}
-
-fn names(known: &BTreeSet<String>) -> String {
-    known
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// How a collector fared.
@@ -794,6 +769,8 @@ fn percent_encode(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn known(names: &[&str]) -> BTreeSet<String> {

@@ -57,6 +57,20 @@ const TICKET_QUEUE: &str = "ticket-queue";
 /// retired hosts.
 const HOST_KEYS: [&str; 3] = ["host", "hostname", "instance"];
 
+/// A tag or string column as strings; `None` for any other type.
+pub(crate) fn text_values(column: &dyn arrow::array::Array) -> Option<arrow::array::StringArray> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    match column.data_type() {
+        DataType::Utf8 | DataType::Dictionary(_, _) => {
+            arrow::compute::cast(column, &DataType::Utf8)
+                .ok()
+                .map(|c| c.as_string::<i32>().clone())
+        }
+        _ => None,
+    }
+}
+
 /// One event as the API takes it (JSON). Multi-word keys are accepted
 /// with `-` or `_`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

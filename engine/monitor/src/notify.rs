@@ -382,37 +382,36 @@ impl Notifier {
     }
 
     async fn record_context(&self, owed: &Owed, context: &[AlertContext]) {
-        let written = async {
-            let batches = crate::tables::context_batches(
-                &self.path,
-                &owed.receiver,
-                &owed.group_id,
-                &owed.alerts,
-                context,
-                weir_pipeline::now_ns(),
-            )?;
-            self.path
-                .write_system(batches)
-                .await
-                .map_err(crate::Error::from)
-        }
-        .await;
-        if let Err(e) = written {
-            warn!(error = %e, "could not store rows of weir_alert_context");
-        }
+        let batches = crate::tables::context_batches(
+            &self.path,
+            &owed.receiver,
+            &owed.group_id,
+            &owed.alerts,
+            context,
+            weir_pipeline::now_ns(),
+        );
+        self.store(crate::tables::ALERT_CONTEXT, batches).await;
     }
 
     async fn record(&self, row: NotificationRow) {
-        let written = async {
-            let batches = crate::tables::notification_batches(&self.path, &[row])?;
-            self.path
+        let batches = crate::tables::notification_batches(&self.path, &[row]);
+        self.store(crate::tables::NOTIFICATIONS, batches).await;
+    }
+
+    /// Stores rows of one of the notifier's tables; a failure is logged,
+    /// never the delivery's.
+    async fn store(&self, table: &str, batches: weir_model::Result<Vec<weir_model::TableBatch>>) {
+        let written = match batches {
+            Ok(batches) => self
+                .path
                 .write_system(batches)
                 .await
-                .map_err(crate::Error::from)
-        }
-        .await;
+                .map(|_| ())
+                .map_err(crate::Error::from),
+            Err(e) => Err(crate::Error::from(e)),
+        };
         if let Err(e) = written {
-            warn!(error = %e, "could not store a row of weir_notifications");
+            warn!(error = %e, table, "could not store rows");
         }
     }
 }

@@ -78,25 +78,9 @@ impl Template {
                 "value" => Part::Value,
                 "rule.name" | "alert.monitor" => Part::RuleName,
                 "rule.priority" | "alert.priority" => Part::RulePriority,
-                _ => match name
-                    .strip_prefix("labels.")
-                    .or_else(|| name.strip_prefix("context."))
-                {
-                    Some(label) if !label.is_empty() => {
-                        if let Some(known) = labels
-                            && !known.contains(label)
-                        {
-                            return Err(config_error(
-                                what,
-                                format!(
-                                    "unknown placeholder ${{{name}}}: the rule's alerts have labels {}",
-                                    list(known)
-                                ),
-                            ));
-                        }
-                        Part::Label(label.to_string())
-                    }
-                    _ => {
+                _ => match label_placeholder(what, name, labels)? {
+                    Some(label) => Part::Label(label),
+                    None => {
                         return Err(config_error(
                             what,
                             format!(
@@ -140,6 +124,36 @@ impl Template {
         }
         out
     }
+}
+
+/// The label a `labels.NAME` or `context.NAME` placeholder names, checked
+/// against the labels the alerts will have when those are known; `None`
+/// when `name` is not a label placeholder. Templates and the bound SQL of
+/// context collectors resolve labels alike.
+pub(crate) fn label_placeholder(
+    what: &str,
+    name: &str,
+    labels: KnownLabels<'_>,
+) -> Result<Option<String>> {
+    let Some(label) = name
+        .strip_prefix("labels.")
+        .or_else(|| name.strip_prefix("context."))
+        .filter(|label| !label.is_empty())
+    else {
+        return Ok(None);
+    };
+    if let Some(known) = labels
+        && !known.contains(label)
+    {
+        return Err(config_error(
+            what,
+            format!(
+                "unknown placeholder ${{{name}}}: the alerts have labels {}",
+                list(known)
+            ),
+        ));
+    }
+    Ok(Some(label.to_string()))
 }
 
 fn list(names: &BTreeSet<String>) -> String {

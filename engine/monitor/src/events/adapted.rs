@@ -42,15 +42,7 @@ const OWN: [&str; 9] = [
 ];
 
 fn text_column(batch: &arrow::record_batch::RecordBatch, name: &str) -> Option<StringArray> {
-    let column = batch.column_by_name(name)?;
-    match column.data_type() {
-        DataType::Utf8 | DataType::Dictionary(_, _) => {
-            arrow::compute::cast(column, &DataType::Utf8)
-                .ok()
-                .map(|c| c.as_string::<i32>().clone())
-        }
-        _ => None,
-    }
+    super::text_values(batch.column_by_name(name)?)
 }
 
 fn value(column: &Option<StringArray>, row: usize) -> Option<String> {

@@ -88,9 +88,8 @@ fn pipeline_error(message: String) -> Error {
 
 /// A column as strings, whatever string-like type a stage left it.
 fn strings(column: &dyn Array) -> Result<arrow::array::StringArray> {
-    let cast = arrow::compute::cast(column, &DataType::Utf8)
-        .map_err(|e| pipeline_error(format!("a column is not text: {e}")))?;
-    Ok(cast.as_string::<i32>().clone())
+    super::text_values(column)
+        .ok_or_else(|| pipeline_error(format!("a {} column is not text", column.data_type())))
 }
 
 fn apply(events: &mut [CheckedEvent], out: &[TableBatch]) -> Result<Vec<bool>> {
