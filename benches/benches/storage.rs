@@ -9,7 +9,7 @@ use prost::Message;
 use weir_benches::Workload;
 use weir_model::TableBatch;
 use weir_proto::v1::WriteRequest;
-use weir_server::decode_write;
+use weir_protocols::native::decode_write;
 use weir_storage::{Durability, Store, StoreConfig, WalConfig};
 
 const WORKLOAD: Workload = Workload {
@@ -24,7 +24,10 @@ fn request(rows: usize, seed: u64) -> WriteRequest {
 }
 
 fn batches(rows: usize, seed: u64) -> Vec<TableBatch> {
-    decode_write(&request(rows, seed), 1, &|_| "recorded_at".to_string()).unwrap()
+    decode_write(&request(rows, seed), 1, &|_: &str| {
+        "recorded_at".to_string()
+    })
+    .unwrap()
 }
 
 fn open(dir: &std::path::Path, durability: Durability) -> Store {
@@ -59,7 +62,7 @@ fn decode(c: &mut Criterion) {
             BenchmarkId::new("to_arrow", rows),
             &decoded,
             |b, request| {
-                b.iter(|| decode_write(request, 1, &|_| "recorded_at".to_string()).unwrap());
+                b.iter(|| decode_write(request, 1, &|_: &str| "recorded_at".to_string()).unwrap());
             },
         );
     }

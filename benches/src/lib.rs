@@ -160,7 +160,7 @@ impl Workload {
 /// pipeline sees (decoded exactly as the server decodes a write).
 pub fn table_batch(workload: &Workload, first: u64, count: usize) -> weir_model::TableBatch {
     let request = workload.request(0, first, 1, count);
-    weir_server::decode_write(&request, 1, &|_| "recorded_at".to_string())
+    weir_protocols::native::decode_write(&request, 1, &|_: &str| "recorded_at".to_string())
         .expect("the workload decodes")
         .pop()
         .expect("one table")

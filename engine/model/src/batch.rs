@@ -49,7 +49,7 @@ impl Default for WriteLimits {
 pub struct TableId(usize);
 
 /// Index of a column within one table of a [`WriteBatchBuilder`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ColumnId(usize);
 
 /// One table's share of a write: an Arrow batch whose first column is the
@@ -70,6 +70,12 @@ pub struct TableBatch {
 /// [`set`](Self::set) for each tag and field. Columns a point leaves out are
 /// null. Every call validates its input; the first error fails the whole
 /// request, which is how Weir keeps writes atomic.
+///
+/// Protocols whose convention is to drop a bad line and keep the rest
+/// (Influx line protocol, Prometheus remote write) [`check`](Self::check)
+/// every value of a point before they begin it: a point that fails there
+/// leaves nothing behind. A column it added keeps no type and no slot in
+/// the result until some point gives it a value.
 ///
 /// ```
 /// use weir_model::{Value, WriteBatchBuilder};
@@ -183,6 +189,18 @@ impl WriteBatchBuilder {
         Ok(id)
     }
 
+    /// Whether `value` may be [`set`](Self::set) in `column` of the next
+    /// point of `table`: its type, finiteness and length. Changes nothing.
+    pub fn check(
+        &self,
+        table: TableId,
+        column: ColumnId,
+        row: usize,
+        value: &Value<'_>,
+    ) -> Result<()> {
+        self.tables[table.0].check(column, row, value)
+    }
+
     /// Starts a new point in `table`. `row` is its index in the request.
     pub fn begin_point(&mut self, table: TableId, row: usize, timestamp_ns: i64) -> Result<()> {
         let timestamp_ns = if timestamp_ns == 0 {
@@ -258,7 +276,7 @@ impl TableBuilder {
 
     /// The column `name` if the table has it already, checked for `column_type`.
     fn existing_column(
-        &self,
+        &mut self,
         name: &str,
         column_type: ColumnType,
         row: usize,
@@ -266,8 +284,18 @@ impl TableBuilder {
         let Some(&id) = self.by_name.get(name) else {
             return Ok(None);
         };
-        let existing = self.columns[id.0].column_type();
-        if existing != column_type {
+        let column = &mut self.columns[id.0];
+        if column.column_type() != column_type {
+            // Added by a point that was then dropped: no value has fixed
+            // its type yet.
+            if column.values == 0
+                && let Some(data) = ColumnData::new(column_type)
+            {
+                column.data = data;
+                column.filled = 0;
+                column.first_row = row;
+                return Ok(Some(id));
+            }
             return Err(self.conflict(id, row, column_type));
         }
         Ok(Some(id))
@@ -295,6 +323,7 @@ impl TableBuilder {
             name: name.to_string(),
             first_row: row,
             filled: 0,
+            values: 0,
             data,
         });
         self.by_name.insert(name.to_string(), id);
@@ -312,45 +341,52 @@ impl TableBuilder {
         }
     }
 
-    fn set(&mut self, column_id: ColumnId, row: usize, value: Value<'_>) -> Result<()> {
-        // The point being built is the last one begun.
-        let point = self.times.len().saturating_sub(1);
-        let column = &mut self.columns[column_id.0];
-        if column.filled > point {
-            return Err(Error::DuplicateColumn {
+    /// Why `value` cannot go into `column` of a point, if it cannot.
+    fn check(&self, column_id: ColumnId, row: usize, value: &Value<'_>) -> Result<()> {
+        let column = &self.columns[column_id.0];
+        if column.column_type() != value.column_type() {
+            return Err(self.conflict(column_id, row, value.column_type()));
+        }
+        match *value {
+            Value::Tag(v) if v.len() > MAX_TAG_VALUE_BYTES => Err(Error::TagValueTooLong {
                 table: self.name.clone(),
                 column: column.name.clone(),
                 row,
+                len: v.len(),
+                limit: MAX_TAG_VALUE_BYTES,
+            }),
+            Value::F64(v) if !v.is_finite() => Err(Error::NonFiniteFloat {
+                table: self.name.clone(),
+                column: column.name.clone(),
+                row,
+                value: v,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn set(&mut self, column_id: ColumnId, row: usize, value: Value<'_>) -> Result<()> {
+        // The point being built is the last one begun.
+        let point = self.times.len().saturating_sub(1);
+        if self.columns[column_id.0].filled > point {
+            return Err(Error::DuplicateColumn {
+                table: self.name.clone(),
+                column: self.columns[column_id.0].name.clone(),
+                row,
             });
         }
+        self.check(column_id, row, &value)?;
+        let column = &mut self.columns[column_id.0];
         column.pad_nulls(point);
         let appended = match (&mut column.data, value) {
+            // Fails only past 2^31 distinct values in one batch.
             (ColumnData::Tag(b), Value::Tag(v)) => {
-                if v.len() > MAX_TAG_VALUE_BYTES {
-                    return Err(Error::TagValueTooLong {
-                        table: self.name.clone(),
-                        column: column.name.clone(),
-                        row,
-                        len: v.len(),
-                        limit: MAX_TAG_VALUE_BYTES,
-                    });
-                }
-                // Fails only past 2^31 distinct values in one batch.
-                b.append(v).map_err(|source| Error::Arrow {
+                b.append(v).map(|_| true).map_err(|source| Error::Arrow {
                     table: self.name.clone(),
                     source,
-                })?;
-                true
+                })?
             }
             (ColumnData::F64(b), Value::F64(v)) => {
-                if !v.is_finite() {
-                    return Err(Error::NonFiniteFloat {
-                        table: self.name.clone(),
-                        column: column.name.clone(),
-                        row,
-                        value: v,
-                    });
-                }
                 b.append_value(v);
                 true
             }
@@ -376,6 +412,7 @@ impl TableBuilder {
             return Err(self.conflict(column_id, row, value.column_type()));
         }
         column.filled = point + 1;
+        column.values += 1;
         Ok(())
     }
 
@@ -393,7 +430,8 @@ impl TableBuilder {
             TimestampNanosecondArray::from(self.times).with_timezone(TIME_ZONE),
         ));
         first_rows.push(0);
-        for mut column in self.columns {
+        // A column only dropped points asked for is no column at all.
+        for mut column in self.columns.into_iter().filter(|c| c.values > 0) {
             column.pad_nulls(rows);
             fields.push(Field::new(
                 &column.name,
@@ -423,6 +461,8 @@ struct ColumnBuilder {
     first_row: usize,
     /// Points of the table this column has a value (or null) for.
     filled: usize,
+    /// Non-null values set.
+    values: usize,
     data: ColumnData,
 }
 
@@ -535,7 +575,9 @@ mod tests {
     fn conflicting_types_in_one_request_name_the_row() {
         let mut b = WriteBatchBuilder::new(NOW);
         let t = b.table("m", "time").unwrap();
-        b.column(t, "x", ColumnType::F64, 0).unwrap();
+        let x = b.column(t, "x", ColumnType::F64, 0).unwrap();
+        b.begin_point(t, 0, 1).unwrap();
+        b.set(t, x, 0, Value::F64(1.0)).unwrap();
         let err = b.column(t, "x", ColumnType::I64, 7).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -606,5 +648,32 @@ mod tests {
             .column(0)
             .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
             .len();
+    }
+
+    #[test]
+    fn a_point_dropped_after_check_leaves_no_column_and_no_type() {
+        let mut b = WriteBatchBuilder::new(NOW);
+        let t = b.table("m", "time").unwrap();
+        // Line 0 adds `x` as f64, then fails its check on `y`: dropped.
+        let x = b.column(t, "x", ColumnType::F64, 0).unwrap();
+        let y = b.column(t, "y", ColumnType::F64, 0).unwrap();
+        b.check(t, x, 0, &Value::F64(1.0)).unwrap();
+        let err = b.check(t, y, 0, &Value::F64(f64::NAN)).unwrap_err();
+        assert!(matches!(err, Error::NonFiniteFloat { .. }), "{err}");
+        // Line 1 may give `x` another type: no value has fixed it.
+        let x = b.column(t, "x", ColumnType::I64, 1).unwrap();
+        b.check(t, x, 1, &Value::I64(7)).unwrap();
+        b.begin_point(t, 1, 5).unwrap();
+        b.set(t, x, 1, Value::I64(7)).unwrap();
+        // Now it has a value, and its type holds.
+        let err = b.column(t, "x", ColumnType::F64, 2).unwrap_err();
+        assert!(matches!(err, Error::TypeConflict { .. }), "{err}");
+
+        let out = b.finish().unwrap();
+        let schema = out[0].batch.schema();
+        let names: Vec<_> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["time", "x"], "`y` never had a value");
+        assert_eq!(out[0].batch.num_rows(), 1);
+        assert_eq!(out[0].first_rows, [0, 1]);
     }
 }

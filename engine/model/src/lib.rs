@@ -42,6 +42,10 @@ pub use names::{
 };
 pub use schema::{ColumnDef, TableSchema, conform};
 
+/// The time column of a table that neither its writer nor the configuration
+/// names.
+pub const DEFAULT_TIME_COLUMN: &str = "time";
+
 /// Earliest accepted timestamp (inclusive): the Unix epoch.
 pub const MIN_TIMESTAMP_NS: i64 = 0;
 /// Latest accepted timestamp (exclusive): 2200-01-01T00:00:00Z. Far enough for

@@ -2,9 +2,10 @@
 //! WAL, inside the acknowledgement, and the [`WritePath`] every writer
 //! (front ends, raw-ingest sources, the monitor) goes through.
 //!
-//! What flows in: the decoded, validated [`TableBatch`]es of one write
-//! request — or, for a raw-ingest *source*, a body and its content type,
-//! which the source's adapter plugin turns into table batches first. What
+//! What flows in: one write request and the `weir-protocols` decoder of its
+//! protocol ([`WritePath::ingest`]), or batches already decoded — or, for a
+//! raw-ingest *source*, a body and its content type, which the source's
+//! adapter plugin turns into table batches first. What
 //! flows out: the batches to store (fewer rows after filters, more columns
 //! after enrichers), the [`DeadLetter`]s of any stage that failed, or an
 //! [`Error`] that fails the write before anything is acknowledged.
@@ -33,7 +34,7 @@ pub use dead_letter::{DEAD_LETTER_TABLE, DeadLetter};
 pub use pipelines::{PipelineDef, Pipelines, PipelinesDef, PluginReport, ReloadReport, SourceDef};
 pub use stage::{FailurePolicy, Pipeline, Stage, StageError, WasmStage};
 pub use weir_model::TableBatch;
-pub use write_path::{Admission, WriteMetrics, WritePath, now_ns};
+pub use write_path::{Admission, Ingested, WriteMetrics, WritePath, now_ns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -55,6 +56,10 @@ pub enum Error {
         reason: &'static str,
         message: String,
     },
+
+    /// The request did not decode: nothing of it was written.
+    #[error(transparent)]
+    Decode(#[from] weir_protocols::Error),
 
     #[error("no ingest source named {0:?} is configured")]
     UnknownSource(String),

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use weir_model::TableBatch;
+use weir_model::{TableBatch, TableSchema};
+use weir_protocols::{Decoded, Rejected, Tables};
 use weir_storage::Store;
 use weir_storage::metrics::{Counter, Exposition, Histogram};
 
@@ -164,6 +165,37 @@ impl WritePath {
         self.metrics.rejected_requests.inc();
         self.metrics.rejected_rows.add(rows);
         drop(admission);
+    }
+
+    /// The ingest step of every front end: decodes an admitted request with
+    /// `decode` (given the server's time and the store's tables), then
+    /// runs what it decoded through the pipelines into the store. Points
+    /// the decoder dropped are counted as rejected rows and handed back
+    /// for the protocol to report. `points` is the request's point count
+    /// where the front end knows it, for the rejected-rows counter should
+    /// the whole request fail to decode.
+    pub async fn ingest(
+        &self,
+        admission: Admission,
+        points: u64,
+        decode: impl FnOnce(i64, &dyn Tables) -> weir_protocols::Result<Decoded>,
+    ) -> Result<Ingested> {
+        let now_ns = now_ns();
+        let decoded = match decode(now_ns, &StoreTables(&self.store)) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                self.rejected(admission, points);
+                return Err(Error::Decode(e));
+            }
+        };
+        let Decoded { batches, rejected } = decoded;
+        self.metrics.rejected_rows.add(rejected.points);
+        let rows = if batches.is_empty() {
+            self.finish(Ok(0), 0, admission)?
+        } else {
+            self.write(batches, now_ns, admission).await?
+        };
+        Ok(Ingested { rows, rejected })
     }
 
     /// Runs decoded batches through their tables' pipelines and stores the
@@ -318,6 +350,27 @@ impl WritePath {
         if let Err(e) = written {
             tracing::error!(error = %e, count = dead_letters.len(), "could not store dead letters");
         }
+    }
+}
+
+/// What [`WritePath::ingest`] wrote, and what the decoder dropped.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// Rows durable and acknowledged.
+    pub rows: u64,
+    pub rejected: Rejected,
+}
+
+/// The store as decoders see it: time columns and stored schemas.
+struct StoreTables<'a>(&'a Store);
+
+impl Tables for StoreTables<'_> {
+    fn time_column(&self, table: &str) -> String {
+        self.0.time_column_for(table)
+    }
+
+    fn schema(&self, table: &str) -> Option<TableSchema> {
+        self.0.table_schema(table)
     }
 }
 

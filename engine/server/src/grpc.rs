@@ -17,21 +17,43 @@ use weir_proto::v1::{
     SendEventsResponse, WriteAck, WriteError, WriteRequest, WriteResponse,
 };
 
-use crate::ingest::Ingest;
+use weir_model::WriteLimits;
+use weir_pipeline::{Admission, WritePath};
+
 use crate::{Result, request_id};
-use weir_pipeline::Admission;
 
 /// Batches of one stream being written at once. More lets a client keep the
 /// WAL's group commit full; the bound keeps a stream's memory bounded.
 const MAX_IN_FLIGHT_PER_STREAM: usize = 64;
 
+/// `weir.v1.WriteService`: native requests, decoded by
+/// `weir_protocols::native`, and raw bodies for adapters.
+#[derive(Clone)]
 pub struct WriteApi {
-    ingest: Ingest,
+    path: WritePath,
+    limits: WriteLimits,
 }
 
 impl WriteApi {
-    pub fn new(ingest: Ingest) -> Self {
-        Self { ingest }
+    pub fn new(path: WritePath, limits: WriteLimits) -> Self {
+        Self { path, limits }
+    }
+
+    async fn admit(&self, request: &WriteRequest) -> Result<Admission> {
+        Ok(self.path.admit(request.encoded_len()).await?)
+    }
+
+    /// Writes one request atomically; returns the rows written.
+    async fn write_admitted(&self, request: WriteRequest, admission: Admission) -> Result<u64> {
+        let points = request.points.len() as u64;
+        let limits = self.limits;
+        let ingested = self
+            .path
+            .ingest(admission, points, |now_ns, tables| {
+                weir_protocols::native::decode(&request, now_ns, limits, tables)
+            })
+            .await?;
+        Ok(ingested.rows)
     }
 }
 
@@ -43,15 +65,17 @@ impl WriteService for WriteApi {
     ) -> Result<Response<WriteResponse>, Status> {
         let id = request_id::from_metadata(request.metadata());
         let span = info_span!("write", request_id = %id);
-        let rows = self
-            .ingest
-            .write(request.into_inner())
-            .instrument(span.clone())
-            .await
-            .map_err(|e| {
-                span.in_scope(|| warn!(error = %e, "write rejected"));
-                e.grpc_status()
-            })?;
+        let request = request.into_inner();
+        let rows = async {
+            let admission = self.admit(&request).await?;
+            self.write_admitted(request, admission).await
+        }
+        .instrument(span.clone())
+        .await
+        .map_err(|e| {
+            span.in_scope(|| warn!(error = %e, "write rejected"));
+            e.grpc_status()
+        })?;
         let mut response = Response::new(WriteResponse { rows_written: rows });
         request_id::set_metadata(response.metadata_mut(), &id);
         Ok(response)
@@ -65,8 +89,7 @@ impl WriteService for WriteApi {
         let raw = request.into_inner();
         let span = info_span!("write_raw", request_id = %id, source = %raw.source);
         let rows = self
-            .ingest
-            .path()
+            .path
             .write_raw(&raw.source, &raw.content_type, &raw.body)
             .instrument(span.clone())
             .await
@@ -89,7 +112,7 @@ impl WriteService for WriteApi {
         let id = request_id::from_metadata(request.metadata());
         let span = info_span!("write_stream", request_id = %id);
         let mut inbound = request.into_inner();
-        let ingest = self.ingest.clone();
+        let api = self.clone();
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT_PER_STREAM);
         tokio::spawn(
             async move {
@@ -107,15 +130,15 @@ impl WriteService for WriteApi {
                             }
                         }
                         (request, admission) = &mut admitting, if !admitting.is_terminated() => {
-                            let ingest = ingest.clone();
-                            pending.push_back(async move { ack(&ingest, request, admission).await });
+                            let api = api.clone();
+                            pending.push_back(async move { ack(&api, request, admission).await });
                         }
                         message = inbound.message(), if open && admitting.is_terminated() && pending.len() < MAX_IN_FLIGHT_PER_STREAM => {
                             match message {
                                 Ok(Some(request)) => {
-                                    let ingest = ingest.clone();
+                                    let api = api.clone();
                                     let admit: BoxFuture<'static, _> = Box::pin(async move {
-                                        let admission = ingest.admit(request.encoded_len()).await;
+                                        let admission = api.admit(&request).await;
                                         (request, admission)
                                     });
                                     admitting.set(admit.fuse());
@@ -147,10 +170,10 @@ impl WriteService for WriteApi {
     }
 }
 
-async fn ack(ingest: &Ingest, request: WriteRequest, admission: Result<Admission>) -> WriteAck {
+async fn ack(api: &WriteApi, request: WriteRequest, admission: Result<Admission>) -> WriteAck {
     let sequence = request.sequence;
     let written = match admission {
-        Ok(admission) => ingest.write_admitted(request, admission).await,
+        Ok(admission) => api.write_admitted(request, admission).await,
         Err(e) => Err(e),
     };
     match written {

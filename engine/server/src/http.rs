@@ -13,6 +13,7 @@
 //! | `/status`, `/api/v1/status`, `/api/v1/alerts`, `/api/v1/probes…`, `/api/v1/heartbeat/{name}` | the monitor (see `http/monitor.rs`) |
 //! | `/api/v1/suppressions…`, `/api/v2/silences…` | suppressions (see `http/suppressions.rs`) |
 //! | `POST /api/v1/events`, `/api/v2/alerts` | events (see `http/events.rs`) |
+//! | `POST /api/v2/write`, `/write`, `/api/v1/prom/write` | InfluxDB line protocol and Prometheus remote write (see `http/write.rs`) |
 //!
 //! Errors answer with a JSON body `{"error": "..."}` and the status from `status.rs`.
 
@@ -33,12 +34,12 @@ use weir_storage::Store;
 use weir_storage::metrics::Exposition;
 
 use crate::config::ServeArgs;
-use crate::ingest::Ingest;
 use crate::{Error, plugins, request_id};
 
 mod events;
 mod monitor;
 mod suppressions;
+mod write;
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// Largest SQL request body accepted.
@@ -47,7 +48,8 @@ const MAX_SQL_BODY: usize = 1 << 20;
 pub struct HttpState {
     pub store: Store,
     pub query: Arc<QueryEngine>,
-    pub ingest: Ingest,
+    pub write_path: weir_pipeline::WritePath,
+    pub write_limits: weir_model::WriteLimits,
     pub pipelines: Arc<weir_pipeline::Pipelines>,
     pub monitor: Arc<weir_monitor::Monitor>,
     pub reload_args: Option<ServeArgs>,
@@ -73,6 +75,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
             Router::new()
                 .route("/api/v1/ingest/{source}", post(ingest_raw))
                 .merge(events::routes())
+                .merge(write::routes())
                 .layer(axum::extract::DefaultBodyLimit::max(state.max_raw_body)),
         )
         .layer(axum::middleware::from_fn(with_request_id))
@@ -105,7 +108,7 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     let mut text = String::with_capacity(8 * 1024);
     let mut out = Exposition::new(&mut text);
-    state.ingest.path().metrics().render(&mut out);
+    state.write_path.metrics().render(&mut out);
     plugins::render_metrics(&state.pipelines, &mut out);
     state.monitor.render_metrics(&mut out);
     state.store.metrics().render(&mut out);
@@ -143,8 +146,7 @@ async fn ingest_raw(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let rows = state
-        .ingest
-        .path()
+        .write_path
         .write_raw(&source, content_type, &body)
         .await?;
     Ok(axum::Json(serde_json::json!({ "rows_written": rows })).into_response())

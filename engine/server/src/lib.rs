@@ -13,11 +13,9 @@
 //! front ends), `status` (errors → status codes, only there), `request_id`.
 
 mod config;
-mod decode;
 mod error;
 mod grpc;
 mod http;
-mod ingest;
 mod plugins;
 mod request_id;
 mod status;
@@ -42,10 +40,9 @@ pub use config::{
     LogFormat, NativeStages, PipelineSection, PluginsConfig, ServeArgs, ServerConfig, StageSection,
     TableSection, size as parse_size,
 };
-pub use decode::decode_write;
 pub use error::{Error, Result};
 pub use http::ARROW_STREAM;
-pub use ingest::Ingest;
+pub use status::ErrorKind;
 
 /// Where a started server listens.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +73,6 @@ pub async fn serve(
         Arc::clone(&pipelines),
         config.max_write_inflight_bytes,
     );
-    let ingest = Ingest::new(write_path.clone(), config.write_limits);
     let monitor = Arc::new(Monitor::load(MonitorArgs {
         sections: config.monitor.clone(),
         settings: config.monitor_settings.clone(),
@@ -94,7 +90,8 @@ pub async fn serve(
     let http_state = Arc::new(http::HttpState {
         store: store.clone(),
         query,
-        ingest: ingest.clone(),
+        write_path: write_path.clone(),
+        write_limits: config.write_limits,
         pipelines: Arc::clone(&pipelines),
         monitor: Arc::clone(&monitor),
         reload_args: config.plugins.reload_args.clone(),
@@ -127,8 +124,9 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
-    let write_service = WriteServiceServer::new(grpc::WriteApi::new(ingest))
-        .max_decoding_message_size(config.max_message_bytes);
+    let write_service =
+        WriteServiceServer::new(grpc::WriteApi::new(write_path, config.write_limits))
+            .max_decoding_message_size(config.max_message_bytes);
     let grpc_incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_server = tonic::transport::Server::builder()
         .add_service(health_service)

@@ -1,59 +1,84 @@
-//! The one place where errors become wire status codes.
+//! The one place where errors become wire status codes. Every error has a
+//! protocol-neutral [`ErrorKind`]; each wire convention (gRPC codes, HTTP
+//! statuses, InfluxDB's error codes) is a function of the kind alone.
 
 use axum::http::StatusCode;
 use tonic::Code;
 
 use crate::Error;
 
+/// What went wrong, in terms every protocol can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong: resending it unchanged fails again.
+    InvalidInput,
+    /// The request is bigger than a limit allows.
+    TooLarge,
+    NotFound,
+    /// The server is not set up to do this (a plugin fails, a config is
+    /// wrong): resending fails until the operator fixes it.
+    Precondition,
+    Timeout,
+    /// Try again later: shutting down, or storage is failing.
+    Unavailable,
+    Internal,
+}
+
 impl Error {
-    pub fn grpc_code(&self) -> Code {
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
         match self {
-            Error::Decode(_) | Error::InvalidWrite(_) => Code::InvalidArgument,
+            Error::Decode(_) | Error::InvalidWrite(_) => K::InvalidInput,
             Error::Storage(e) => match e {
                 weir_storage::Error::InvalidWrite(_) | weir_storage::Error::TableTooWide { .. } => {
-                    Code::InvalidArgument
+                    K::InvalidInput
                 }
                 weir_storage::Error::WalFailed(_) | weir_storage::Error::WalClosed => {
-                    Code::Unavailable
+                    K::Unavailable
                 }
-                _ => Code::Internal,
+                _ => K::Internal,
             },
             Error::Pipeline(e) => match e {
-                weir_pipeline::Error::Rejected { .. } => Code::InvalidArgument,
-                weir_pipeline::Error::UnknownSource(_) => Code::NotFound,
+                weir_pipeline::Error::Decode(weir_protocols::Error::TooLarge { .. }) => K::TooLarge,
+                weir_pipeline::Error::Decode(_) | weir_pipeline::Error::Rejected { .. } => {
+                    K::InvalidInput
+                }
+                weir_pipeline::Error::UnknownSource(_) => K::NotFound,
                 // The plugin failed, not the engine: retrying the same input
                 // will fail the same way until the plugin is fixed.
                 weir_pipeline::Error::Failed { .. }
                 | weir_pipeline::Error::Load(_)
-                | weir_pipeline::Error::Config(_) => Code::FailedPrecondition,
-                weir_pipeline::Error::ShutDown => Code::Unavailable,
-                weir_pipeline::Error::Store(_) | weir_pipeline::Error::Internal(_) => {
-                    Code::Internal
-                }
+                | weir_pipeline::Error::Config(_) => K::Precondition,
+                weir_pipeline::Error::ShutDown => K::Unavailable,
+                weir_pipeline::Error::Store(_) | weir_pipeline::Error::Internal(_) => K::Internal,
             },
             Error::Query(e) => match e {
                 weir_query::Error::InvalidQuery(_)
                 | weir_query::Error::NotReadOnly(_)
                 | weir_query::Error::TooDeep { .. }
-                | weir_query::Error::DataError(_) => Code::InvalidArgument,
+                | weir_query::Error::DataError(_) => K::InvalidInput,
                 weir_query::Error::MemoryLimit { .. }
                 | weir_query::Error::TooLarge { .. }
                 | weir_query::Error::ResultTooLarge { .. }
-                | weir_query::Error::TooManyRows { .. } => Code::ResourceExhausted,
-                weir_query::Error::Timeout { .. } => Code::DeadlineExceeded,
-                _ => Code::Internal,
+                | weir_query::Error::TooManyRows { .. } => K::TooLarge,
+                weir_query::Error::Timeout { .. } => K::Timeout,
+                _ => K::Internal,
             },
             Error::Monitor(e) => match e {
                 weir_monitor::Error::Config { .. } | weir_monitor::Error::Model(_) => {
-                    Code::InvalidArgument
+                    K::InvalidInput
                 }
-                weir_monitor::Error::NotFound { .. } => Code::NotFound,
-                weir_monitor::Error::Refused(_) => Code::FailedPrecondition,
-                _ => Code::Internal,
+                weir_monitor::Error::NotFound { .. } => K::NotFound,
+                weir_monitor::Error::Refused(_) => K::Precondition,
+                _ => K::Internal,
             },
-            Error::Config(_) => Code::FailedPrecondition,
-            Error::Io { .. } | Error::Encode { .. } | Error::Internal(_) => Code::Internal,
+            Error::Config(_) => K::Precondition,
+            Error::Io { .. } | Error::Encode { .. } | Error::Internal(_) => K::Internal,
         }
+    }
+
+    pub fn grpc_code(&self) -> Code {
+        self.kind().grpc_code()
     }
 
     pub fn grpc_status(&self) -> tonic::Status {
@@ -61,17 +86,46 @@ impl Error {
     }
 
     pub fn http_status(&self) -> StatusCode {
+        self.kind().http_status()
+    }
+}
+
+impl ErrorKind {
+    pub fn grpc_code(self) -> Code {
         match self {
-            Error::Query(weir_query::Error::MemoryLimit { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Query(weir_query::Error::Timeout { .. }) => StatusCode::REQUEST_TIMEOUT,
-            _ => match self.grpc_code() {
-                Code::InvalidArgument => StatusCode::BAD_REQUEST,
-                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                Code::ResourceExhausted => StatusCode::PAYLOAD_TOO_LARGE,
-                Code::NotFound => StatusCode::NOT_FOUND,
-                Code::FailedPrecondition => StatusCode::UNPROCESSABLE_ENTITY,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ErrorKind::InvalidInput => Code::InvalidArgument,
+            ErrorKind::TooLarge => Code::ResourceExhausted,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::Precondition => Code::FailedPrecondition,
+            ErrorKind::Timeout => Code::DeadlineExceeded,
+            ErrorKind::Unavailable => Code::Unavailable,
+            ErrorKind::Internal => Code::Internal,
+        }
+    }
+
+    pub fn http_status(self) -> StatusCode {
+        match self {
+            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Precondition => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// InfluxDB 2's `code` for this kind, as its clients expect in
+    /// `{"code": …, "message": …}`.
+    pub fn influx_code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidInput => "invalid",
+            ErrorKind::TooLarge => "request too large",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Precondition => "unprocessable entity",
+            ErrorKind::Timeout => "request timeout",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal error",
         }
     }
 }

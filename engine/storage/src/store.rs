@@ -21,8 +21,7 @@ use crate::parquet_files::{DAY_NS, read_file, write_partitioned};
 use crate::wal::{self, Wal, WalConfig, WalSink, WalTable, encode_payload};
 use crate::{Error, Result};
 
-/// The time column of a table that has no configuration.
-pub const DEFAULT_TIME_COLUMN: &str = "time";
+pub use weir_model::DEFAULT_TIME_COLUMN;
 
 /// Per-table settings from configuration.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -72,8 +72,7 @@ async fn adapted_events(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let batches = state
-        .ingest
-        .path()
+        .write_path
         .adapt_raw(&source, content_type, &body)
         .await?;
     let bodies = weir_monitor::events::adapted::events_from_batches(&batches)?;

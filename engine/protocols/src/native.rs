@@ -1,4 +1,5 @@
-//! From the wire (`weir.v1.WriteRequest`) to validated Arrow batches.
+//! Weir's native write API: from the wire (`weir.v1.WriteRequest`) to
+//! validated Arrow batches. A request is atomic: any error refuses it whole.
 //!
 //! This is the ingest hot path. Strings arrive once in the request's symbol
 //! table; points refer to them by index. Each symbol is UTF-8-checked once,
@@ -8,23 +9,35 @@
 use std::collections::HashMap;
 
 use weir_model::{
-    ColumnId, ColumnType, NameKind, TableBatch, TableId, Value, WriteBatchBuilder, WriteLimits,
-    validate_name,
+    ColumnId, ColumnType, DEFAULT_TIME_COLUMN, NameKind, TableBatch, TableId, Value,
+    WriteBatchBuilder, WriteLimits, validate_name,
 };
 use weir_proto::v1::{WriteRequest, field};
-use weir_storage::DEFAULT_TIME_COLUMN;
 
-use crate::{Error, Result};
+use crate::{Decoded, Error, Result, Tables};
 
-/// Decodes and validates a request. `time_column_for` names the time column
-/// of a table the first time the request mentions it, unless the request's
+/// Decodes and validates a request. `tables` names the time column of a
+/// table the first time the request mentions it, unless the request's
 /// `time_columns` name it (see [`requested_time_columns`]).
 pub fn decode_write(
     request: &WriteRequest,
     now_ns: i64,
-    time_column_for: &dyn Fn(&str) -> String,
+    tables: &dyn Tables,
 ) -> Result<Vec<TableBatch>> {
-    decode_write_limited(request, now_ns, WriteLimits::default(), time_column_for)
+    decode_write_limited(request, now_ns, WriteLimits::default(), tables)
+}
+
+/// [`decode_write_limited`] as a [`Decoded`] request, for the write path.
+pub fn decode(
+    request: &WriteRequest,
+    now_ns: i64,
+    limits: WriteLimits,
+    tables: &dyn Tables,
+) -> Result<Decoded> {
+    Ok(Decoded {
+        batches: decode_write_limited(request, now_ns, limits, tables)?,
+        rejected: Default::default(),
+    })
 }
 
 /// [`decode_write`] under the server's configured [`WriteLimits`].
@@ -32,7 +45,7 @@ pub fn decode_write_limited(
     request: &WriteRequest,
     now_ns: i64,
     limits: WriteLimits,
-    time_column_for: &dyn Fn(&str) -> String,
+    tables: &dyn Tables,
 ) -> Result<Vec<TableBatch>> {
     let symbols = request
         .symbols
@@ -40,19 +53,20 @@ pub fn decode_write_limited(
         .enumerate()
         .map(|(i, s)| {
             std::str::from_utf8(s)
-                .map_err(|e| Error::Decode(format!("symbol {i} is not valid UTF-8 ({e})")))
+                .map_err(|e| Error::Malformed(format!("symbol {i} is not valid UTF-8 ({e})")))
         })
         .collect::<Result<Vec<&str>>>()?;
     let symbol = |row: usize, index: u32| -> Result<&str> {
         symbols.get(index as usize).copied().ok_or_else(|| {
-            Error::Decode(format!(
+            Error::Malformed(format!(
                 "row {row}: symbol index {index} out of range (the request has {} symbols)",
                 symbols.len()
             ))
         })
     };
 
-    let requested = requested_time_columns(request, &symbols, time_column_for)?;
+    let catalog = tables;
+    let requested = requested_time_columns(request, &symbols, catalog)?;
 
     let mut builder = WriteBatchBuilder::new(now_ns).with_limits(limits);
     // Each symbol used as a key gets a small dense slot, once per request;
@@ -72,7 +86,7 @@ pub fn decode_write_limited(
                     let name = symbol(row, point.table)?;
                     let time_column = match requested.get(name) {
                         Some(requested) => requested.to_string(),
-                        None => time_column_for(name),
+                        None => catalog.time_column(name),
                     };
                     let id = builder.table(name, &time_column)?;
                     tables.push((point.table, id, Vec::new()));
@@ -86,7 +100,7 @@ pub fn decode_write_limited(
         builder.begin_point(table, row, point.timestamp_ns)?;
 
         if point.tags.len() % 2 != 0 {
-            return Err(Error::Decode(format!(
+            return Err(Error::Malformed(format!(
                 "row {row}: tags must be key/value symbol pairs, got {} indexes",
                 point.tags.len()
             )));
@@ -133,7 +147,7 @@ pub fn decode_write_limited(
 /// own: a table's time column is fixed when it is created, so naming another
 /// one for a table that has (or is configured with) a time column is an error.
 ///
-/// `time_column_for` cannot tell "no table, no configuration" from a table
+/// `tables` cannot tell "no table, no configuration" from a table
 /// whose time column is the default name, so a requested name that differs
 /// only from the default is let through: the store checks it against the
 /// catalog and the configuration under its lock (`TimeColumnMismatch`),
@@ -142,13 +156,13 @@ pub fn decode_write_limited(
 fn requested_time_columns<'a>(
     request: &WriteRequest,
     symbols: &[&'a str],
-    time_column_for: &dyn Fn(&str) -> String,
+    tables: &dyn Tables,
 ) -> Result<HashMap<&'a str, &'a str>> {
     let mut requested = HashMap::new();
     for (i, entry) in request.time_columns.iter().enumerate() {
         let symbol = |index: u32| {
             symbols.get(index as usize).copied().ok_or_else(|| {
-                Error::Decode(format!(
+                Error::Malformed(format!(
                     "time_columns[{i}]: symbol index {index} out of range (the request has {} symbols)",
                     symbols.len()
                 ))
@@ -159,11 +173,11 @@ fn requested_time_columns<'a>(
         if let Some(other) = requested.insert(table, name)
             && other != name
         {
-            return Err(Error::Decode(format!(
+            return Err(Error::Malformed(format!(
                 "time_columns: table {table:?} is given two time columns, {other:?} and {name:?}"
             )));
         }
-        let current = time_column_for(table);
+        let current = tables.time_column(table);
         if current != name && current != DEFAULT_TIME_COLUMN {
             return Err(weir_model::Error::TimeColumnMismatch {
                 table: table.to_string(),
@@ -416,7 +430,13 @@ mod tests {
         req.time_columns = vec![TimeColumn { table: 0, name: 1 }];
         // An existing or configured table whose time column is `ts`.
         let err = decode_write(&req, 1, &|_: &str| "ts".to_string()).unwrap_err();
-        assert_eq!(err.grpc_code(), tonic::Code::InvalidArgument);
+        assert!(
+            matches!(
+                err,
+                Error::Invalid(weir_model::Error::TimeColumnMismatch { .. })
+            ),
+            "{err}"
+        );
         assert_eq!(
             err.to_string(),
             "table \"m\": time column is \"ts\", the batch's is \"recorded_at\""
@@ -433,7 +453,7 @@ mod tests {
 
         req.time_columns = entry(0, 9);
         let err = decode_write(&req, 1, &time).unwrap_err();
-        assert_eq!(err.grpc_code(), tonic::Code::InvalidArgument);
+        assert!(matches!(err, Error::Malformed(_)), "{err}");
         assert!(
             err.to_string()
                 .contains("time_columns[0]: symbol index 9 out of range"),

@@ -1,0 +1,219 @@
+//! InfluxDB line protocol, as Telegraf, the Influx client libraries and
+//! VictoriaMetrics speak it:
+//!
+//! ```text
+//! cpu,host=db-1,region=eu usage_user=12.5,cores=8i,ok=true,note="fine" 1700000000000000000
+//! ```
+//!
+//! The measurement is the table, tags are tags, and fields keep their type:
+//! float → `f64`, `…i` → `i64`, `…u` → `u64`, `"…"` → string, `t`/`true`/`f`/
+//! `false` → bool. The timestamp is in the request's [`Precision`]; a line
+//! without one gets the server's time (and so does a timestamp of exactly
+//! 0, which Weir reads as "now").
+//!
+//! Parsing is the maintained `influxdb-line-protocol` crate (InfluxDB IOx's
+//! own parser, escapes and quoting as Go's). Strings are borrowed from the
+//! body where they need no unescaping; a line costs no allocation of ours.
+//!
+//! A line that does not parse, or breaks one of Weir's rules (a bad name, a
+//! NaN, a timestamp out of range, a type that conflicts with an earlier line
+//! or with stored data) is dropped and reported in [`Rejected`]; the other
+//! lines are written. That is InfluxDB's partial write. Only what concerns
+//! the whole request fails it: a body that is not UTF-8, or a request past
+//! the write limits.
+
+use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines, split_lines};
+use weir_model::{ColumnId, ColumnType, Value, WriteBatchBuilder, WriteLimits};
+
+use crate::points::{RequestTables, repeated};
+use crate::{Decoded, Error, Rejected, Result, Tables, is_point_error};
+
+/// The unit of the timestamps in a request (`precision` query parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Nanoseconds,
+    Microseconds,
+    Milliseconds,
+    Seconds,
+    Minutes,
+    Hours,
+}
+
+impl Precision {
+    /// Reads `precision` as both InfluxDB APIs write it: `ns`, `us`, `ms`,
+    /// `s` (v2), and `n`, `u`, `ms`, `s`, `m`, `h` (v1).
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "ns" | "n" => Precision::Nanoseconds,
+            "us" | "u" | "µ" | "µs" => Precision::Microseconds,
+            "ms" => Precision::Milliseconds,
+            "s" => Precision::Seconds,
+            "m" => Precision::Minutes,
+            "h" => Precision::Hours,
+            _ => return None,
+        })
+    }
+
+    fn nanos(self) -> i64 {
+        match self {
+            Precision::Nanoseconds => 1,
+            Precision::Microseconds => 1_000,
+            Precision::Milliseconds => 1_000_000,
+            Precision::Seconds => 1_000_000_000,
+            Precision::Minutes => 60_000_000_000,
+            Precision::Hours => 3_600_000_000_000,
+        }
+    }
+
+    /// `timestamp` in nanoseconds, if that fits in an `i64`.
+    pub fn to_ns(self, timestamp: i64) -> Option<i64> {
+        timestamp.checked_mul(self.nanos())
+    }
+}
+
+/// Decodes a line protocol body. Lines are numbered from 1 in
+/// [`Rejected`], as InfluxDB numbers them.
+pub fn decode(
+    body: &[u8],
+    precision: Precision,
+    now_ns: i64,
+    limits: WriteLimits,
+    tables: &dyn Tables,
+) -> Result<Decoded> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        let line = body[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1;
+        Error::Malformed(format!(
+            "line {line}: the body is not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        ))
+    })?;
+
+    let mut decoder = LineDecoder {
+        builder: WriteBatchBuilder::new(now_ns).with_limits(limits),
+        tables: RequestTables::new(tables),
+        precision,
+        columns: Vec::new(),
+        scratch: Vec::new(),
+    };
+    let mut rejected = Rejected::default();
+    for (index, line) in split_lines(text).enumerate() {
+        let number = index + 1;
+        let Some(parsed) = parse_lines(line).next() else {
+            continue; // blank or a comment
+        };
+        let outcome = match parsed {
+            Ok(parsed) => decoder.line(&parsed, number),
+            Err(e) => Err(LineError::Parse(e.to_string())),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(LineError::Parse(message)) => rejected.add(number, 1, message),
+            Err(LineError::Invalid(e)) if is_point_error(&e) => rejected.add(number, 1, e),
+            Err(LineError::Invalid(e) | LineError::Fatal(e)) => return Err(e.into()),
+        }
+    }
+    Ok(Decoded {
+        batches: decoder.builder.finish()?,
+        rejected,
+    })
+}
+
+enum LineError {
+    Parse(String),
+    Invalid(weir_model::Error),
+    /// Met after the point began: it cannot be taken back, so the request fails.
+    Fatal(weir_model::Error),
+}
+
+impl From<weir_model::Error> for LineError {
+    fn from(e: weir_model::Error) -> Self {
+        LineError::Invalid(e)
+    }
+}
+
+struct LineDecoder<'t> {
+    builder: WriteBatchBuilder,
+    tables: RequestTables<'t>,
+    precision: Precision,
+    /// The current line's columns, tags then fields; reused line to line.
+    columns: Vec<ColumnId>,
+    scratch: Vec<ColumnId>,
+}
+
+impl LineDecoder<'_> {
+    /// Adds one line as one point, or nothing if any of it is wrong.
+    fn line(&mut self, line: &ParsedLine<'_>, row: usize) -> Result<(), LineError> {
+        let builder = &mut self.builder;
+        let table = self.tables.table(builder, &line.series.measurement)?;
+        let id = table.id;
+        let timestamp_ns = match line.timestamp {
+            None => 0, // the server's time
+            Some(t) => self.precision.to_ns(t).ok_or_else(|| {
+                LineError::Parse(format!(
+                    "timestamp {t} in {:?} does not fit in 64-bit nanoseconds",
+                    self.precision
+                ))
+            })?,
+        };
+
+        // Every value is checked before the point begins, so a bad line
+        // leaves nothing behind.
+        self.columns.clear();
+        let tags = line.series.tag_set.iter().flatten();
+        for (key, value) in tags.clone() {
+            let column = table.column(builder, key, ColumnType::Tag, row)?;
+            builder.check(id, column, row, &Value::Tag(value))?;
+            self.columns.push(column);
+        }
+        for (key, value) in &line.field_set {
+            let value = field_value(value);
+            let column = table.column(builder, key, value.column_type(), row)?;
+            builder.check(id, column, row, &value)?;
+            self.columns.push(column);
+        }
+        if let Some(column) = repeated(&self.columns, &mut self.scratch) {
+            let position = self.columns.iter().position(|c| *c == column).unwrap_or(0);
+            let name = tags
+                .clone()
+                .map(|(k, _)| k)
+                .chain(line.field_set.iter().map(|(k, _)| k))
+                .nth(position)
+                .map(|k| k.to_string())
+                .unwrap_or_default();
+            return Err(weir_model::Error::DuplicateColumn {
+                table: line.series.measurement.to_string(),
+                column: name,
+                row,
+            }
+            .into());
+        }
+
+        builder.begin_point(id, row, timestamp_ns)?;
+        let values = tags
+            .map(|(_, v)| Value::Tag(v))
+            .chain(line.field_set.iter().map(|(_, v)| field_value(v)));
+        for (column, value) in self.columns.iter().zip(values) {
+            builder
+                .set(id, *column, row, value)
+                .map_err(LineError::Fatal)?;
+        }
+        Ok(())
+    }
+}
+
+fn field_value<'a>(value: &'a FieldValue<'_>) -> Value<'a> {
+    match value {
+        FieldValue::F64(v) => Value::F64(*v),
+        FieldValue::I64(v) => Value::I64(*v),
+        FieldValue::U64(v) => Value::U64(*v),
+        FieldValue::Boolean(v) => Value::Bool(*v),
+        FieldValue::String(s) => Value::String(s),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,86 @@
+//! What the decoders that drop bad points share: each table of a request
+//! looked up once (its builder id, its stored schema), and columns checked
+//! against the stored types, so a conflict with stored data drops the point
+//! instead of failing the write when the store sees it.
+
+use std::collections::HashMap;
+
+use weir_model::{ColumnId, ColumnType, TableId, TableSchema, WriteBatchBuilder};
+
+use crate::Tables;
+
+/// The tables one request has named so far.
+pub(crate) struct RequestTables<'t> {
+    tables: &'t dyn Tables,
+    known: HashMap<String, KnownTable>,
+}
+
+pub(crate) struct KnownTable {
+    pub id: TableId,
+    stored: Option<TableSchema>,
+}
+
+impl<'t> RequestTables<'t> {
+    pub fn new(tables: &'t dyn Tables) -> Self {
+        Self {
+            tables,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The table `name`, started in `builder` the first time it is named.
+    pub fn table(
+        &mut self,
+        builder: &mut WriteBatchBuilder,
+        name: &str,
+    ) -> weir_model::Result<&KnownTable> {
+        if !self.known.contains_key(name) {
+            let id = builder.table(name, &self.tables.time_column(name))?;
+            let stored = self.tables.schema(name);
+            self.known
+                .insert(name.to_string(), KnownTable { id, stored });
+        }
+        Ok(&self.known[name])
+    }
+}
+
+impl KnownTable {
+    /// Column `name` of this table for a value of `column_type`: the
+    /// request's own columns and the stored ones must agree on its type.
+    pub fn column(
+        &self,
+        builder: &mut WriteBatchBuilder,
+        name: &str,
+        column_type: ColumnType,
+        row: usize,
+    ) -> weir_model::Result<ColumnId> {
+        if let Some(stored) = self.stored.as_ref().and_then(|s| s.column(name))
+            && stored.column_type != column_type
+        {
+            return Err(weir_model::Error::TypeConflict {
+                table: self
+                    .stored
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
+                column: name.to_string(),
+                row,
+                existing: stored.column_type,
+                incoming: column_type,
+            });
+        }
+        builder.column(self.id, name, column_type, row)
+    }
+}
+
+/// The first column that appears twice among `columns`, if any. `scratch`
+/// is reused from point to point, so this allocates nothing once warm.
+pub(crate) fn repeated(columns: &[ColumnId], scratch: &mut Vec<ColumnId>) -> Option<ColumnId> {
+    if columns.len() < 2 {
+        return None;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(columns);
+    scratch.sort_unstable();
+    scratch.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
