@@ -11,11 +11,18 @@ if ! python3 -c 'import duckdb' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check 'duckdb>=1.1,<2'
 fi
 
+# The official InfluxDB 2 Python client writes line protocol to Weir in
+# the protocols' end-to-end test.
+if ! python3 -c 'import influxdb_client' 2>/dev/null; then
+  echo "==> installing the influxdb-client Python package (line protocol client)"
+  python3 -m pip install --quiet --disable-pip-version-check 'influxdb-client>=1.40,<2'
+fi
+
 # Headless Chromium renders the status page in the monitor's end-to-end
 # test; openssl makes its certificates and serves TLS for the probe tests;
 # amtool (in Debian's prometheus-alertmanager) manages suppressions through
 # Weir's Alertmanager API; prometheus scrapes Weir and posts its alerts to
-# that API.
+# that API, and remote-writes what it scrapes to Weir.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)

@@ -159,7 +159,8 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_MAX_WRITE_INFLIGHT_SIZE", value_name = "SIZE")]
     pub max_write_inflight_size: Option<String>,
 
-    /// Largest accepted gRPC message. Default `64MiB`.
+    /// Largest accepted gRPC message or HTTP write body, and the most a
+    /// compressed body (gzip, snappy) may decompress to. Default `64MiB`.
     #[arg(long, env = "WEIR_MAX_MESSAGE_SIZE", value_name = "SIZE")]
     pub max_message_size: Option<String>,
 

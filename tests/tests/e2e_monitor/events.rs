@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use weir_e2e::{WeirServer, now_ns, rfc3339};
+use weir_e2e::{KillOnDrop, WeirServer, free_port, now_ns, rfc3339};
 use weir_proto::v1::monitor_service_client::MonitorServiceClient;
 use weir_proto::v1::{Event, EventFilter, SendEventsRequest};
 
@@ -388,21 +388,6 @@ async fn events_pass_only_state_changes_and_every_drop_is_counted() -> Result<()
 }
 
 /// A free loopback port (bound, then released for the peer to take).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Prometheus(std::process::Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn amtool(server: &WeirServer, args: &[&str]) -> Result<String> {
     let out = std::process::Command::new("amtool")
         .arg(format!("--alertmanager.url={}", server.http_url))
@@ -480,7 +465,7 @@ scrape_configs:
         .stderr(log)
         .spawn()
         .context("starting prometheus: install Debian's prometheus (tests/run.sh does)")?;
-    let _prometheus = Prometheus(child);
+    let _prometheus = KillOnDrop(child);
     let prometheus_log =
         || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
-use weir_e2e::WeirServer;
+use weir_e2e::{KillOnDrop, WeirServer};
 
 use super::{Fake, config_file, eventually};
 
@@ -202,15 +202,6 @@ async fn five_hundred_failures_of_one_region_are_one_message_per_receiver() -> R
 }
 
 /// The real Alertmanager 0.25 (Debian `prometheus-alertmanager`).
-struct Alertmanager(std::process::Child);
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What a webhook notification says, comparable across Weir and
 /// Alertmanager: status, group labels, and each alert's service and
 /// status, sorted.
@@ -299,7 +290,7 @@ receivers:
                 "starting prometheus-alertmanager ({e}): install Debian's prometheus-alertmanager (tests/run.sh does)"
             )
         })?;
-    let _am = Alertmanager(child);
+    let _am = KillOnDrop(child);
     let am_url = format!("http://127.0.0.1:{am_port}");
     let client = reqwest::Client::new();
     eventually(Duration::from_secs(30), "Alertmanager ready", async || {

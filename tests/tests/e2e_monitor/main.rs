@@ -29,7 +29,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::Value;
-use weir_e2e::WeirServer;
+use weir_e2e::{WeirServer, eventually};
 
 /// By receiver path, the statuses it answers before it answers 200.
 type FailPlan = Vec<(String, VecDeque<u16>)>;
@@ -126,24 +126,6 @@ async fn receive(State(fake): State<Fake>, Path(name): Path<String>, body: Bytes
     let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
     fake.received.lock().unwrap().push((name, json));
     StatusCode::OK
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, for at most `within`.
-async fn eventually<T>(
-    within: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {within:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The seed's rule: the newest check of each service, failing when

@@ -1,0 +1,61 @@
+//! Other systems' ingest protocols through the real binary, with their real
+//! clients: InfluxDB line protocol from the official Python
+//! `influxdb-client` (`influx.rs`), Prometheus remote write from a real
+//! Prometheus server scraping Weir and itself (`prometheus.rs`), and hostile
+//! bodies for each, built by hand past any client. After every hostile
+//! request the server still serves, and what it acknowledged survives a
+//! `kill -9`.
+
+mod influx;
+mod prometheus;
+
+use anyhow::Result;
+use serde_json::Value;
+use weir_e2e::WeirServer;
+
+/// One SQL answer as rows of JSON objects.
+async fn rows(server: &WeirServer, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>> {
+    server.sql(sql).await
+}
+
+/// POSTs `body` with extra headers; returns the status and the answer.
+async fn post(
+    server: &WeirServer,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> Result<(u16, String)> {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}{path}", server.http_url))
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+/// A hostile request and the answer it must get: the status, and words the
+/// body must contain.
+struct Refused {
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    body: Vec<u8>,
+    status: u16,
+    says: &'static str,
+}
+
+impl Refused {
+    async fn check(self, server: &WeirServer) -> Result<()> {
+        let (status, text) = post(server, self.path, self.headers, self.body).await?;
+        anyhow::ensure!(
+            status == self.status && text.contains(self.says),
+            "{} {:?}: want {} with {:?}, got {status}: {text}",
+            self.path,
+            self.headers,
+            self.status,
+            self.says
+        );
+        Ok(())
+    }
+}
