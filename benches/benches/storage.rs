@@ -1,6 +1,7 @@
 //! Write-path micro-benches: decoding a request (the ingest cost centre:
-//! protobuf, then rows into Arrow), WAL append with fsync vs without (which
-//! isolates WAL encode + buffer append), and Parquet persistence.
+//! protobuf, then rows into Arrow) for each protocol on the same rows, WAL
+//! append with fsync vs without (which isolates WAL encode + buffer
+//! append), and Parquet persistence.
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +9,11 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use prost::Message;
 use weir_benches::Workload;
 use weir_model::TableBatch;
+use weir_model::WriteLimits;
 use weir_proto::v1::WriteRequest;
 use weir_protocols::native::decode_write;
+use weir_protocols::remote_write::{self, Label, Sample, TimeSeries};
+use weir_protocols::{compression, line_protocol};
 use weir_storage::{Durability, Store, StoreConfig, WalConfig};
 
 const WORKLOAD: Workload = Workload {
@@ -69,6 +73,91 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same rows through each protocol's whole decoder, body to Arrow:
+/// native protobuf, line protocol text, remote-write snappy (one series
+/// per row: `status_code{service_name=…}`, as a Prometheus scrape of
+/// these services would send).
+fn decode_protocols(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode_protocols");
+    let tables = |_: &str| "recorded_at".to_string();
+    let rows = 5_000usize;
+    group.throughput(Throughput::Elements(rows as u64));
+    let native = request(rows, 1).encode_to_vec();
+    group.bench_with_input(BenchmarkId::new("native", rows), &native, |b, bytes| {
+        b.iter(|| {
+            let request = WriteRequest::decode(bytes.as_slice()).unwrap();
+            decode_write(&request, 1, &tables).unwrap()
+        });
+    });
+
+    let workload = Workload {
+        rows: rows as u64,
+        ..WORKLOAD
+    };
+    let mut lines = Vec::new();
+    workload.write_line_protocol(&mut lines).unwrap();
+    group.bench_with_input(
+        BenchmarkId::new("line_protocol", rows),
+        &lines,
+        |b, body| {
+            b.iter(|| {
+                let out = line_protocol::decode(
+                    body,
+                    line_protocol::Precision::Nanoseconds,
+                    1,
+                    WriteLimits::default(),
+                    &tables,
+                )
+                .unwrap();
+                assert!(out.rejected.is_empty());
+                out
+            });
+        },
+    );
+
+    let timeseries = (0..rows as u64)
+        .map(|i| {
+            let row = workload.row(i);
+            let label = |name: &str, value: String| Label {
+                name: name.to_string().into(),
+                value: value.into(),
+            };
+            TimeSeries {
+                labels: vec![
+                    label("__name__", "status_code".into()),
+                    label("service_name", Workload::service_name(row.service)),
+                ],
+                samples: vec![Sample {
+                    value: row.status_code as f64,
+                    timestamp: row.recorded_at_ns / 1_000_000,
+                }],
+                histograms: Vec::new(),
+            }
+        })
+        .collect();
+    let protobuf = remote_write::WriteRequest { timeseries }.encode_to_vec();
+    let snappy = snap::raw::Encoder::new().compress_vec(&protobuf).unwrap();
+    group.bench_with_input(
+        BenchmarkId::new("remote_write", rows),
+        &snappy,
+        |b, body| {
+            b.iter(|| {
+                let out =
+                    remote_write::decode_snappy(body, 64 << 20, 1, WriteLimits::default(), &tables)
+                        .unwrap();
+                assert!(out.decoded.rejected.is_empty());
+                out
+            });
+        },
+    );
+    group.bench_with_input(
+        BenchmarkId::new("remote_write_unsnappy_only", rows),
+        &snappy,
+        |b, body| b.iter(|| compression::unsnappy(body, 64 << 20).unwrap()),
+    );
+    group.finish();
+}
+
 fn wal_append(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut group = c.benchmark_group("wal_append");
@@ -118,5 +207,11 @@ fn parquet_persist(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, wal_append, parquet_persist);
+criterion_group!(
+    benches,
+    decode,
+    decode_protocols,
+    wal_append,
+    parquet_persist
+);
 criterion_main!(benches);

@@ -1,6 +1,8 @@
 """Side-by-side ingest and query drivers for benches/compare.sh.
 
   peers.py influx LINES_FILE URL ROWS WRITERS   -> InfluxDB 1.x line protocol over HTTP
+  peers.py line-protocol SYSTEM WRITE_URL LINES_FILE ROWS WRITERS
+                                                -> the same bodies POSTed to any line protocol endpoint
   peers.py postgres CSV_FILE DSN ROWS WRITERS   -> Postgres batched INSERT ... VALUES
   peers.py weir-query HTTP_URL SQL_FILE RUNS    -> the reference query over Weir's HTTP API
   peers.py duckdb-query PARQUET_GLOB SQL_FILE RUNS -> the same query in DuckDB over Weir's Parquet
@@ -36,17 +38,21 @@ def run_parallel(payloads, writers, send):
 
 
 def influx(lines_file, url, rows, writers):
+    urllib.request.urlopen(urllib.request.Request(f"{url}/query", data=b"q=CREATE DATABASE bench")).read()
+    line_protocol("influxdb", f"{url}/write?db=bench&precision=ns", lines_file, rows, writers)
+
+
+def line_protocol(system, write_url, lines_file, rows, writers):
     lines = read_rows(lines_file, rows)
     payloads = ["\n".join(lines[i : i + BATCH]).encode() for i in range(0, len(lines), BATCH)]
-    urllib.request.urlopen(urllib.request.Request(f"{url}/query", data=b"q=CREATE DATABASE bench")).read()
 
     def send(body):
-        req = urllib.request.Request(f"{url}/write?db=bench&precision=ns", data=body)
+        req = urllib.request.Request(write_url, data=body)
         with urllib.request.urlopen(req) as r:
             assert r.status == 204, r.status
 
     seconds = run_parallel(payloads, writers, send)
-    report("influxdb", len(lines), seconds, writers)
+    report(system, len(lines), seconds, writers)
 
 
 def postgres(csv_file, dsn, rows, writers):
@@ -125,6 +131,8 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "influx":
         influx(args[0], args[1], int(args[2]), int(args[3]))
+    elif cmd == "line-protocol":
+        line_protocol(args[0], args[1], args[2], int(args[3]), int(args[4]))
     elif cmd == "postgres":
         postgres(args[0], args[1], int(args[2]), int(args[3]))
     elif cmd == "weir-query":

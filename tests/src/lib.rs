@@ -370,7 +370,6 @@ pub fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-
 /// Polls `check` every 100 ms until it returns `Some`, for at most `within`.
 pub async fn eventually<T>(
     within: Duration,

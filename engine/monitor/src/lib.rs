@@ -33,7 +33,9 @@
 //! and dynamic pre-filtering), `groups` (alert groups and when they are
 //! told), `suppress` (suppressions), `context` (what a notification carries
 //! besides the alert: logs, metrics, runbook, recent alerts), `backtest`
-//! (a rule file replayed over stored history).
+//! (a rule file replayed over stored history), `host` (the built-in
+//! `[sources.host]`: this machine's CPU, memory, disks and network into
+//! `host_metrics`).
 //!
 //! Crash safety: the alert state, and the history rows and notifications a
 //! transition owes, are written to one state file (fsync, rename) before
@@ -47,6 +49,7 @@ mod config;
 pub mod context;
 pub mod events;
 pub mod groups;
+pub mod host;
 mod monitor;
 mod notify;
 mod probe;

@@ -22,6 +22,50 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[sources.NAME]` in the TOML file: an adapter plugin for raw bodies —
+/// or, under the reserved name `host`, the built-in sampler of this machine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sources {
+    pub adapters: BTreeMap<String, StageSection>,
+    pub host: Option<HostSection>,
+}
+
+/// `[sources.host]`: this machine's CPU, memory, disks and network,
+/// sampled into table `host_metrics`. Off unless the section is present.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// Default true once the section is there.
+    pub enabled: Option<bool>,
+    /// Time between samples. Default `10s`.
+    pub interval: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Sources {
+    /// Each entry by its name, so an adapter's errors still name its field.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let raw = BTreeMap::<String, toml::Value>::deserialize(deserializer)?;
+        let mut sources = Sources::default();
+        for (name, value) in raw {
+            if name == HOST_SOURCE {
+                sources.host = Some(
+                    HostSection::deserialize(value)
+                        .map_err(|e| D::Error::custom(format!("sources.host: {e}")))?,
+                );
+            } else {
+                let adapter = StageSection::deserialize(value)
+                    .map_err(|e| D::Error::custom(format!("sources.{name}: {e}")))?;
+                sources.adapters.insert(name, adapter);
+            }
+        }
+        Ok(sources)
+    }
+}
+
+/// The source name the built-in host sampler has.
+const HOST_SOURCE: &str = "host";
+
 /// Per-table settings in the TOML file: `[tables.NAME]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,11 +272,12 @@ pub struct ServeArgs {
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineSection>,
 
-    /// Raw-ingest sources by name (TOML only): `[sources.NAME]` with the
-    /// adapter's `wasm` and `config`.
+    /// Sources by name (TOML only): raw-ingest adapters, `[sources.NAME]`
+    /// with the adapter's `wasm` and `config`, and the built-in
+    /// `[sources.host]`.
     #[arg(skip)]
     #[serde(default)]
-    pub sources: BTreeMap<String, StageSection>,
+    pub sources: Sources,
 
     /// Probe requests in flight at once. Default 512.
     #[arg(long, env = "WEIR_PROBE_CONCURRENCY", value_name = "N")]
@@ -358,6 +403,8 @@ pub struct ServerConfig {
     pub native_stages: NativeStages,
     pub monitor: weir_monitor::MonitorSections,
     pub monitor_settings: weir_monitor::MonitorSettings,
+    /// `[sources.host]`, when on.
+    pub host_source: Option<weir_monitor::host::HostSource>,
 }
 
 impl ServeArgs {
@@ -403,7 +450,7 @@ impl ServeArgs {
             .pipelines
             .values_mut()
             .flat_map(|p| p.stages.iter_mut())
-            .chain(self.sources.values_mut());
+            .chain(self.sources.adapters.values_mut());
         for stage in stages {
             if stage.wasm.is_relative() {
                 stage.wasm = dir.join(&stage.wasm);
@@ -638,6 +685,15 @@ impl ServeArgs {
             .over(&weir_monitor::groups::Grouping::default()),
             ..weir_monitor::MonitorSettings::default()
         };
+        let host_source = match &self.sources.host {
+            Some(host) if host.enabled.unwrap_or(true) => Some(weir_monitor::host::HostSource {
+                interval: duration(
+                    "sources.host.interval",
+                    host.interval.as_deref().unwrap_or("10s"),
+                )?,
+            }),
+            _ => None,
+        };
         Ok(ServerConfig {
             grpc_listen: self
                 .grpc_listen
@@ -667,6 +723,7 @@ impl ServeArgs {
             native_stages: NativeStages::default(),
             monitor,
             monitor_settings,
+            host_source,
         })
     }
 
@@ -716,7 +773,7 @@ impl ServeArgs {
                 weir_pipeline::PipelineDef { stages, on_failure },
             );
         }
-        for (name, section) in &self.sources {
+        for (name, section) in &self.sources.adapters {
             let adapter = section.spec(&format!("sources.{name}"), defaults)?;
             def.sources
                 .insert(name.clone(), weir_pipeline::SourceDef { adapter });
@@ -1019,6 +1076,28 @@ name = "nagios"
             Path::new("/abs/nagios_adapter.wasm")
         );
         assert_eq!(config.plugins.watch_interval, Some(Duration::from_secs(2)));
+        assert_eq!(config.host_source, None, "off unless configured");
+
+        let host = |toml: &str| {
+            ServeArgs::from_toml(toml)
+                .unwrap()
+                .into_config()
+                .unwrap()
+                .host_source
+        };
+        assert_eq!(
+            host("[sources.host]"),
+            Some(weir_monitor::host::HostSource {
+                interval: Duration::from_secs(10)
+            })
+        );
+        assert_eq!(
+            host("[sources.host]\ninterval = \"2s\""),
+            Some(weir_monitor::host::HostSource {
+                interval: Duration::from_secs(2)
+            })
+        );
+        assert_eq!(host("[sources.host]\nenabled = false"), None);
 
         for (toml, expect) in [
             (
@@ -1034,7 +1113,14 @@ name = "nagios"
                 "not a duration",
             ),
             ("[sources.s]\nconfig = {}", "missing field `wasm`"),
+            ("[sources.s]\nconfig = {}", "sources.s"),
             ("plugin_watch_interval = \"sometimes\"", "not a duration"),
+            (
+                "[sources.host]\nwasm = \"a.wasm\"",
+                "sources.host: unknown field `wasm`",
+            ),
+            ("[sources.host]\ninterval = \"0s\"", "sources.host.interval"),
+            ("[sources.host]\ninterval = \"often\"", "not a duration"),
         ] {
             let err = config_error(toml);
             assert!(err.contains(expect), "{toml}: {err}");

@@ -99,6 +99,13 @@ pub async fn serve(
         ready: true.into(),
         started_ns: weir_pipeline::now_ns(),
     });
+    let host_sampler = config.host_source.map(|source| {
+        tokio::spawn(weir_monitor::host::run(
+            source,
+            write_path.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let watcher = config.plugins.watch_interval.map(|interval| {
         tokio::spawn(plugins::watch(
             Arc::clone(&pipelines),
@@ -161,6 +168,9 @@ pub async fn serve(
     }
     // The monitor's last rows and its alert book go out before the store closes.
     monitor.shutdown().await;
+    if let Some(host_sampler) = host_sampler {
+        let _ = host_sampler.await;
+    }
     let _ = background.await;
     if let Some(watcher) = watcher {
         let _ = watcher.await;

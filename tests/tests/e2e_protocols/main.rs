@@ -4,8 +4,9 @@
 //! Prometheus server scraping Weir and itself (`prometheus.rs`), and hostile
 //! bodies for each, built by hand past any client. After every hostile
 //! request the server still serves, and what it acknowledged survives a
-//! `kill -9`.
+//! `kill -9`. Also the built-in host source (`host.rs`).
 
+mod host;
 mod influx;
 mod prometheus;
 
