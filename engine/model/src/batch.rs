@@ -72,10 +72,11 @@ pub struct TableBatch {
 /// request, which is how Weir keeps writes atomic.
 ///
 /// Protocols whose convention is to drop a bad line and keep the rest
-/// (Influx line protocol, Prometheus remote write) [`check`](Self::check)
-/// every value of a point before they begin it: a point that fails there
-/// leaves nothing behind. A column it added keeps no type and no slot in
-/// the result until some point gives it a value.
+/// (Influx line protocol, Prometheus remote write) build with
+/// [`dropping_bad_points`](Self::dropping_bad_points) and
+/// [`check`](Self::check) every value of a point before they begin it: a
+/// point that fails there leaves nothing behind. A column it added keeps no
+/// type and no slot in the result until some point gives it a value.
 ///
 /// ```
 /// use weir_model::{Value, WriteBatchBuilder};
@@ -98,6 +99,9 @@ pub struct WriteBatchBuilder {
     limits: WriteLimits,
     /// Whether `weir_…` tables may be written: only by Weir itself.
     system: bool,
+    /// Whether points may be dropped after their columns were added: see
+    /// [`dropping_bad_points`](Self::dropping_bad_points).
+    drops_points: bool,
     columns: usize,
     cells: usize,
 }
@@ -112,6 +116,7 @@ impl WriteBatchBuilder {
             by_name: HashMap::new(),
             limits: WriteLimits::default(),
             system: false,
+            drops_points: false,
             columns: 0,
             cells: 0,
         }
@@ -128,6 +133,16 @@ impl WriteBatchBuilder {
 
     pub fn with_limits(mut self, limits: WriteLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// For decoders that drop a bad point and keep the rest: a column that
+    /// no point has given a value yet may still change type (a dropped
+    /// point added it), and is left out of the result if none ever does.
+    /// Without this, every column added is in the result, null or not, as
+    /// Weir's own writers declare them.
+    pub fn dropping_bad_points(mut self) -> Self {
+        self.drops_points = true;
         self
     }
 
@@ -163,7 +178,7 @@ impl WriteBatchBuilder {
         row: usize,
     ) -> Result<ColumnId> {
         let builder = &mut self.tables[table.0];
-        if let Some(id) = builder.existing_column(name, column_type, row)? {
+        if let Some(id) = builder.existing_column(name, column_type, row, self.drops_points)? {
             return Ok(id);
         }
         if self.columns >= self.limits.max_columns {
@@ -247,10 +262,11 @@ impl WriteBatchBuilder {
     }
 
     pub fn finish(self) -> Result<Vec<TableBatch>> {
+        let prune = self.drops_points;
         self.tables
             .into_iter()
             .filter(|t| !t.times.is_empty())
-            .map(TableBuilder::finish)
+            .map(|t| t.finish(prune))
             .collect()
     }
 }
@@ -275,11 +291,13 @@ impl TableBuilder {
     }
 
     /// The column `name` if the table has it already, checked for `column_type`.
+    /// `retype`: a column without values may change type.
     fn existing_column(
         &mut self,
         name: &str,
         column_type: ColumnType,
         row: usize,
+        retype: bool,
     ) -> Result<Option<ColumnId>> {
         let Some(&id) = self.by_name.get(name) else {
             return Ok(None);
@@ -288,7 +306,8 @@ impl TableBuilder {
         if column.column_type() != column_type {
             // Added by a point that was then dropped: no value has fixed
             // its type yet.
-            if column.values == 0
+            if retype
+                && column.values == 0
                 && let Some(data) = ColumnData::new(column_type)
             {
                 column.data = data;
@@ -416,7 +435,8 @@ impl TableBuilder {
         Ok(())
     }
 
-    fn finish(self) -> Result<TableBatch> {
+    /// `prune`: leave out columns without a value.
+    fn finish(self, prune: bool) -> Result<TableBatch> {
         let rows = self.times.len();
         let mut fields = Vec::with_capacity(self.columns.len() + 1);
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len() + 1);
@@ -431,7 +451,7 @@ impl TableBuilder {
         ));
         first_rows.push(0);
         // A column only dropped points asked for is no column at all.
-        for mut column in self.columns.into_iter().filter(|c| c.values > 0) {
+        for mut column in self.columns.into_iter().filter(|c| !prune || c.values > 0) {
             column.pad_nulls(rows);
             fields.push(Field::new(
                 &column.name,
@@ -652,7 +672,7 @@ mod tests {
 
     #[test]
     fn a_point_dropped_after_check_leaves_no_column_and_no_type() {
-        let mut b = WriteBatchBuilder::new(NOW);
+        let mut b = WriteBatchBuilder::new(NOW).dropping_bad_points();
         let t = b.table("m", "time").unwrap();
         // Line 0 adds `x` as f64, then fails its check on `y`: dropped.
         let x = b.column(t, "x", ColumnType::F64, 0).unwrap();
@@ -675,5 +695,16 @@ mod tests {
         assert_eq!(names, ["time", "x"], "`y` never had a value");
         assert_eq!(out[0].batch.num_rows(), 1);
         assert_eq!(out[0].first_rows, [0, 1]);
+
+        // Weir's own writers keep every column they declare, null or not,
+        // and its type.
+        let mut b = WriteBatchBuilder::new(NOW);
+        let t = b.table("m", "time").unwrap();
+        b.column(t, "declared", ColumnType::String, 0).unwrap();
+        assert!(b.column(t, "declared", ColumnType::I64, 0).is_err());
+        b.begin_point(t, 0, 5).unwrap();
+        let out = b.finish().unwrap();
+        assert_eq!(out[0].batch.schema().field(1).name(), "declared");
+        assert_eq!(out[0].batch.column(1).null_count(), 1);
     }
 }

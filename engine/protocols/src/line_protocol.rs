@@ -93,7 +93,9 @@ pub fn decode(
     })?;
 
     let mut decoder = LineDecoder {
-        builder: WriteBatchBuilder::new(now_ns).with_limits(limits),
+        builder: WriteBatchBuilder::new(now_ns)
+            .with_limits(limits)
+            .dropping_bad_points(),
         tables: RequestTables::new(tables),
         precision,
         columns: Vec::new(),

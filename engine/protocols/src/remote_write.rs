@@ -113,7 +113,9 @@ pub fn decode(
     let request = WriteRequest::decode(protobuf)
         .map_err(|e| Error::Malformed(format!("not a remote-write protobuf ({e})")))?;
     let mut decoder = SeriesDecoder {
-        builder: WriteBatchBuilder::new(now_ns).with_limits(limits),
+        builder: WriteBatchBuilder::new(now_ns)
+            .with_limits(limits)
+            .dropping_bad_points(),
         tables: RequestTables::new(tables),
         columns: Vec::new(),
         tag_labels: Vec::new(),
