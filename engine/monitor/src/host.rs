@@ -65,15 +65,16 @@ pub async fn run(source: HostSource, path: WritePath, mut stop: watch::Receiver<
                 return;
             }
         };
-        if let Err(e) = write(&path, &sample).await {
+        if let Err(e) = write(&path, sample).await {
             warn!(error = %e, "host metrics: the sample was not written");
         }
     }
 }
 
-async fn write(path: &WritePath, sample: &Sample) -> Result<(), weir_pipeline::Error> {
+async fn write(path: &WritePath, sample: Sample) -> Result<(), weir_pipeline::Error> {
     let admission = path.admit(sample.approximate_bytes()).await?;
-    path.ingest(admission, sample.rows() as u64, |now_ns, tables| {
+    let rows = sample.rows() as u64;
+    path.ingest(admission, rows, move |now_ns, tables| {
         let time_column = tables.time_column(HOST_METRICS_TABLE);
         Ok(Decoded {
             batches: sample.to_batches(now_ns, &time_column)?,

@@ -49,7 +49,7 @@ impl WriteApi {
         let limits = self.limits;
         let ingested = self
             .path
-            .ingest(admission, points, |now_ns, tables| {
+            .ingest(admission, points, move |now_ns, tables| {
                 weir_protocols::native::decode(&request, now_ns, limits, tables)
             })
             .await?;

@@ -192,7 +192,7 @@ async fn write_line_protocol(
     let admission = state.write_path.admit(body.len()).await?;
     let ingested = state
         .write_path
-        .ingest(admission, 0, |now_ns, tables| {
+        .ingest(admission, 0, move |now_ns, tables| {
             let text = if gzip {
                 Bytes::from(compression::gunzip(&body, limit)?)
             } else {
@@ -210,18 +210,19 @@ async fn write_remote(state: &HttpState, body: Bytes) -> Result<Ingested, Error>
     // bounds what decoding will hold.
     let stated = compression::snappy_len(&body).unwrap_or(0).min(limit);
     let admission = state.write_path.admit(body.len().max(stated)).await?;
-    let mut stale_markers = 0;
     let ingested = state
         .write_path
-        .ingest(admission, 0, |now_ns, tables| {
+        .ingest(admission, 0, move |now_ns, tables| {
             let out = remote_write::decode_snappy(&body, limit, now_ns, limits, tables)?;
-            stale_markers = out.stale_markers;
+            if out.stale_markers > 0 {
+                tracing::debug!(
+                    stale_markers = out.stale_markers,
+                    "remote write: staleness markers skipped"
+                );
+            }
             Ok(out.decoded)
         })
         .await?;
-    if stale_markers > 0 {
-        tracing::debug!(stale_markers, "remote write: staleness markers skipped");
-    }
     Ok(ingested)
 }
 
