@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Line protocol ingest, side by side in one run on this machine: the same
-# service_metrics rows (benches/src/lib.rs) POSTed as 5,000-line bodies by
-# the same client (benches/compare/peers.py, WRITERS threads) to
-#   - Weir's /write (WAL fsync before every ack, the default),
-#   - VictoriaMetrics' /write (Debian victoria-metrics; acks from memory,
-#     flushes about every second; stores numeric fields only),
-# and, for reference, the same rows into Weir over gRPC WriteStream
-# (loadgen). Median of RUNS runs each, fresh data directories every run.
+# Ingest protocols side by side in one run on this machine, the same
+# service_metrics rows (benches/src/lib.rs) for every system:
+#   - line protocol, 5,000-line bodies POSTed by the same client
+#     (benches/compare/peers.py, WRITERS threads) to Weir's /write (WAL
+#     fsync before every ack, the default) and VictoriaMetrics' /write
+#     (Debian victoria-metrics; acks from memory, flushes about every
+#     second; stores numeric fields only);
+#   - Prometheus remote write 1.0, 5,000 series of one sample per request,
+#     snappy, by the same generator (remote_write bin, WRITERS clients) to
+#     Weir's /api/v1/prom/write and VictoriaMetrics' /api/v1/write;
+#   - for reference, the same rows into Weir over gRPC WriteStream (loadgen).
+# Median of RUNS runs each, fresh data directories every run.
 # Installs VictoriaMetrics from Debian if missing. Prints JSON lines.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +26,9 @@ command -v victoria-metrics >/dev/null ||
 
 cargo build --release -p weir -p weir-benches --bins >&2
 BIN=${CARGO_TARGET_DIR:-target}/release
-LOADGEN="$BIN/loadgen --services 1000 --span-hours 24 --end-ns $(date +%s%N) --streams $WRITERS"
+END_NS=$(date +%s%N)
+LOADGEN="$BIN/loadgen --services 1000 --span-hours 24 --end-ns $END_NS --streams $WRITERS"
+REMOTE_WRITE="$BIN/remote_write --rows $ROWS --writers $WRITERS --end-ns $END_NS"
 $LOADGEN --rows "$ROWS" --emit-line-protocol "$WORK/rows.lp" --emit-csv "$WORK/rows.csv"
 
 wait_for() { # url
@@ -51,6 +57,17 @@ for run in $(seq "$RUNS"); do
   wait_for http://127.0.0.1:58428/health
   python3 benches/compare/peers.py line-protocol victoria-metrics \
     "http://127.0.0.1:58428/write?precision=ns" "$WORK/rows.lp" "$ROWS" "$WRITERS"
+  stop
+
+  start_weir "$WORK/weir-rw-$run"
+  $REMOTE_WRITE --system weir-remote-write --url http://127.0.0.1:58086/api/v1/prom/write
+  stop
+
+  victoria-metrics -storageDataPath "$WORK/vm-rw-$run" -httpListenAddr 127.0.0.1:58428 \
+    -retentionPeriod 100y >"$WORK/vm-rw-$run.log" 2>&1 &
+  PID=$!
+  wait_for http://127.0.0.1:58428/health
+  $REMOTE_WRITE --system victoria-metrics-remote-write --url http://127.0.0.1:58428/api/v1/write
   stop
 
   start_weir "$WORK/weir-grpc-$run"
