@@ -228,23 +228,33 @@ impl Sample {
         u64_field(&mut b, row, "swap_total_bytes", self.swap_total_bytes)?;
         u64_field(&mut b, row, "swap_used_bytes", self.swap_used_bytes)?;
 
-        let mount_point = b.column(t, "mount_point", ColumnType::Tag, 1)?;
-        for (mount, total, available) in &self.disks {
-            row += 1;
-            b.begin_point(t, row, now_ns)?;
-            b.set(t, host, row, Value::Tag(&self.host))?;
-            b.set(t, mount_point, row, Value::Tag(mount))?;
-            u64_field(&mut b, row, "disk_total_bytes", *total)?;
-            u64_field(&mut b, row, "disk_available_bytes", *available)?;
-        }
-        let interface = b.column(t, "interface", ColumnType::Tag, row + 1)?;
-        for (name, received, transmitted) in &self.networks {
-            row += 1;
-            b.begin_point(t, row, now_ns)?;
-            b.set(t, host, row, Value::Tag(&self.host))?;
-            b.set(t, interface, row, Value::Tag(name))?;
-            u64_field(&mut b, row, "network_received_bytes_total", *received)?;
-            u64_field(&mut b, row, "network_transmitted_bytes_total", *transmitted)?;
+        // One row per disk and per interface: the host, the device's own
+        // tag, and its two counters.
+        let devices = [
+            (
+                "mount_point",
+                ["disk_total_bytes", "disk_available_bytes"],
+                &self.disks,
+            ),
+            (
+                "interface",
+                [
+                    "network_received_bytes_total",
+                    "network_transmitted_bytes_total",
+                ],
+                &self.networks,
+            ),
+        ];
+        for (tag, [first, second], rows) in devices {
+            let tag = b.column(t, tag, ColumnType::Tag, row + 1)?;
+            for (device, first_value, second_value) in rows {
+                row += 1;
+                b.begin_point(t, row, now_ns)?;
+                b.set(t, host, row, Value::Tag(&self.host))?;
+                b.set(t, tag, row, Value::Tag(device))?;
+                u64_field(&mut b, row, first, *first_value)?;
+                u64_field(&mut b, row, second, *second_value)?;
+            }
         }
         b.finish()
     }

@@ -141,18 +141,3 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// A model error that concerns only the point at hand (its names, values
-/// or time) rather than the request as a whole (its limits, or a fault of
-/// ours). Decoders that drop bad points drop the point for these and fail
-/// the request for the rest.
-fn is_point_error(e: &weir_model::Error) -> bool {
-    use weir_model::Error as E;
-    !matches!(
-        e,
-        E::TooManyTables { .. }
-            | E::TooManyColumns { .. }
-            | E::TooManyCells { .. }
-            | E::Arrow { .. }
-    )
-}

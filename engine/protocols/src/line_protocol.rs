@@ -25,8 +25,8 @@
 use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines, split_lines};
 use weir_model::{ColumnId, ColumnType, Value, WriteBatchBuilder, WriteLimits};
 
-use crate::points::{RequestTables, repeated};
-use crate::{Decoded, Error, Rejected, Result, Tables, is_point_error};
+use crate::points::{PointError, RequestTables, repeated};
+use crate::{Decoded, Error, Rejected, Result, Tables};
 
 /// The unit of the timestamps in a request (`precision` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,32 +109,16 @@ pub fn decode(
         };
         let outcome = match parsed {
             Ok(parsed) => decoder.line(&parsed, number),
-            Err(e) => Err(LineError::Parse(e.to_string())),
+            Err(e) => Err(PointError::Dropped(e.to_string())),
         };
-        match outcome {
-            Ok(()) => {}
-            Err(LineError::Parse(message)) => rejected.add(number, 1, message),
-            Err(LineError::Invalid(e)) if is_point_error(&e) => rejected.add(number, 1, e),
-            Err(LineError::Invalid(e) | LineError::Fatal(e)) => return Err(e.into()),
+        if let Err(e) = outcome {
+            e.drop_or_fail(&mut rejected, number, 1)?;
         }
     }
     Ok(Decoded {
         batches: decoder.builder.finish()?,
         rejected,
     })
-}
-
-enum LineError {
-    Parse(String),
-    Invalid(weir_model::Error),
-    /// Met after the point began: it cannot be taken back, so the request fails.
-    Fatal(weir_model::Error),
-}
-
-impl From<weir_model::Error> for LineError {
-    fn from(e: weir_model::Error) -> Self {
-        LineError::Invalid(e)
-    }
 }
 
 struct LineDecoder<'t> {
@@ -148,14 +132,14 @@ struct LineDecoder<'t> {
 
 impl LineDecoder<'_> {
     /// Adds one line as one point, or nothing if any of it is wrong.
-    fn line(&mut self, line: &ParsedLine<'_>, row: usize) -> Result<(), LineError> {
+    fn line(&mut self, line: &ParsedLine<'_>, row: usize) -> Result<(), PointError> {
         let builder = &mut self.builder;
         let table = self.tables.table(builder, &line.series.measurement)?;
         let id = table.id;
         let timestamp_ns = match line.timestamp {
             None => 0, // the server's time
             Some(t) => self.precision.to_ns(t).ok_or_else(|| {
-                LineError::Parse(format!(
+                PointError::Dropped(format!(
                     "timestamp {t} in {:?} does not fit in 64-bit nanoseconds",
                     self.precision
                 ))
@@ -201,7 +185,7 @@ impl LineDecoder<'_> {
         for (column, value) in self.columns.iter().zip(values) {
             builder
                 .set(id, *column, row, value)
-                .map_err(LineError::Fatal)?;
+                .map_err(PointError::Fatal)?;
         }
         Ok(())
     }

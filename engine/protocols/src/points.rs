@@ -7,7 +7,59 @@ use std::collections::HashMap;
 
 use weir_model::{ColumnId, ColumnType, TableId, TableSchema, WriteBatchBuilder};
 
-use crate::Tables;
+use crate::{Rejected, Tables};
+
+/// Why a point (a line, a series) was not added, and so whether the
+/// decoder drops it or fails the request.
+pub(crate) enum PointError {
+    /// The point is wrong in a way only its protocol knows (does not
+    /// parse, has no metric name): dropped.
+    Dropped(String),
+    /// A rule of the model: dropped if it concerns only this point (see
+    /// [`is_point_error`]), else the request fails.
+    Invalid(weir_model::Error),
+    /// Met after the point began: it cannot be taken back, so the request
+    /// fails.
+    Fatal(weir_model::Error),
+}
+
+impl From<weir_model::Error> for PointError {
+    fn from(e: weir_model::Error) -> Self {
+        PointError::Invalid(e)
+    }
+}
+
+impl PointError {
+    /// Records `points` dropped at `at` in `rejected`, or hands back the
+    /// error that fails the whole request.
+    pub fn drop_or_fail(
+        self,
+        rejected: &mut Rejected,
+        at: usize,
+        points: u64,
+    ) -> Result<(), weir_model::Error> {
+        match self {
+            PointError::Dropped(reason) => rejected.add(at, points, reason),
+            PointError::Invalid(e) if is_point_error(&e) => rejected.add(at, points, e),
+            PointError::Invalid(e) | PointError::Fatal(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// A model error that concerns only the point at hand (its names, values
+/// or time) rather than the request as a whole (its limits, or a fault of
+/// ours).
+pub(crate) fn is_point_error(e: &weir_model::Error) -> bool {
+    use weir_model::Error as E;
+    !matches!(
+        e,
+        E::TooManyTables { .. }
+            | E::TooManyColumns { .. }
+            | E::TooManyCells { .. }
+            | E::Arrow { .. }
+    )
+}
 
 /// The tables one request has named so far.
 pub(crate) struct RequestTables<'t> {

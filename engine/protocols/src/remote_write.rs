@@ -33,8 +33,8 @@ use bytes::Bytes;
 use prost::Message;
 use weir_model::{ColumnId, ColumnType, Value, WriteBatchBuilder, WriteLimits};
 
-use crate::points::{RequestTables, repeated};
-use crate::{Decoded, Error, Rejected, Result, Tables, compression, is_point_error};
+use crate::points::{PointError, RequestTables, is_point_error, repeated};
+use crate::{Decoded, Error, Rejected, Result, Tables, compression};
 
 /// The label that names a series' metric.
 pub const METRIC_NAME_LABEL: &str = "__name__";
@@ -124,17 +124,9 @@ pub fn decode(
         rejected: Rejected::default(),
     };
     for (index, series) in request.timeseries.iter().enumerate() {
-        match decoder.series(series, index) {
-            Ok(()) => {}
-            Err(SeriesError::Dropped(reason)) => {
-                let points = (series.samples.len() + series.histograms.len()).max(1);
-                decoder.rejected.add(index, points as u64, reason);
-            }
-            Err(SeriesError::Invalid(e)) if is_point_error(&e) => {
-                let points = (series.samples.len() + series.histograms.len()).max(1);
-                decoder.rejected.add(index, points as u64, e);
-            }
-            Err(SeriesError::Invalid(e) | SeriesError::Fatal(e)) => return Err(e.into()),
+        if let Err(e) = decoder.series(series, index) {
+            let points = (series.samples.len() + series.histograms.len()).max(1);
+            e.drop_or_fail(&mut decoder.rejected, index, points as u64)?;
         }
     }
     Ok(RemoteWrite {
@@ -144,19 +136,6 @@ pub fn decode(
         },
         stale_markers: decoder.stale_markers,
     })
-}
-
-enum SeriesError {
-    Dropped(String),
-    Invalid(weir_model::Error),
-    /// Met after a point began: it cannot be taken back.
-    Fatal(weir_model::Error),
-}
-
-impl From<weir_model::Error> for SeriesError {
-    fn from(e: weir_model::Error) -> Self {
-        SeriesError::Invalid(e)
-    }
 }
 
 struct SeriesDecoder<'t> {
@@ -172,7 +151,7 @@ struct SeriesDecoder<'t> {
 }
 
 impl SeriesDecoder<'_> {
-    fn series(&mut self, series: &TimeSeries, row: usize) -> Result<(), SeriesError> {
+    fn series(&mut self, series: &TimeSeries, row: usize) -> Result<(), PointError> {
         let mut name = None;
         for label in &series.labels {
             if label.name.as_ref() == METRIC_NAME_LABEL.as_bytes() {
@@ -180,7 +159,7 @@ impl SeriesDecoder<'_> {
             }
         }
         let Some(name) = name else {
-            return Err(SeriesError::Dropped(format!(
+            return Err(PointError::Dropped(format!(
                 "the series has no {METRIC_NAME_LABEL} label"
             )));
         };
@@ -236,7 +215,7 @@ impl SeriesDecoder<'_> {
             };
             if let Err(e) = builder.begin_point(id, row, timestamp_ns) {
                 if !is_point_error(&e) {
-                    return Err(SeriesError::Fatal(e));
+                    return Err(PointError::Fatal(e));
                 }
                 self.rejected
                     .add(row, 1, format!("sample at {} ms: {e}", sample.timestamp));
@@ -247,12 +226,12 @@ impl SeriesDecoder<'_> {
                 let value = utf8(&series.labels[label].value, "a label value")?;
                 builder
                     .set(id, column, row, Value::Tag(value))
-                    .map_err(SeriesError::Fatal)?;
+                    .map_err(PointError::Fatal)?;
             }
             if sample.value.is_finite() {
                 builder
                     .set(id, value_column, row, Value::F64(sample.value))
-                    .map_err(SeriesError::Fatal)?;
+                    .map_err(PointError::Fatal)?;
             }
         }
         if !series.histograms.is_empty() {
@@ -266,9 +245,9 @@ impl SeriesDecoder<'_> {
     }
 }
 
-fn utf8<'a>(bytes: &'a Bytes, what: &str) -> Result<&'a str, SeriesError> {
+fn utf8<'a>(bytes: &'a Bytes, what: &str) -> Result<&'a str, PointError> {
     std::str::from_utf8(bytes)
-        .map_err(|e| SeriesError::Dropped(format!("{what} is not UTF-8 ({e})")))
+        .map_err(|e| PointError::Dropped(format!("{what} is not UTF-8 ({e})")))
 }
 
 #[cfg(test)]
