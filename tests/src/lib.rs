@@ -406,6 +406,43 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A real Prometheus (Debian `prometheus`; tests/run.sh installs it) on
+/// loopback `port`, with its config, TSDB and log in `dir`; killed when
+/// dropped.
+pub struct Prometheus {
+    _child: KillOnDrop,
+    log_path: PathBuf,
+}
+
+impl Prometheus {
+    /// Writes `config` (prometheus.yml) into `dir` and starts Prometheus on it.
+    pub fn start(dir: &Path, port: u16, config: &str) -> Result<Self> {
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config)?;
+        let log_path = dir.join("prometheus.log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?)
+            .spawn()
+            .context("starting prometheus: install Debian's prometheus (tests/run.sh does)")?;
+        Ok(Self {
+            _child: KillOnDrop(child),
+            log_path,
+        })
+    }
+
+    /// What Prometheus logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

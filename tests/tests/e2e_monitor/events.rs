@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use weir_e2e::{KillOnDrop, WeirServer, free_port, now_ns, rfc3339};
+use weir_e2e::{Prometheus, WeirServer, free_port, now_ns, rfc3339};
 use weir_proto::v1::monitor_service_client::MonitorServiceClient;
 use weir_proto::v1::{Event, EventFilter, SendEventsRequest};
 
@@ -431,10 +431,11 @@ async fn prometheus_scrapes_weir_and_its_alerts_fire_and_resolve_in_weir() -> Re
           description: "an event waits for its min-age"
 "#,
     )?;
-    let prometheus_yml = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &prometheus_yml,
-        format!(
+    let port = free_port()?;
+    let prometheus = Prometheus::start(
+        dir.path(),
+        port,
+        &format!(
             r#"global:
   scrape_interval: 1s
   evaluation_interval: 1s
@@ -452,22 +453,7 @@ scrape_configs:
             rules = rules.display()
         ),
     )?;
-    let port = free_port()?;
-    let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
-    let child = std::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", prometheus_yml.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("starting prometheus: install Debian's prometheus (tests/run.sh does)")?;
-    let _prometheus = KillOnDrop(child);
-    let prometheus_log =
-        || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let prometheus_log = || prometheus.log();
 
     // Prometheus scrapes Weir: its `up` for the job is 1.
     let client = reqwest::Client::new();

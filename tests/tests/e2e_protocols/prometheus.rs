@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use prost::Message;
 use serde_json::{Value, json};
-use weir_e2e::{KillOnDrop, WeirServer, eventually, free_port};
+use weir_e2e::{Prometheus, WeirServer, eventually, free_port};
 use weir_protocols::remote_write::{Label, STALE_NAN_BITS, Sample, TimeSeries, WriteRequest};
 
 use super::{Refused, post, rows};
@@ -35,10 +35,10 @@ async fn prometheus_remote_writes_what_it_scrapes_into_weir() -> Result<()> {
     // Weir's own metrics are named `weir_…`, which only Weir may use as
     // table names: the relabelling stores them as `self_weir_…` (the
     // README's remote_write block says the same).
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prometheus = Prometheus::start(
+        dir.path(),
+        port,
+        &format!(
             r#"global:
   scrape_interval: 1s
 scrape_configs:
@@ -60,23 +60,10 @@ remote_write:
 "#
         ),
     )?;
-    let log_path = dir.path().join("prometheus.log");
-    let child = std::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log_path)?)
-        .spawn()
-        .context("starting prometheus: install Debian's prometheus (tests/run.sh does)")?;
-    let _prometheus = KillOnDrop(child);
     let logs = || {
         format!(
             "prometheus log:\n{}\nweir log:\n{}",
-            std::fs::read_to_string(&log_path).unwrap_or_default(),
+            prometheus.log(),
             server.log()
         )
     };
