@@ -18,6 +18,15 @@ if ! python3 -c 'import influxdb_client' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check 'influxdb-client>=1.40,<2'
 fi
 
+# The OpenTelemetry Python SDK with its OTLP gRPC and HTTP exporters, and
+# pyarrow (Flight), export to Weir unmodified in the protocols' test.
+if ! python3 -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http, pyarrow.flight' 2>/dev/null; then
+  echo "==> installing the OpenTelemetry SDK, its OTLP exporters and pyarrow (Python clients)"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    'opentelemetry-sdk>=1.40,<2' 'opentelemetry-exporter-otlp-proto-grpc>=1.40,<2' \
+    'opentelemetry-exporter-otlp-proto-http>=1.40,<2' 'pyarrow>=15'
+fi
+
 # Headless Chromium renders the status page in the monitor's end-to-end
 # test; openssl makes its certificates and serves TLS for the probe tests;
 # amtool (in Debian's prometheus-alertmanager) manages suppressions through

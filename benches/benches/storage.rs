@@ -12,8 +12,9 @@ use weir_model::TableBatch;
 use weir_model::WriteLimits;
 use weir_proto::v1::WriteRequest;
 use weir_protocols::native::decode_write;
+use weir_protocols::otlp::collector::metrics::v1::ExportMetricsServiceRequest;
 use weir_protocols::remote_write::{self, Label, Sample, TimeSeries};
-use weir_protocols::{compression, line_protocol};
+use weir_protocols::{compression, line_protocol, otlp};
 use weir_storage::{Durability, Store, StoreConfig, WalConfig};
 
 const WORKLOAD: Workload = Workload {
@@ -155,6 +156,33 @@ fn decode_protocols(c: &mut Criterion) {
         &snappy,
         |b, body| b.iter(|| compression::unsnappy(body, 64 << 20).unwrap()),
     );
+
+    // OTLP: one gauge point per row, the service as an attribute.
+    let otlp = workload.otlp_gauges(0, 1, rows).encode_to_vec();
+    group.bench_with_input(BenchmarkId::new("otlp_metrics", rows), &otlp, |b, body| {
+        b.iter(|| {
+            let request: ExportMetricsServiceRequest =
+                otlp::decode_body(body, otlp::Encoding::Protobuf).unwrap();
+            let out = otlp::metrics::decode(&request, 1, WriteLimits::default(), &tables).unwrap();
+            assert!(out.decoded.rejected.is_empty());
+            out
+        });
+    });
+
+    // Arrow: the same rows already columnar (what Flight DoPut receives
+    // once arrow-ipc has read the message).
+    let batch = workload.record_batch(0, 1, rows);
+    group.bench_with_input(BenchmarkId::new("arrow_batch", rows), &batch, |b, batch| {
+        b.iter(|| {
+            weir_protocols::arrow_batch::decode(
+                "service_metrics",
+                batch,
+                WriteLimits::default(),
+                &tables,
+            )
+            .unwrap()
+        });
+    });
     group.finish();
 }
 

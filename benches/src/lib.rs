@@ -6,8 +6,22 @@
 //! the files it emits for InfluxDB and Postgres, and any split across
 //! streams all describe exactly the same rows.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
 
+use arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, StringDictionaryBuilder,
+    TimestampNanosecondArray,
+};
+use arrow::datatypes::Int32Type;
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use weir_proto::v1::{Field, Point, WriteRequest, field};
 
 /// `rows` `service_metrics` rows from `services` services, evenly spread
@@ -112,6 +126,97 @@ impl Workload {
             symbols: symbols.into_iter().map(Into::into).collect(),
             points,
             time_columns: Vec::new(),
+        }
+    }
+
+    /// Rows `first, first + stride, …` (`count` of them) as one Arrow
+    /// record batch in the types the native write stores them in, as an
+    /// Arrow client would send them (Flight `DoPut`).
+    pub fn record_batch(&self, first: u64, stride: u64, count: usize) -> RecordBatch {
+        let mut times = Vec::with_capacity(count);
+        let mut services = StringDictionaryBuilder::<Int32Type>::new();
+        let mut status = StringBuilder::with_capacity(count, count * 8);
+        let mut response_ms = Float64Builder::with_capacity(count);
+        let mut status_code = Int64Builder::with_capacity(count);
+        let mut names: HashMap<u64, String> = HashMap::new();
+        for i in 0..count as u64 {
+            let index = first + i * stride;
+            if index >= self.rows {
+                break;
+            }
+            let row = self.row(index);
+            times.push(row.recorded_at_ns);
+            let name = names
+                .entry(row.service)
+                .or_insert_with(|| Self::service_name(row.service));
+            services.append_value(name.as_str());
+            status.append_value(if row.healthy { "healthy" } else { "unhealthy" });
+            response_ms.append_option(row.response_ms);
+            status_code.append_value(row.status_code);
+        }
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "recorded_at",
+                Arc::new(
+                    TimestampNanosecondArray::from(times).with_timezone(weir_model::TIME_ZONE),
+                ),
+            ),
+            ("service_name", Arc::new(services.finish())),
+            ("status", Arc::new(status.finish())),
+            ("response_ms", Arc::new(response_ms.finish())),
+            ("status_code", Arc::new(status_code.finish())),
+        ];
+        RecordBatch::try_from_iter(columns).expect("the workload's columns line up")
+    }
+
+    /// Rows `first, first + stride, …` (`count` of them) as one OTLP
+    /// metrics export: a gauge `check.response_ms` point per row (0 for a
+    /// check without a response time), the service as a point attribute,
+    /// one resource, as an SDK sends them.
+    pub fn otlp_gauges(
+        &self,
+        first: u64,
+        stride: u64,
+        count: usize,
+    ) -> ExportMetricsServiceRequest {
+        let string = |key: &str, value: String| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value)),
+            }),
+            ..Default::default()
+        };
+        let data_points = (0..count as u64)
+            .map(|i| first + i * stride)
+            .filter(|index| *index < self.rows)
+            .map(|index| {
+                let row = self.row(index);
+                NumberDataPoint {
+                    attributes: vec![string("service.name", Self::service_name(row.service))],
+                    time_unix_nano: row.recorded_at_ns as u64,
+                    value: Some(number_data_point::Value::AsDouble(
+                        row.response_ms.unwrap_or(0.0),
+                    )),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![string("host.name", "bench".into())],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "check.response_ms".into(),
+                        data: Some(metric::Data::Gauge(Gauge { data_points })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
         }
     }
 

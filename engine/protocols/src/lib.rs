@@ -8,6 +8,8 @@
 //! | [`native`] | Weir's own `weir.v1.WriteRequest` (symbol table + points) |
 //! | [`line_protocol`] | InfluxDB line protocol (`/write`, `/api/v2/write`) |
 //! | [`remote_write`] | Prometheus remote write 1.0 (snappy-compressed protobuf) |
+//! | [`otlp`] | OpenTelemetry OTLP metrics, logs and traces (protobuf or JSON) |
+//! | [`arrow_batch`] | Arrow record batches (Flight `DoPut`): checked and cast, not decoded |
 //! | [`compression`] | bounded gzip and snappy decompression of request bodies |
 //!
 //! Two ways a request can fail, and the protocols differ in which they use:
@@ -28,9 +30,11 @@ use std::fmt;
 
 use weir_model::{TableBatch, TableSchema};
 
+pub mod arrow_batch;
 pub mod compression;
 pub mod line_protocol;
 pub mod native;
+pub mod otlp;
 mod points;
 pub mod remote_write;
 

@@ -69,6 +69,7 @@ pub(crate) struct RequestTables<'t> {
 
 pub(crate) struct KnownTable {
     pub id: TableId,
+    pub time_column: String,
     stored: Option<TableSchema>,
 }
 
@@ -87,10 +88,17 @@ impl<'t> RequestTables<'t> {
         name: &str,
     ) -> weir_model::Result<&KnownTable> {
         if !self.known.contains_key(name) {
-            let id = builder.table(name, &self.tables.time_column(name))?;
+            let time_column = self.tables.time_column(name);
+            let id = builder.table(name, &time_column)?;
             let stored = self.tables.schema(name);
-            self.known
-                .insert(name.to_string(), KnownTable { id, stored });
+            self.known.insert(
+                name.to_string(),
+                KnownTable {
+                    id,
+                    time_column,
+                    stored,
+                },
+            );
         }
         Ok(&self.known[name])
     }

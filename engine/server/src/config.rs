@@ -129,6 +129,18 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
 
+    /// A gRPC listener for OTLP alone, where OpenTelemetry SDKs send by
+    /// default: `127.0.0.1:4317`. Off unless set; OTLP is always served on
+    /// the gRPC listen address too.
+    #[arg(long, env = "WEIR_OTLP_GRPC_LISTEN", value_name = "ADDR")]
+    pub otlp_grpc_listen: Option<SocketAddr>,
+
+    /// An HTTP listener for OTLP/HTTP alone (`/v1/metrics`, `/v1/logs`,
+    /// `/v1/traces`), the SDKs' default being `127.0.0.1:4318`. Off unless
+    /// set; OTLP/HTTP is always served on the HTTP listen address too.
+    #[arg(long, env = "WEIR_OTLP_HTTP_LISTEN", value_name = "ADDR")]
+    pub otlp_http_listen: Option<SocketAddr>,
+
     /// WAL durability: `fsync` (each group commit, before the ack; default),
     /// `interval` (ack after write, fsync every `wal-sync-interval`) or `none`.
     #[arg(long, env = "WEIR_WAL_SYNC", value_name = "MODE")]
@@ -390,6 +402,8 @@ impl std::fmt::Debug for NativeStages {
 pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    pub otlp_grpc_listen: Option<SocketAddr>,
+    pub otlp_http_listen: Option<SocketAddr>,
     pub store: StoreConfig,
     pub background: BackgroundConfig,
     pub query: QueryConfig,
@@ -487,6 +501,8 @@ impl ServeArgs {
             data_dir,
             grpc_listen,
             http_listen,
+            otlp_grpc_listen,
+            otlp_http_listen,
             wal_sync,
             wal_sync_interval,
             wal_segment_size,
@@ -701,6 +717,8 @@ impl ServeArgs {
             http_listen: self
                 .http_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
+            otlp_grpc_listen: self.otlp_grpc_listen,
+            otlp_http_listen: self.otlp_http_listen,
             store,
             background,
             query,

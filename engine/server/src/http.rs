@@ -14,6 +14,7 @@
 //! | `/api/v1/suppressions…`, `/api/v2/silences…` | suppressions (see `http/suppressions.rs`) |
 //! | `POST /api/v1/events`, `/api/v2/alerts` | events (see `http/events.rs`) |
 //! | `POST /api/v2/write`, `/write`, `/api/v1/prom/write` | InfluxDB line protocol and Prometheus remote write (see `http/write.rs`) |
+//! | `POST /v1/metrics`, `/v1/logs`, `/v1/traces` | OTLP/HTTP (see `otlp.rs`; also on the OTLP HTTP listener) |
 //!
 //! Errors answer with a JSON body `{"error": "..."}` and the status from `status.rs`.
 
@@ -76,8 +77,17 @@ pub fn router(state: Arc<HttpState>) -> Router {
                 .route("/api/v1/ingest/{source}", post(ingest_raw))
                 .merge(events::routes())
                 .merge(write::routes())
+                .merge(crate::otlp::http_routes())
                 .layer(axum::extract::DefaultBodyLimit::max(state.max_raw_body)),
         )
+        .layer(axum::middleware::from_fn(with_request_id))
+        .with_state(state)
+}
+
+/// OTLP/HTTP alone, for its own listener.
+pub fn otlp_router(state: Arc<HttpState>) -> Router {
+    crate::otlp::http_routes()
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_raw_body))
         .layer(axum::middleware::from_fn(with_request_id))
         .with_state(state)
 }

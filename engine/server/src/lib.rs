@@ -2,20 +2,24 @@
 //! the one place where the engine's parts are assembled ([`serve`]).
 //!
 //! What flows in: gRPC `weir.v1.WriteService` calls (plus `grpc.health.v1`
-//! and server reflection), HTTP requests, raw bodies for ingest sources,
-//! heartbeats. What flows out: acks once writes are durable, query results,
+//! and server reflection), OTLP exports and Arrow Flight `DoPut` streams,
+//! HTTP requests (SQL, other systems' write APIs, raw bodies for ingest
+//! sources), heartbeats. What flows out: acks once writes are durable, query results,
 //! metrics, the status page; the monitor (`weir-monitor`) runs inside.
 //!
-//! Rooms: `config` (every setting: flag, env, TOML), `decode` (wire →
-//! Arrow, the ingest hot path), `ingest` (decode → the shared
-//! `weir_pipeline::WritePath`), `plugins` (start-up, reload and file watching,
-//! per-plugin counters and the `weir_plugins` table), `grpc` and `http` (the
-//! front ends), `status` (errors → status codes, only there), `request_id`.
+//! Rooms: `config` (every setting: flag, env, TOML), `plugins` (start-up,
+//! reload and file watching, per-plugin counters and the `weir_plugins`
+//! table), `grpc`, `flight`, `http` and `otlp` (the front ends: each decodes with
+//! `weir-protocols` and writes through the shared
+//! `weir_pipeline::WritePath`), `status` (errors → status codes, only
+//! there), `request_id`.
 
 mod config;
 mod error;
+mod flight;
 mod grpc;
 mod http;
+mod otlp;
 mod plugins;
 mod request_id;
 mod status;
@@ -49,6 +53,9 @@ pub use status::ErrorKind;
 pub struct BoundAddrs {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
+    /// The OTLP-only listeners, if configured.
+    pub otlp_grpc: Option<SocketAddr>,
+    pub otlp_http: Option<SocketAddr>,
 }
 
 /// Runs the server until `shutdown` resolves, then shuts down gracefully:
@@ -117,9 +124,19 @@ pub async fn serve(
 
     let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.http_listen, "HTTP").await?;
+    let otlp_grpc_listener = match config.otlp_grpc_listen {
+        Some(addr) => Some(bind(addr, "OTLP gRPC").await?),
+        None => None,
+    };
+    let otlp_http_listener = match config.otlp_http_listen {
+        Some(addr) => Some(bind(addr, "OTLP HTTP").await?),
+        None => None,
+    };
     let addrs = BoundAddrs {
         grpc: local_addr(&grpc_listener)?,
         http: local_addr(&http_listener)?,
+        otlp_grpc: otlp_grpc_listener.as_ref().map(local_addr).transpose()?,
+        otlp_http: otlp_http_listener.as_ref().map(local_addr).transpose()?,
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -131,6 +148,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
+    let otlp_api = otlp::OtlpApi::new(write_path.clone(), config.write_limits);
+    let (otlp_metrics, otlp_logs, otlp_traces) =
+        otlp::grpc_services(otlp_api.clone(), config.max_message_bytes);
+    let flight_service = flight::FlightApi::new(write_path.clone(), config.write_limits)
+        .server(config.max_message_bytes);
     let write_service =
         WriteServiceServer::new(grpc::WriteApi::new(write_path, config.write_limits))
             .max_decoding_message_size(config.max_message_bytes);
@@ -142,12 +164,35 @@ pub async fn serve(
         .add_service(MonitorServiceServer::new(grpc::MonitorApi::new(
             Arc::clone(&monitor),
         )))
+        .add_service(flight_service)
+        .add_service(otlp_metrics)
+        .add_service(otlp_logs)
+        .add_service(otlp_traces)
         .serve_with_incoming_shutdown(grpc_incoming, wait_for_stop(stop_rx.clone()));
     let http_server = axum::serve(http_listener, http::router(Arc::clone(&http_state)))
         .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
 
-    let grpc_task = tokio::spawn(grpc_server);
-    let http_task = tokio::spawn(async move { http_server.await });
+    let mut tasks = vec![
+        spawn_listener("gRPC", grpc_server),
+        spawn_listener("HTTP", async move { http_server.await }),
+    ];
+    if let Some(listener) = otlp_grpc_listener {
+        let (metrics, logs, traces) = otlp::grpc_services(otlp_api, config.max_message_bytes);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        tasks.push(spawn_listener(
+            "OTLP gRPC",
+            tonic::transport::Server::builder()
+                .add_service(metrics)
+                .add_service(logs)
+                .add_service(traces)
+                .serve_with_incoming_shutdown(incoming, wait_for_stop(stop_rx.clone())),
+        ));
+    }
+    if let Some(listener) = otlp_http_listener {
+        let server = axum::serve(listener, http::otlp_router(Arc::clone(&http_state)))
+            .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
+        tasks.push(spawn_listener("OTLP HTTP", async move { server.await }));
+    }
     info!(grpc = %addrs.grpc, http = %addrs.http, data_dir = %config.store.data_dir.display(), "weir is serving");
     on_bound(addrs);
 
@@ -159,8 +204,9 @@ pub async fn serve(
         .await;
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(config.shutdown_grace, async {
-        let _ = grpc_task.await;
-        let _ = http_task.await;
+        for task in tasks {
+            let _ = task.await;
+        }
     })
     .await;
     if drained.is_err() {
@@ -191,6 +237,18 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
     listener.local_addr().map_err(|source| Error::Io {
         what: "reading a listener's address".into(),
         source,
+    })
+}
+
+/// Runs a listener's server until it stops; a server that fails is logged.
+fn spawn_listener<E: std::fmt::Display>(
+    what: &'static str,
+    server: impl Future<Output = std::result::Result<(), E>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            warn!(error = %e, "the {what} server failed");
+        }
     })
 }
 

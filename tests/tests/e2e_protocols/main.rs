@@ -1,13 +1,17 @@
 //! Other systems' ingest protocols through the real binary, with their real
 //! clients: InfluxDB line protocol from the official Python
 //! `influxdb-client` (`influx.rs`), Prometheus remote write from a real
-//! Prometheus server scraping Weir and itself (`prometheus.rs`), and hostile
+//! Prometheus server scraping Weir and itself (`prometheus.rs`), OTLP from
+//! the OpenTelemetry Python SDK's gRPC and HTTP exporters (`otlp.rs`),
+//! Arrow Flight `DoPut` from `pyarrow.flight` (`flight.rs`), and hostile
 //! bodies for each, built by hand past any client. After every hostile
 //! request the server still serves, and what it acknowledged survives a
 //! `kill -9`. Also the built-in host source (`host.rs`).
 
+mod flight;
 mod host;
 mod influx;
+mod otlp;
 mod prometheus;
 
 use anyhow::Result;
