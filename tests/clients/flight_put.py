@@ -53,10 +53,12 @@ def put(table, batches):
         for b in batches:
             writer.write_batch(b)
             buf = reader.read()
+            if buf is None:
+                break  # the server ended the stream: close() raises why
             acks.append(json.loads(buf.to_pybytes()))
         writer.done_writing()
         writer.close()
-    except flight.FlightError as e:
+    except (flight.FlightError, pa.ArrowException) as e:  # INVALID_ARGUMENT is ArrowInvalid
         return {"acks": acks, "error": str(e)}
     return {"acks": acks}
 

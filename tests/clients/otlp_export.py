@@ -107,9 +107,8 @@ with tracer.start_as_current_span("checkout", attributes={"order.id": "A-17"}) a
         log.error("payment failed for order %s", "A-17", extra={"order.id": "A-17"})
     context = span.get_span_context()
 
-meter_provider.force_flush()
-tracer_provider.force_flush()
-logger_provider.force_flush()
+# Shutting down collects and exports the metrics once (a flush before it
+# would export the cumulative sums twice, at two times).
 meter_provider.shutdown()
 tracer_provider.shutdown()
 logger_provider.shutdown()

@@ -46,9 +46,10 @@ struct StreamResult {
 }
 
 async fn run_stream(args: &Args, workload: Workload, stream: u64) -> anyhow::Result<StreamResult> {
-    let mut client = FlightServiceClient::connect(args.grpc.clone())
-        .await?
-        .max_encoding_message_size(usize::MAX);
+    let channel = tonic::transport::Channel::from_shared(args.grpc.clone())?
+        .connect()
+        .await?;
+    let mut client = FlightServiceClient::new(channel).max_encoding_message_size(usize::MAX);
     let (tx, rx) = mpsc::channel(args.in_flight);
     let data = FlightDataEncoderBuilder::new()
         .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![

@@ -59,7 +59,7 @@ async fn pyarrow_flight_writes_record_batches() -> Result<()> {
         assert_eq!(stats[0]["cpu_type"], "Float64");
         assert_eq!(stats[0]["cores_type"], "Int64");
         assert_eq!(stats[0]["note_type"], "Utf8");
-        assert_eq!(stats[0]["null_cores"], 1250);
+        assert_eq!(stats[0]["null_cores"], 1255);
     };
     let query = "SELECT COUNT(*) AS n, COUNT(DISTINCT host) AS hosts,
                         CAST(MIN(time) AS VARCHAR) AS first,
@@ -70,7 +70,10 @@ async fn pyarrow_flight_writes_record_batches() -> Result<()> {
     check(&rows(&server, query).await?);
 
     // Streams built past pyarrow: each refused with a clear status.
-    let mut client = FlightServiceClient::connect(server.grpc_url.clone()).await?;
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url.clone())?
+        .connect()
+        .await?;
+    let mut client = FlightServiceClient::new(channel);
     let put = |messages: Vec<FlightData>| {
         let mut client = client.clone();
         async move {
