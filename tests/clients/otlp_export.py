@@ -32,7 +32,12 @@ if transport == "grpc":
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
-    span_exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    from grpc import Compression as GrpcCompression
+
+    # gzip'd spans, as the Collector sends by default.
+    span_exporter = OTLPSpanExporter(
+        endpoint=endpoint, insecure=True, compression=GrpcCompression.Gzip
+    )
     metric_exporter = OTLPMetricExporter(endpoint=endpoint, insecure=True)
     log_exporter = OTLPLogExporter(endpoint=endpoint, insecure=True)
 else:

@@ -59,7 +59,8 @@ pub struct OtlpApi {
     limits: WriteLimits,
 }
 
-/// The three gRPC services, each accepting messages up to `max_message`.
+/// The three gRPC services, each accepting messages up to `max_message`
+/// (once decompressed: tonic bounds a gzip'd message by the same limit).
 pub fn grpc_services(
     api: OtlpApi,
     max_message: usize,
@@ -68,10 +69,21 @@ pub fn grpc_services(
     LogsServiceServer<OtlpApi>,
     TraceServiceServer<OtlpApi>,
 ) {
+    // gzip in (the Collector's default) and out when the client accepts it.
+    use tonic::codec::CompressionEncoding::Gzip;
     (
-        MetricsServiceServer::new(api.clone()).max_decoding_message_size(max_message),
-        LogsServiceServer::new(api.clone()).max_decoding_message_size(max_message),
-        TraceServiceServer::new(api).max_decoding_message_size(max_message),
+        MetricsServiceServer::new(api.clone())
+            .max_decoding_message_size(max_message)
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip),
+        LogsServiceServer::new(api.clone())
+            .max_decoding_message_size(max_message)
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip),
+        TraceServiceServer::new(api)
+            .max_decoding_message_size(max_message)
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip),
     )
 }
 

@@ -136,7 +136,7 @@ async fn the_opentelemetry_sdk_exports_over_grpc_and_http() -> Result<()> {
             exponential[0]["high"].as_f64().unwrap_or(f64::NAN),
         );
         assert!(
-            low < 3.0 && low > 1.0 && high >= 250.0 && high < 300.0,
+            (1.0..3.0).contains(&low) && (250.0..300.0).contains(&high),
             "{exponential:?}"
         );
 
@@ -276,6 +276,27 @@ async fn otlp_reports_partial_success_and_refuses_what_is_not_otlp() -> Result<(
         code == 400 && text.contains("limit of 10000 columns"),
         "{code}: {text}"
     );
+
+    // A gzip bomb over gRPC: a 100 MiB attribute that compresses to
+    // about 100 KiB stops at the 64 MiB message limit while inflating.
+    let mut bomb = gauge_request("bomb", vec![]);
+    bomb.resource_metrics[0].resource = Some(Resource {
+        attributes: vec![KeyValue {
+            key: "big".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("a".repeat(100 << 20))),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let status = client
+        .clone()
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .export(bomb)
+        .await
+        .expect_err("a message past the limit once inflated");
+    assert_ne!(status.code(), tonic::Code::Ok, "{status:?}");
 
     // OTLP/JSON on Weir's HTTP port, with a record dropped for its id.
     let logs = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"json-svc"}}]},
