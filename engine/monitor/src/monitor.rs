@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
+use weir_metrics::{
+    Collector, Counter, DescriptorEncoder, GaugeFn, Kind, Latency, Registry, write_family,
+};
 use weir_pipeline::WritePath;
 use weir_query::{QueryEngine, SystemTable};
-use weir_storage::metrics::{Counter, Exposition, Gauge, Histogram};
 
 use arrow::array::{Array, AsArray};
 
@@ -73,9 +75,8 @@ pub struct Monitor {
     row_metrics: Arc<RowMetrics>,
     notify_metrics: Arc<NotifyMetrics>,
     rule_metrics: Arc<RuleMetrics>,
-    owed: Gauge,
     retired: RetiredHosts,
-    event_metrics: EventMetrics,
+    event_metrics: Arc<EventMetrics>,
     /// Wakes the persist loop: something owes a save and its consequences.
     persist: Arc<Notify>,
 }
@@ -93,7 +94,7 @@ pub struct EventReport {
 struct RuleMetrics {
     evaluations: Counter,
     failures: Counter,
-    seconds: Histogram,
+    seconds: Latency,
 }
 
 /// The services part of the status page, and when it was computed.
@@ -167,7 +168,7 @@ impl Monitor {
         let retired = RetiredHosts::new(args.settings.retired_hosts.iter().cloned());
         Ok(Self {
             retired,
-            event_metrics: EventMetrics::default(),
+            event_metrics: Arc::default(),
             persist: Arc::new(Notify::new()),
             settings: args.settings,
             state_dir,
@@ -187,7 +188,6 @@ impl Monitor {
             row_metrics: Arc::default(),
             notify_metrics: Arc::default(),
             rule_metrics: Arc::default(),
-            owed: Default::default(),
         })
     }
 
@@ -677,113 +677,130 @@ impl Monitor {
         )))
     }
 
-    pub fn render_metrics(&self, out: &mut Exposition<'_>) {
-        let p = &self.probe_metrics;
-        out.counter("weir_probe_runs_total", "Probe runs.", &p.runs);
-        out.counter(
-            "weir_probe_unhealthy_total",
-            "Probe runs that were unhealthy.",
-            &p.unhealthy,
+    /// Registers the monitor's metrics: probes, rules, notifications, and
+    /// the events and alert book read at scrape time.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "weir_probe_runs",
+            "Probe runs",
+            self.probe_metrics.runs.clone(),
         );
-        out.histogram("weir_probe_seconds", "Probe run time.", &p.seconds);
-        out.histogram(
+        registry.register(
+            "weir_probe_unhealthy",
+            "Probe runs that were unhealthy",
+            self.probe_metrics.unhealthy.clone(),
+        );
+        registry.register(
+            "weir_probe_seconds",
+            "Probe run time",
+            self.probe_metrics.seconds.clone(),
+        );
+        registry.register(
             "weir_probe_slot_wait_seconds",
-            "Time probe runs waited for a slot (probe_concurrency).",
-            &p.slot_wait_seconds,
+            "Time probe runs waited for a slot (probe_concurrency)",
+            self.probe_metrics.slot_wait_seconds.clone(),
         );
-        out.counter(
-            "weir_heartbeats_total",
-            "Heartbeats received.",
-            &p.heartbeats,
+        registry.register(
+            "weir_heartbeats",
+            "Heartbeats received",
+            self.probe_metrics.heartbeats.clone(),
         );
-        out.counter(
-            "weir_heartbeats_missed_total",
-            "Unhealthy rows written for missed heartbeats.",
-            &p.heartbeats_missed,
+        registry.register(
+            "weir_heartbeats_missed",
+            "Unhealthy rows written for missed heartbeats",
+            self.probe_metrics.heartbeats_missed.clone(),
         );
-        out.counter(
-            "weir_probe_rows_written_total",
-            "Probe and heartbeat rows written.",
-            &self.row_metrics.written,
+        registry.register(
+            "weir_probe_rows_written",
+            "Probe and heartbeat rows written",
+            self.row_metrics.written.clone(),
         );
-        out.counter(
-            "weir_probe_rows_failed_total",
-            "Probe and heartbeat rows that could not be written.",
-            &self.row_metrics.failed,
+        registry.register(
+            "weir_probe_rows_failed",
+            "Probe and heartbeat rows that could not be written",
+            self.row_metrics.failed.clone(),
         );
-        out.counter(
-            "weir_rule_evaluations_total",
-            "Alert rule evaluations.",
-            &self.rule_metrics.evaluations,
+        registry.register(
+            "weir_rule_evaluations",
+            "Alert rule evaluations",
+            self.rule_metrics.evaluations.clone(),
         );
-        out.histogram(
+        registry.register(
             "weir_rule_evaluation_seconds",
-            "Time to evaluate one alert rule (its query and the state update).",
-            &self.rule_metrics.seconds,
+            "Time to evaluate one alert rule (its query and the state update)",
+            self.rule_metrics.seconds.clone(),
         );
-        out.counter(
-            "weir_rule_failures_total",
-            "Alert rule evaluations that failed.",
-            &self.rule_metrics.failures,
+        registry.register(
+            "weir_rule_failures",
+            "Alert rule evaluations that failed",
+            self.rule_metrics.failures.clone(),
         );
-        let n = &self.notify_metrics;
-        out.counter(
-            "weir_notification_attempts_total",
-            "Notification delivery attempts.",
-            &n.attempts,
+        registry.register(
+            "weir_notification_attempts",
+            "Notification delivery attempts",
+            self.notify_metrics.attempts.clone(),
         );
-        out.counter(
-            "weir_notifications_delivered_total",
-            "Notifications delivered.",
-            &n.delivered,
+        registry.register(
+            "weir_notifications_delivered",
+            "Notifications delivered",
+            self.notify_metrics.delivered.clone(),
         );
-        out.counter(
-            "weir_notifications_failed_total",
-            "Notifications given up.",
-            &n.failed,
+        registry.register(
+            "weir_notifications_failed",
+            "Notifications given up",
+            self.notify_metrics.failed.clone(),
         );
-        out.histogram(
+        registry.register(
             "weir_notification_seconds",
-            "Notification attempt latency.",
-            &n.seconds,
+            "Notification attempt latency",
+            self.notify_metrics.seconds.clone(),
         );
-        let e = &self.event_metrics;
-        out.family(
+        registry.register_collector(Box::new(EventCounts(Arc::clone(&self.event_metrics))));
+        let book = self.book.clone();
+        registry.register(
+            "weir_events_held",
+            "Unhealthy events waiting for their ignore-flap min-age",
+            GaugeFn::new(move || book.held() as i64),
+        );
+        let book = self.book.clone();
+        registry.register(
+            "weir_notifications_owed",
+            "Notifications waiting for delivery",
+            GaugeFn::new(move || book.owed() as i64),
+        );
+    }
+}
+
+/// Events by outcome and by drop reason, as counted when they arrive.
+#[derive(Debug)]
+struct EventCounts(Arc<EventMetrics>);
+
+impl Collector for EventCounts {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let e = &self.0;
+        write_family(
+            &mut encoder,
             "weir_events_total",
             "Events received, by outcome.",
-            "counter",
+            Kind::Counter,
             [
-                (&[("outcome", "passed")][..], e.passed() as f64),
-                (&[("outcome", "held")][..], e.held() as f64),
+                ([("outcome", "passed")], e.passed() as f64),
+                ([("outcome", "held")], e.held() as f64),
                 (
-                    &[("outcome", "dropped")][..],
+                    [("outcome", "dropped")],
                     e.received().saturating_sub(e.passed() + e.held()) as f64,
                 ),
             ],
-        );
-        let dropped: Vec<([(&str, &str); 1], f64)> = DropReason::ALL
-            .iter()
-            .map(|r| ([("reason", r.as_str())], e.dropped(*r) as f64))
-            .collect();
-        out.family(
+        )?;
+        write_family(
+            &mut encoder,
             "weir_events_dropped_total",
             "Events the static pre-filters dropped, by reason.",
-            "counter",
-            dropped.iter().map(|(labels, v)| (&labels[..], *v)),
-        );
-        let held = Gauge::default();
-        held.set(self.book.held() as i64);
-        out.gauge(
-            "weir_events_held",
-            "Unhealthy events waiting for their ignore-flap min-age.",
-            &held,
-        );
-        self.owed.set(self.book.owed() as i64);
-        out.gauge(
-            "weir_notifications_owed",
-            "Notifications waiting for delivery.",
-            &self.owed,
-        );
+            Kind::Counter,
+            DropReason::ALL
+                .iter()
+                .map(|r| ([("reason", r.as_str())], e.dropped(*r) as f64)),
+        )
     }
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tracing::{error, warn};
+use weir_metrics::Counter;
 use weir_model::{ColumnType, TableBatch, Value, WriteBatchBuilder};
 use weir_pipeline::WritePath;
-use weir_storage::metrics::Counter;
 
 use crate::probe::ProbeOutcome;
 
@@ -111,9 +111,11 @@ async fn write(path: &WritePath, metrics: &RowMetrics, rows: Vec<CheckRow>) {
     }
     .await;
     match written {
-        Ok(_) => metrics.written.add(count),
+        Ok(_) => {
+            metrics.written.inc_by(count);
+        }
         Err(e) => {
-            metrics.failed.add(count);
+            metrics.failed.inc_by(count);
             error!(error = %e, rows = count, "could not write probe rows");
         }
     }

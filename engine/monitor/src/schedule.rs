@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
-use weir_storage::metrics::{Counter, Histogram};
+use weir_metrics::{Counter, Latency};
 
 use crate::config::HeartbeatSection;
 use crate::probe::{ProbeDef, ProbeOutcome, row_destination};
@@ -29,9 +29,9 @@ use crate::{Error, Result, config_error, parse_duration};
 pub struct ProbeMetrics {
     pub runs: Counter,
     pub unhealthy: Counter,
-    pub seconds: Histogram,
+    pub seconds: Latency,
     /// Time runs waited for a slot under `probe_concurrency`.
-    pub slot_wait_seconds: Histogram,
+    pub slot_wait_seconds: Latency,
     pub heartbeats: Counter,
     pub heartbeats_missed: Counter,
 }

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use weir_metrics::{Counter, Latency, Registry};
 use weir_model::{TableBatch, TableSchema};
 use weir_protocols::{Decoded, Rejected, Tables};
 use weir_storage::Store;
-use weir_storage::metrics::{Counter, Exposition, Histogram};
 
 use crate::{DEAD_LETTER_TABLE, DeadLetter, Error, Pipelines, Result};
 
@@ -30,46 +30,46 @@ pub struct WriteMetrics {
     pub bytes: Counter,
     pub rejected_requests: Counter,
     pub rejected_rows: Counter,
-    pub write_seconds: Histogram,
-    pub admission_wait_seconds: Histogram,
+    pub write_seconds: Latency,
+    pub admission_wait_seconds: Latency,
 }
 
 impl WriteMetrics {
-    pub fn render(&self, out: &mut Exposition<'_>) {
-        out.counter(
-            "weir_ingest_requests_total",
-            "Write requests (batches) received.",
-            &self.requests,
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "weir_ingest_requests",
+            "Write requests (batches) received",
+            self.requests.clone(),
         );
-        out.counter(
-            "weir_ingest_rows_total",
-            "Rows written and acknowledged.",
-            &self.rows,
+        registry.register(
+            "weir_ingest_rows",
+            "Rows written and acknowledged",
+            self.rows.clone(),
         );
-        out.counter(
-            "weir_ingest_bytes_total",
-            "Encoded bytes of write requests received.",
-            &self.bytes,
+        registry.register(
+            "weir_ingest_bytes",
+            "Encoded bytes of write requests received",
+            self.bytes.clone(),
         );
-        out.counter(
-            "weir_ingest_rejected_requests_total",
-            "Write requests rejected.",
-            &self.rejected_requests,
+        registry.register(
+            "weir_ingest_rejected_requests",
+            "Write requests rejected",
+            self.rejected_requests.clone(),
         );
-        out.counter(
-            "weir_ingest_rejected_rows_total",
-            "Rows in rejected write requests.",
-            &self.rejected_rows,
+        registry.register(
+            "weir_ingest_rejected_rows",
+            "Rows in rejected write requests",
+            self.rejected_rows.clone(),
         );
-        out.histogram(
+        registry.register(
             "weir_ingest_admission_wait_seconds",
-            "Time writes waited for the in-flight budget (max_write_inflight_size) before decoding.",
-            &self.admission_wait_seconds,
+            "Time writes waited for the in-flight budget (max_write_inflight_size) before decoding",
+            self.admission_wait_seconds.clone(),
         );
-        out.histogram(
+        registry.register(
             "weir_ingest_write_seconds",
-            "Time from receiving a write to acknowledging it (decode, pipeline, WAL group commit).",
-            &self.write_seconds,
+            "Time from receiving a write to acknowledging it (decode, pipeline, WAL group commit)",
+            self.write_seconds.clone(),
         );
     }
 }
@@ -151,7 +151,7 @@ impl WritePath {
             .admission_wait_seconds
             .observe(started.elapsed());
         self.metrics.requests.inc();
-        self.metrics.bytes.add(bytes as u64);
+        self.metrics.bytes.inc_by(bytes as u64);
         Ok(Admission {
             _permit: permit,
             bytes,
@@ -163,7 +163,7 @@ impl WritePath {
     /// (it did not decode, say).
     pub fn rejected(&self, admission: Admission, rows: u64) {
         self.metrics.rejected_requests.inc();
-        self.metrics.rejected_rows.add(rows);
+        self.metrics.rejected_rows.inc_by(rows);
         drop(admission);
     }
 
@@ -201,7 +201,7 @@ impl WritePath {
             }
         };
         let Decoded { batches, rejected } = decoded;
-        self.metrics.rejected_rows.add(rejected.points);
+        self.metrics.rejected_rows.inc_by(rejected.points);
         let rows = if batches.is_empty() {
             self.finish(Ok(0), 0, admission)?
         } else {
@@ -331,14 +331,14 @@ impl WritePath {
     fn finish(&self, result: Result<u64>, rows_in: u64, admission: Admission) -> Result<u64> {
         match &result {
             Ok(rows) => {
-                self.metrics.rows.add(*rows);
+                self.metrics.rows.inc_by(*rows);
                 self.metrics
                     .write_seconds
                     .observe(admission.started.elapsed());
             }
             Err(_) => {
                 self.metrics.rejected_requests.inc();
-                self.metrics.rejected_rows.add(rows_in);
+                self.metrics.rejected_rows.inc_by(rows_in);
             }
         }
         drop(admission);

@@ -24,8 +24,8 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tracing::debug;
+use weir_metrics::{Counter, Latency, Registry};
 use weir_storage::Store;
-use weir_storage::metrics::{Counter, Exposition, Histogram};
 
 use crate::complexity::{MAX_SQL_BYTES, MAX_SQL_DEPTH, check_depth};
 use crate::{Error, Result, WeirTable};
@@ -49,18 +49,22 @@ pub struct QueryConfig {
 pub struct QueryMetrics {
     pub queries: Counter,
     pub failed: Counter,
-    pub seconds: Histogram,
+    pub seconds: Latency,
 }
 
 impl QueryMetrics {
-    pub fn render(&self, out: &mut Exposition<'_>) {
-        out.counter("weir_queries_total", "SQL queries run.", &self.queries);
-        out.counter(
-            "weir_query_errors_total",
-            "SQL queries that failed.",
-            &self.failed,
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("weir_queries", "SQL queries run", self.queries.clone());
+        registry.register(
+            "weir_query_errors",
+            "SQL queries that failed",
+            self.failed.clone(),
         );
-        out.histogram("weir_query_seconds", "SQL query latency.", &self.seconds);
+        registry.register(
+            "weir_query_seconds",
+            "SQL query latency",
+            self.seconds.clone(),
+        );
     }
 }
 

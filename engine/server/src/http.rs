@@ -32,7 +32,6 @@ use axum::routing::{get, post};
 use tracing::{Instrument, info_span, warn};
 use weir_query::{QueryEngine, QueryResult};
 use weir_storage::Store;
-use weir_storage::metrics::Exposition;
 
 use crate::config::ServeArgs;
 use crate::{Error, plugins, request_id};
@@ -53,6 +52,8 @@ pub struct HttpState {
     pub write_limits: weir_model::WriteLimits,
     pub pipelines: Arc<weir_pipeline::Pipelines>,
     pub monitor: Arc<weir_monitor::Monitor>,
+    /// Everything `/metrics` reports; each component registered its own.
+    pub metrics: weir_metrics::Registry,
     pub reload_args: Option<ServeArgs>,
     pub max_raw_body: usize,
     pub ready: AtomicBool,
@@ -116,14 +117,8 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    let mut text = String::with_capacity(8 * 1024);
-    let mut out = Exposition::new(&mut text);
-    state.write_path.metrics().render(&mut out);
-    plugins::render_metrics(&state.pipelines, &mut out);
-    state.monitor.render_metrics(&mut out);
-    state.store.metrics().render(&mut out);
-    state.query.metrics().render(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    let text = weir_metrics::encode(&state.metrics);
+    ([(header::CONTENT_TYPE, weir_metrics::CONTENT_TYPE)], text)
 }
 
 impl IntoResponse for Error {

@@ -94,6 +94,12 @@ pub async fn serve(
             .with_system_table(monitor.groups_table()),
     );
     monitor.start(Arc::clone(&query)).await?;
+    let mut metrics = weir_metrics::Registry::default();
+    write_path.metrics().register(&mut metrics);
+    metrics.register_collector(Box::new(plugins::PluginCounters(Arc::clone(&pipelines))));
+    monitor.register_metrics(&mut metrics);
+    store.register_metrics(&mut metrics);
+    query.metrics().register(&mut metrics);
     let http_state = Arc::new(http::HttpState {
         store: store.clone(),
         query,
@@ -101,6 +107,7 @@ pub async fn serve(
         write_limits: config.write_limits,
         pipelines: Arc::clone(&pipelines),
         monitor: Arc::clone(&monitor),
+        metrics,
         reload_args: config.plugins.reload_args.clone(),
         max_raw_body: config.max_message_bytes,
         ready: true.into(),

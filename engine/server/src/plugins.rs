@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tokio::sync::watch;
+use weir_metrics::{Collector, DescriptorEncoder, Kind, write_family};
 use weir_pipeline::{Pipelines, PluginReport, ReloadReport};
 use weir_plugins::PluginRuntime;
 use weir_query::SystemTable;
-use weir_storage::metrics::Exposition;
 
 use crate::config::{PluginsConfig, ServeArgs};
 use crate::{Error, NativeStages, Result};
@@ -99,120 +99,113 @@ pub async fn watch(
     }
 }
 
-pub fn render_metrics(pipelines: &Pipelines, out: &mut Exposition<'_>) {
-    let reports = pipelines.plugins();
-    let labels: Vec<[(&str, &str); 3]> = reports
-        .iter()
-        .map(|r| {
-            [
-                ("pipeline", r.pipeline.as_str()),
-                ("plugin", r.plugin.as_str()),
-                ("kind", r.kind.as_str()),
-            ]
-        })
-        .collect();
-    let family = |out: &mut Exposition<'_>,
-                  name: &str,
-                  help: &str,
-                  kind: &str,
-                  value: &dyn Fn(&PluginReport) -> f64| {
-        out.family(
-            name,
-            help,
-            kind,
-            reports.iter().zip(&labels).map(|(r, l)| (&l[..], value(r))),
-        );
-    };
-    family(
-        out,
-        "weir_plugin_calls_total",
-        "Plugin calls (one per batch or body).",
-        "counter",
-        &|r| r.stats.calls as f64,
-    );
-    family(
-        out,
-        "weir_plugin_events_in_total",
-        "Events given to plugins.",
-        "counter",
-        &|r| r.stats.events_in as f64,
-    );
-    family(
-        out,
-        "weir_plugin_events_out_total",
-        "Events plugins returned.",
-        "counter",
-        &|r| r.stats.events_out as f64,
-    );
-    family(
-        out,
-        "weir_plugin_events_dropped_total",
-        "Events filters dropped.",
-        "counter",
-        &|r| r.stats.events_dropped() as f64,
-    );
-    family(
-        out,
-        "weir_plugin_busy_seconds_total",
-        "Time spent in plugin calls, conversion included.",
-        "counter",
-        &|r| r.stats.busy_ns as f64 / 1e9,
-    );
-    family(
-        out,
-        "weir_plugin_ns_per_event",
-        "Average time per event in, since load.",
-        "gauge",
-        &|r| r.stats.ns_per_event(),
-    );
-    family(
-        out,
-        "weir_plugin_rejections_total",
-        "Calls the plugin answered with an error, or with invalid output.",
-        "counter",
-        &|r| r.stats.rejections as f64,
-    );
-    family(
-        out,
-        "weir_plugin_traps_total",
-        "Calls that trapped (panic, abort, bad memory access).",
-        "counter",
-        &|r| r.stats.traps as f64,
-    );
-    family(
-        out,
-        "weir_plugin_timeouts_total",
-        "Calls stopped at their deadline.",
-        "counter",
-        &|r| r.stats.timeouts as f64,
-    );
-    family(
-        out,
-        "weir_plugin_limit_hits_total",
-        "Calls stopped by the memory or output limit.",
-        "counter",
-        &|r| r.stats.limit_hits as f64,
-    );
-    family(
-        out,
-        "weir_plugin_restarts_total",
-        "Instances made anew after a fault.",
-        "counter",
-        &|r| r.stats.restarts as f64,
-    );
-    family(
-        out,
-        "weir_plugin_log_dropped_total",
-        "Plugin log lines (log, stdout, stderr) dropped over the per-call log budget.",
-        "counter",
-        &|r| r.stats.log_dropped as f64,
-    );
-    out.family(
-        "weir_plugin_reloads_total",
-        "Successful plugin reloads.",
-        "counter",
-        [(&[][..], pipelines.reloads() as f64)],
-    );
+/// The per-plugin counters on `/metrics`, read from the running plugins at
+/// scrape time (a reload replaces them).
+pub struct PluginCounters(pub Arc<Pipelines>);
+
+impl std::fmt::Debug for PluginCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PluginCounters")
+    }
+}
+
+type PluginFamily = (&'static str, &'static str, Kind, fn(&PluginReport) -> f64);
+
+impl Collector for PluginCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        const FAMILIES: &[PluginFamily] = &[
+            (
+                "weir_plugin_calls_total",
+                "Plugin calls (one per batch or body).",
+                Kind::Counter,
+                |r| r.stats.calls as f64,
+            ),
+            (
+                "weir_plugin_events_in_total",
+                "Events given to plugins.",
+                Kind::Counter,
+                |r| r.stats.events_in as f64,
+            ),
+            (
+                "weir_plugin_events_out_total",
+                "Events plugins returned.",
+                Kind::Counter,
+                |r| r.stats.events_out as f64,
+            ),
+            (
+                "weir_plugin_events_dropped_total",
+                "Events filters dropped.",
+                Kind::Counter,
+                |r| r.stats.events_dropped() as f64,
+            ),
+            (
+                "weir_plugin_busy_seconds_total",
+                "Time spent in plugin calls, conversion included.",
+                Kind::Counter,
+                |r| r.stats.busy_ns as f64 / 1e9,
+            ),
+            (
+                "weir_plugin_ns_per_event",
+                "Average time per event in, since load.",
+                Kind::Gauge,
+                |r| r.stats.ns_per_event(),
+            ),
+            (
+                "weir_plugin_rejections_total",
+                "Calls the plugin answered with an error, or with invalid output.",
+                Kind::Counter,
+                |r| r.stats.rejections as f64,
+            ),
+            (
+                "weir_plugin_traps_total",
+                "Calls that trapped (panic, abort, bad memory access).",
+                Kind::Counter,
+                |r| r.stats.traps as f64,
+            ),
+            (
+                "weir_plugin_timeouts_total",
+                "Calls stopped at their deadline.",
+                Kind::Counter,
+                |r| r.stats.timeouts as f64,
+            ),
+            (
+                "weir_plugin_limit_hits_total",
+                "Calls stopped by the memory or output limit.",
+                Kind::Counter,
+                |r| r.stats.limit_hits as f64,
+            ),
+            (
+                "weir_plugin_restarts_total",
+                "Instances made anew after a fault.",
+                Kind::Counter,
+                |r| r.stats.restarts as f64,
+            ),
+            (
+                "weir_plugin_log_dropped_total",
+                "Plugin log lines (log, stdout, stderr) dropped over the per-call log budget.",
+                Kind::Counter,
+                |r| r.stats.log_dropped as f64,
+            ),
+        ];
+        let reports = self.0.plugins();
+        for (name, help, kind, value) in FAMILIES {
+            write_family(
+                &mut encoder,
+                name,
+                help,
+                *kind,
+                reports.iter().map(|r| {
+                    let labels = [
+                        ("pipeline", r.pipeline.as_str()),
+                        ("plugin", r.plugin.as_str()),
+                        ("kind", r.kind.as_str()),
+                    ];
+                    (labels, value(r))
+                }),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// `weir_plugins`: one row per loaded plugin with its counters.

@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use metrics::StorageMetrics;
 pub use parquet_files::DAY_NS;
 pub use store::{
-    DEFAULT_TIME_COLUMN, ParquetFile, PersistReport, Store, StoreConfig, TableOptions,
+    BufferLevel, DEFAULT_TIME_COLUMN, ParquetFile, PersistReport, Store, StoreConfig, TableOptions,
     TableSnapshot,
 };
 pub use wal::{Durability, WalConfig};

@@ -12,6 +12,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use tokio::sync::{Mutex, Notify};
 use tracing::{debug, info, warn};
+use weir_metrics::{GaugeFn, Registry};
 use weir_model::{ColumnDef, TableBatch, TableSchema, conform};
 
 use crate::buffer::Buffer;
@@ -89,6 +90,7 @@ struct Inner {
     state: Arc<RwLock<State>>,
     wal: Wal,
     metrics: Arc<StorageMetrics>,
+    buffer_level: Arc<BufferLevel>,
     next_file_id: AtomicU64,
     /// Serializes persistence, compaction and retention: the catalog writers.
     maintenance: Mutex<()>,
@@ -140,9 +142,34 @@ impl Inner {
     }
 }
 
+/// What the write buffer holds, updated under the state lock whenever the
+/// buffer changes, so that writers are admitted (backpressure) and early
+/// persistence is asked for without taking the lock. `/metrics` reports it;
+/// nothing reads it back from a metric.
+#[derive(Debug, Default)]
+pub struct BufferLevel {
+    bytes: AtomicU64,
+    rows: AtomicU64,
+}
+
+impl BufferLevel {
+    fn update(&self, buffer: &Buffer) {
+        self.bytes.store(buffer.bytes() as u64, Ordering::Relaxed);
+        self.rows.store(buffer.rows() as u64, Ordering::Relaxed);
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+}
+
 struct BufferSink {
     state: Arc<RwLock<State>>,
-    metrics: Arc<StorageMetrics>,
+    level: Arc<BufferLevel>,
 }
 
 impl WalSink for BufferSink {
@@ -153,7 +180,7 @@ impl WalSink for BufferSink {
                 state.buffer.append(&t.table, t.batch);
             }
         }
-        update_buffer_gauges(&self.metrics, &state.buffer);
+        self.level.update(&state.buffer);
     }
 
     fn freeze(&self, through_segment: u64) -> bool {
@@ -191,6 +218,7 @@ impl Store {
         }
         remove_orphan_files(data_dir, &catalog)?;
         let metrics = Arc::new(StorageMetrics::default());
+        let buffer_level = Arc::new(BufferLevel::default());
         let persisted_through = catalog.wal_persisted_through;
         let next_file_id = catalog.next_file_id;
         let state = Arc::new(RwLock::new(State {
@@ -212,7 +240,7 @@ impl Store {
         };
         {
             let state = read(&state);
-            update_buffer_gauges(&metrics, &state.buffer);
+            buffer_level.update(&state.buffer);
             update_file_gauges(&metrics, &state.catalog);
             info!(
                 data_dir = %data_dir.display(),
@@ -231,7 +259,7 @@ impl Store {
             + 1;
         let sink = Arc::new(BufferSink {
             state: Arc::clone(&state),
-            metrics: Arc::clone(&metrics),
+            level: Arc::clone(&buffer_level),
         });
         let wal = Wal::start(
             &wal_dir,
@@ -246,6 +274,7 @@ impl Store {
                 state,
                 wal,
                 metrics,
+                buffer_level,
                 next_file_id: AtomicU64::new(next_file_id),
                 maintenance: Mutex::new(()),
                 persist_wanted: Notify::new(),
@@ -259,6 +288,24 @@ impl Store {
 
     pub fn metrics(&self) -> &Arc<StorageMetrics> {
         &self.inner.metrics
+    }
+
+    /// Registers storage's metrics, and the buffer's level read at scrape
+    /// time.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.inner.metrics.register(registry);
+        let level = Arc::clone(&self.inner.buffer_level);
+        registry.register(
+            "weir_buffer_bytes",
+            "Bytes of Arrow data in the write buffer",
+            GaugeFn::new(move || level.bytes() as i64),
+        );
+        let level = Arc::clone(&self.inner.buffer_level);
+        registry.register(
+            "weir_buffer_rows",
+            "Rows in the write buffer",
+            GaugeFn::new(move || level.rows() as i64),
+        );
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -361,8 +408,7 @@ impl Store {
             .collect();
         let payload = encode_payload(&tables)?;
         self.inner.wal.append(payload, tables).await?;
-        if self.inner.metrics.buffer_bytes.get() as usize >= self.inner.config.persist_buffer_bytes
-        {
+        if self.inner.buffer_level.bytes() as usize >= self.inner.config.persist_buffer_bytes {
             self.inner.persist_wanted.notify_one();
         }
         Ok(rows)
@@ -378,7 +424,7 @@ impl Store {
         let mut waited = false;
         loop {
             let freed = self.inner.space_freed.notified();
-            let buffered = self.inner.metrics.buffer_bytes.get().max(0) as u64;
+            let buffered = self.inner.buffer_level.bytes();
             let unwritten =
                 buffered.saturating_sub(self.inner.persist_credit.load(Ordering::Relaxed));
             if (unwritten as usize) < limit {
@@ -400,7 +446,7 @@ impl Store {
     }
 
     pub fn buffer_bytes(&self) -> usize {
-        self.inner.metrics.buffer_bytes.get().max(0) as usize
+        self.inner.buffer_level.bytes() as usize
     }
 
     pub fn table_names(&self) -> Vec<String> {
@@ -569,7 +615,7 @@ impl Store {
                 state.catalog.wal_persisted_through = through_segment;
                 state.buffer.remove_frozen(generation);
                 self.inner.persist_credit.store(0, Ordering::Relaxed);
-                update_buffer_gauges(&self.inner.metrics, &state.buffer);
+                self.inner.buffer_level.update(&state.buffer);
                 self.inner.catalog_to_save(&mut state)
             };
             // Writers waiting for space go on as soon as each generation is out.
@@ -586,8 +632,11 @@ impl Store {
         self.inner.space_freed.notify_waiters();
         if report.files > 0 {
             self.inner.metrics.persist_runs.inc();
-            self.inner.metrics.persisted_files.add(report.files as u64);
-            self.inner.metrics.persisted_rows.add(report.rows);
+            self.inner
+                .metrics
+                .persisted_files
+                .inc_by(report.files as u64);
+            self.inner.metrics.persisted_rows.inc_by(report.rows);
             self.inner
                 .metrics
                 .persist_seconds
@@ -673,7 +722,7 @@ impl Store {
             self.inner
                 .metrics
                 .compacted_files
-                .add(old_files.len() as u64);
+                .inc_by(old_files.len() as u64);
             info!(
                 %table, partition = crate::parquet_files::day_name(partition),
                 files_in = old_files.len(), files_out = new_files.len(),
@@ -729,11 +778,11 @@ impl Store {
         self.inner
             .metrics
             .retention_dropped_partitions
-            .add(dropped_partitions as u64);
+            .inc_by(dropped_partitions as u64);
         self.inner
             .metrics
             .retention_dropped_files
-            .add(dropped_files.len() as u64);
+            .inc_by(dropped_files.len() as u64);
         Ok(dropped_partitions)
     }
 
@@ -792,11 +841,6 @@ fn return_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-fn update_buffer_gauges(metrics: &StorageMetrics, buffer: &Buffer) {
-    metrics.buffer_bytes.set(buffer.bytes() as i64);
-    metrics.buffer_rows.set(buffer.rows() as i64);
 }
 
 fn update_file_gauges(metrics: &StorageMetrics, catalog: &Catalog) {

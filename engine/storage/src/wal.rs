@@ -424,8 +424,8 @@ impl Writer {
             }
             return;
         }
-        self.metrics.wal_bytes.add(frames.len() as u64);
-        self.metrics.wal_records.add(group.len() as u64);
+        self.metrics.wal_bytes.inc_by(frames.len() as u64);
+        self.metrics.wal_records.inc_by(group.len() as u64);
         self.metrics.wal_group_commits.inc();
 
         let mut records = Vec::with_capacity(group.len());
