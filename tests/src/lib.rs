@@ -365,9 +365,15 @@ pub fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-/// Path of a file in the `tests/` directory.
+/// Path of the `tests/` directory.
+///
+/// Read when the test runs (`cargo test` sets it) rather than baked in at
+/// compile time: cargo reuses this library's build from a clone at another
+/// path when the sources match, and a baked-in path would point there.
 pub fn tests_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, for at most `within`.

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use weir_e2e::{guest, weir_binary};
+use weir_e2e::{guest, tests_dir, weir_binary};
 
 fn weir(args: &[&str]) -> Output {
     Command::new(weir_binary()).args(args).output().unwrap()
@@ -36,19 +36,30 @@ fn a_scaffolded_plugin_tests_builds_checks_and_runs() {
     // A target dir that outlives the test, so repeated runs build incrementally.
     let exe = std::env::current_exe().unwrap();
     let target_dir = exe.ancestors().nth(3).unwrap().join("scaffold-test");
+    // This checkout's SDK, named: the binary's built-in default is the tree
+    // it was built from, which a build cache shared between clones may not
+    // be.
+    let sdk = tests_dir().join("../sdk").canonicalize().unwrap();
+    let sdk = sdk.to_str().unwrap();
 
     for kind in ["filter", "enricher", "adapter"] {
         let name = format!("my-{kind}");
-        let out = weir(&["plugin", "new", &name, "--kind", kind, "--dir", parent]);
+        let out = weir(&[
+            "plugin",
+            "new",
+            &name,
+            "--kind",
+            kind,
+            "--dir",
+            parent,
+            "--sdk-path",
+            sdk,
+        ]);
         assert!(out.status.success(), "{}", text(&out));
         let root = dir.path().join(&name);
         // Pin dependency versions to the workspace's, as a fresh crate would
         // resolve them anyway; keeps the test off the network on re-runs.
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock"),
-            root.join("Cargo.lock"),
-        )
-        .unwrap();
+        std::fs::copy(tests_dir().join("../Cargo.lock"), root.join("Cargo.lock")).unwrap();
 
         let out = cargo(&root, &target_dir, &["test", "--quiet"]);
         assert!(out.status.success(), "{kind}: cargo test\n{}", text(&out));

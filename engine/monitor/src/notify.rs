@@ -15,9 +15,9 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use weir_metrics::{Counter, Latency};
 use weir_pipeline::WritePath;
 use weir_query::QueryEngine;
-use weir_storage::metrics::{Counter, Histogram};
 
 use crate::alerts::{AlertBook, AlertState, Owed};
 use crate::config::ReceiverSection;
@@ -175,7 +175,7 @@ pub struct NotifyMetrics {
     pub attempts: Counter,
     pub delivered: Counter,
     pub failed: Counter,
-    pub seconds: Histogram,
+    pub seconds: Latency,
 }
 
 /// Delivers what the book owes.
@@ -281,6 +281,12 @@ impl Notifier {
             if !self.book.attempted(owed.id, weir_pipeline::now_ns()) {
                 return;
             }
+            // Saved before the request goes out, so that a crash while it is
+            // in flight makes the next attempt after the restart a new number
+            // rather than a second row for this one.
+            if let Err(e) = self.book.save().await {
+                warn!(error = %e, "could not save the alert book before a delivery attempt");
+            }
             attempt += 1;
             let started = Instant::now();
             let sent = self
@@ -350,8 +356,8 @@ impl Notifier {
             if result != "retrying" {
                 self.book.notification_done(owed.id);
             }
-            // Recorded at once (attempt count, or that it is done): a crash
-            // right after a delivery must not send it again.
+            // Recorded at once that it is done: a crash right after a
+            // delivery must not send it again.
             if let Err(e) = self.book.save().await {
                 warn!(error = %e, "could not save the alert book after a delivery attempt");
             }
