@@ -57,19 +57,17 @@ async fn run_stream(args: &Args, workload: Workload, stream: u64) -> anyhow::Res
         ])))
         .build(ReceiverStream::new(rx).map(Ok))
         .map(|data| data.expect("encoding a workload batch"));
-    let mut acks = client.do_put(data).await?.into_inner();
     let mut sent = VecDeque::new();
     let mut result = StreamResult::default();
     // This stream sends rows stream, stream + streams, ... in batches.
-    let stride = args.streams;
     let mut next = stream;
+    // The first batches are queued before the call: the encoder sends the
+    // schema with the first batch, and the server answers the call only
+    // once it has read the schema.
+    fill(args, &workload, &mut next, &mut sent, &tx).await?;
+    let mut acks = client.do_put(data).await?.into_inner();
     loop {
-        while sent.len() < args.in_flight && next < workload.rows {
-            let batch = workload.record_batch(next, stride, args.batch_rows);
-            next += stride * args.batch_rows as u64;
-            sent.push_back(Instant::now());
-            tx.send(batch).await?;
-        }
+        fill(args, &workload, &mut next, &mut sent, &tx).await?;
         if sent.is_empty() {
             drop(tx);
             while let Some(ack) = acks.next().await {
@@ -90,6 +88,24 @@ async fn run_stream(args: &Args, workload: Workload, stream: u64) -> anyhow::Res
         }
     }
     Ok(result)
+}
+
+/// Sends batches until `--in-flight` are unacknowledged or none are left.
+async fn fill(
+    args: &Args,
+    workload: &Workload,
+    next: &mut u64,
+    sent: &mut VecDeque<Instant>,
+    tx: &mpsc::Sender<arrow::record_batch::RecordBatch>,
+) -> anyhow::Result<()> {
+    let stride = args.streams;
+    while sent.len() < args.in_flight && *next < workload.rows {
+        let batch = workload.record_batch(*next, stride, args.batch_rows);
+        *next += stride * args.batch_rows as u64;
+        sent.push_back(Instant::now());
+        tx.send(batch).await?;
+    }
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

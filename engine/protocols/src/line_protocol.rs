@@ -11,9 +11,10 @@
 //! without one gets the server's time (and so does a timestamp of exactly
 //! 0, which Weir reads as "now").
 //!
-//! Parsing is the maintained `influxdb-line-protocol` crate (InfluxDB IOx's
-//! own parser, escapes and quoting as Go's). Strings are borrowed from the
-//! body where they need no unescaping; a line costs no allocation of ours.
+//! Parsing is our own ([`parse`]): one pass, names and strings borrowed from
+//! the body unless escaped, no allocation per line. It reads every line as
+//! InfluxDB's Go parser does, which its tests check against the
+//! `influxdb-line-protocol` crate (IOx's port of that parser).
 //!
 //! A line that does not parse, or breaks one of Weir's rules (a bad name, a
 //! NaN, a timestamp out of range, a type that conflicts with an earlier line
@@ -22,8 +23,10 @@
 //! the whole request fails it: a body that is not UTF-8, or a request past
 //! the write limits.
 
-use influxdb_line_protocol::{FieldValue, ParsedLine, parse_lines, split_lines};
-use weir_model::{ColumnId, ColumnType, Value, WriteBatchBuilder, WriteLimits};
+mod parse;
+
+use parse::{FieldValue, Line, Lines};
+use weir_model::{ColumnId, ColumnType, TableId, Value, WriteBatchBuilder, WriteLimits};
 
 use crate::points::{PointError, RequestTables, repeated};
 use crate::{Decoded, Error, Rejected, Result, Tables};
@@ -100,16 +103,15 @@ pub fn decode(
         precision,
         columns: Vec::new(),
         scratch: Vec::new(),
+        last: LastLine::default(),
     };
     let mut rejected = Rejected::default();
-    for (index, line) in split_lines(text).enumerate() {
-        let number = index + 1;
-        let Some(parsed) = parse_lines(line).next() else {
-            continue; // blank or a comment
-        };
+    let mut lines = Lines::new(text);
+    let mut line = Line::default();
+    while let Some((number, parsed)) = lines.next(&mut line) {
         let outcome = match parsed {
-            Ok(parsed) => decoder.line(&parsed, number),
-            Err(e) => Err(PointError::Dropped(e.to_string())),
+            Ok(()) => decoder.line(&line, number),
+            Err(e) => Err(PointError::Dropped(e)),
         };
         if let Err(e) = outcome {
             e.drop_or_fail(&mut rejected, number, 1)?;
@@ -128,14 +130,23 @@ struct LineDecoder<'t> {
     /// The current line's columns, tags then fields; reused line to line.
     columns: Vec<ColumnId>,
     scratch: Vec<ColumnId>,
+    last: LastLine,
+}
+
+/// The previous line's table and columns. Consecutive lines mostly name
+/// one measurement and the same keys in the same order; reusing their ids
+/// saves the two name lookups (request and stored schema) per value.
+#[derive(Default)]
+struct LastLine {
+    table: Option<(String, TableId)>,
+    /// By position in the line (tags, then fields): name, type, id.
+    columns: Vec<(String, ColumnType, ColumnId)>,
 }
 
 impl LineDecoder<'_> {
     /// Adds one line as one point, or nothing if any of it is wrong.
-    fn line(&mut self, line: &ParsedLine<'_>, row: usize) -> Result<(), PointError> {
-        let builder = &mut self.builder;
-        let table = self.tables.table(builder, &line.series.measurement)?;
-        let id = table.id;
+    fn line(&mut self, line: &Line<'_>, row: usize) -> Result<(), PointError> {
+        let id = self.table(&line.measurement)?;
         let timestamp_ns = match line.timestamp {
             None => 0, // the server's time
             Some(t) => self.precision.to_ns(t).ok_or_else(|| {
@@ -149,29 +160,32 @@ impl LineDecoder<'_> {
         // Every value is checked before the point begins, so a bad line
         // leaves nothing behind.
         self.columns.clear();
-        let tags = line.series.tag_set.iter().flatten();
-        for (key, value) in tags.clone() {
-            let column = table.column(builder, key, ColumnType::Tag, row)?;
-            builder.check(id, column, row, &Value::Tag(value))?;
+        let tags = line.tags.iter();
+        for (position, (key, value)) in tags.clone().enumerate() {
+            let value = Value::Tag(value);
+            let column = self.column(&line.measurement, position, key, &value, row)?;
+            self.builder.check(id, column, row, &value)?;
             self.columns.push(column);
         }
-        for (key, value) in &line.field_set {
+        for (position, (key, value)) in line.fields.iter().enumerate() {
             let value = field_value(value);
-            let column = table.column(builder, key, value.column_type(), row)?;
-            builder.check(id, column, row, &value)?;
+            let position = line.tags.len() + position;
+            let column = self.column(&line.measurement, position, key, &value, row)?;
+            self.builder.check(id, column, row, &value)?;
             self.columns.push(column);
         }
+        let builder = &mut self.builder;
         if let Some(column) = repeated(&self.columns, &mut self.scratch) {
             let position = self.columns.iter().position(|c| *c == column).unwrap_or(0);
             let name = tags
                 .clone()
                 .map(|(k, _)| k)
-                .chain(line.field_set.iter().map(|(k, _)| k))
+                .chain(line.fields.iter().map(|(k, _)| k))
                 .nth(position)
                 .map(|k| k.to_string())
                 .unwrap_or_default();
             return Err(weir_model::Error::DuplicateColumn {
-                table: line.series.measurement.to_string(),
+                table: line.measurement.to_string(),
                 column: name,
                 row,
             }
@@ -181,7 +195,7 @@ impl LineDecoder<'_> {
         builder.begin_point(id, row, timestamp_ns)?;
         let values = tags
             .map(|(_, v)| Value::Tag(v))
-            .chain(line.field_set.iter().map(|(_, v)| field_value(v)));
+            .chain(line.fields.iter().map(|(_, v)| field_value(v)));
         for (column, value) in self.columns.iter().zip(values) {
             builder
                 .set(id, *column, row, value)
@@ -191,12 +205,60 @@ impl LineDecoder<'_> {
     }
 }
 
+impl LineDecoder<'_> {
+    /// The table `measurement`, as the previous line's if it is the same.
+    fn table(&mut self, measurement: &str) -> Result<TableId, PointError> {
+        if let Some((name, id)) = &self.last.table
+            && name == measurement
+        {
+            return Ok(*id);
+        }
+        let id = self.tables.table(&mut self.builder, measurement)?.id;
+        self.last.table = Some((measurement.to_string(), id));
+        self.last.columns.clear();
+        Ok(id)
+    }
+
+    /// The column for `key` at `position` of a line of `measurement` (the
+    /// table [`table`](Self::table) last returned), as the previous line's
+    /// if it named the same key with the same type there.
+    fn column(
+        &mut self,
+        measurement: &str,
+        position: usize,
+        key: &str,
+        value: &Value<'_>,
+        row: usize,
+    ) -> Result<ColumnId, PointError> {
+        let column_type = value.column_type();
+        if let Some((name, cached_type, id)) = self.last.columns.get(position)
+            && name == key
+            && *cached_type == column_type
+        {
+            return Ok(*id);
+        }
+        let table = self.tables.table(&mut self.builder, measurement)?;
+        let id = table.column(&mut self.builder, key, column_type, row)?;
+        match self.last.columns.get_mut(position) {
+            Some(cached) => {
+                cached.0.clear();
+                cached.0.push_str(key);
+                cached.1 = column_type;
+                cached.2 = id;
+            }
+            // Positions are filled in order: this is the next one.
+            None => self.last.columns.push((key.to_string(), column_type, id)),
+        }
+        Ok(id)
+    }
+}
+
 fn field_value<'a>(value: &'a FieldValue<'_>) -> Value<'a> {
     match value {
         FieldValue::F64(v) => Value::F64(*v),
         FieldValue::I64(v) => Value::I64(*v),
         FieldValue::U64(v) => Value::U64(*v),
-        FieldValue::Boolean(v) => Value::Bool(*v),
+        FieldValue::Bool(v) => Value::Bool(*v),
         FieldValue::String(s) => Value::String(s),
     }
 }
