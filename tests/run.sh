@@ -27,6 +27,13 @@ if ! python3 -c 'import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.ex
     'opentelemetry-exporter-otlp-proto-http>=1.40,<2' 'pyarrow>=15'
 fi
 
+# ADBC's Flight SQL driver queries Weir unmodified in the protocols' test.
+if ! python3 -c 'import adbc_driver_flightsql.dbapi' 2>/dev/null; then
+  echo "==> installing ADBC's Flight SQL driver (Python client)"
+  python3 -m pip install --quiet --disable-pip-version-check \
+    'adbc-driver-flightsql>=1.1,<2' 'adbc-driver-manager>=1.1,<2'
+fi
+
 # Headless Chromium renders the status page in the monitor's end-to-end
 # test; openssl makes its certificates and serves TLS for the probe tests;
 # amtool (in Debian's prometheus-alertmanager) manages suppressions through

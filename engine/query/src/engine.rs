@@ -21,6 +21,7 @@ use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tracing::debug;
@@ -159,18 +160,31 @@ impl QueryEngine {
         result
     }
 
+    /// The schema of `sql`'s answer, from planning it alone: nothing is
+    /// read or run. Refused for the reasons [`sql`](Self::sql) would refuse
+    /// it before running (syntax, unknown tables, not read-only, too deep).
+    pub async fn plan_schema(&self, sql: &str) -> Result<SchemaRef> {
+        check_size(sql)?;
+        let planner = self.planner.clone();
+        let sql = sql.to_string();
+        let task = AbortOnDrop(self.runtime.spawn(async move {
+            let (_, plan) = planner.plan(&sql, Vec::new()).await?;
+            Ok(Arc::new(plan.schema().as_arrow().clone()) as SchemaRef)
+        }));
+        let timeout = self.planner.config.timeout;
+        match tokio::time::timeout(timeout, task).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout { timeout }),
+        }
+    }
+
     async fn run_bounded(
         &self,
         sql: &str,
         params: Vec<ScalarValue>,
         max_rows: usize,
     ) -> Result<QueryResult> {
-        if sql.len() > MAX_SQL_BYTES {
-            return Err(Error::TooLarge {
-                bytes: sql.len(),
-                limit: MAX_SQL_BYTES,
-            });
-        }
+        check_size(sql)?;
         let planner = self.planner.clone();
         let sql = sql.to_string();
         let task = AbortOnDrop(
@@ -186,13 +200,23 @@ impl QueryEngine {
     }
 }
 
+fn check_size(sql: &str) -> Result<()> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(Error::TooLarge {
+            bytes: sql.len(),
+            limit: MAX_SQL_BYTES,
+        });
+    }
+    Ok(())
+}
+
 impl Planner {
-    async fn run(
+    /// `sql` planned, with `params` bound, and checked read-only.
+    async fn plan(
         &self,
         sql: &str,
         params: Vec<ScalarValue>,
-        max_rows: usize,
-    ) -> Result<QueryResult> {
+    ) -> Result<(SessionContext, LogicalPlan)> {
         let limit = self.config.memory_limit;
         let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
         let ctx = self.session().map_err(df_err)?;
@@ -214,6 +238,18 @@ impl Planner {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(df_err)?;
+        Ok((ctx, plan))
+    }
+
+    async fn run(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        max_rows: usize,
+    ) -> Result<QueryResult> {
+        let limit = self.config.memory_limit;
+        let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
+        let (ctx, plan) = self.plan(sql, params).await?;
         let frame = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await.map_err(df_err)?;
@@ -307,10 +343,10 @@ impl Drop for QueryRuntime {
 }
 
 /// A query task that is aborted when its caller stops waiting for it.
-struct AbortOnDrop(tokio::task::JoinHandle<Result<QueryResult>>);
+struct AbortOnDrop<T>(tokio::task::JoinHandle<Result<T>>);
 
-impl Future for AbortOnDrop {
-    type Output = Result<QueryResult>;
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
@@ -328,7 +364,7 @@ impl Future for AbortOnDrop {
     }
 }
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

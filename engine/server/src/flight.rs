@@ -13,8 +13,8 @@
 //! stream reads its next batch only once that batch fits the in-flight
 //! budget.
 //!
-//! The other Flight calls are not Weir's yet (queries are SQL over HTTP):
-//! they answer UNIMPLEMENTED.
+//! Every other call is Flight SQL ([`crate::flight_sql`]): queries, prepared
+//! statements and the catalog, read-only.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -39,21 +39,23 @@ use weir_model::WriteLimits;
 use weir_pipeline::{Admission, WritePath};
 use weir_protocols::{Decoded, arrow_batch};
 
+use crate::flight_sql::FlightSql;
 use crate::{Error, Result, request_id};
 
 /// Batches of one stream being written at once (as for `WriteStream`).
 const MAX_IN_FLIGHT_PER_STREAM: usize = 16;
 
-/// `arrow.flight.protocol.FlightService`, for writes.
+/// `arrow.flight.protocol.FlightService`: `DoPut` writes, Flight SQL the rest.
 #[derive(Clone)]
 pub struct FlightApi {
     path: WritePath,
     limits: WriteLimits,
+    sql: FlightSql,
 }
 
 impl FlightApi {
-    pub fn new(path: WritePath, limits: WriteLimits) -> Self {
-        Self { path, limits }
+    pub fn new(path: WritePath, limits: WriteLimits, sql: FlightSql) -> Self {
+        Self { path, limits, sql }
     }
 
     pub fn server(self, max_message: usize) -> FlightServiceServer<Self> {
@@ -89,6 +91,17 @@ fn table_of(descriptor: Option<&FlightDescriptor>) -> Result<Arc<str>, Status> {
             "DoPut: the first message has no flight descriptor; send a path descriptor naming the table",
         )
     })?;
+    if descriptor.r#type() == DescriptorType::Cmd
+        && let Ok(command) = <arrow_flight::sql::Any as prost::Message>::decode(&*descriptor.cmd)
+        && let Some(name) = command
+            .type_url
+            .strip_prefix("type.googleapis.com/arrow.flight.protocol.sql.")
+    {
+        return Err(Status::unimplemented(format!(
+            "DoPut {name}: Weir's Flight SQL is read-only and does not bind parameters yet; \
+             write with a path descriptor naming the table"
+        )));
+    }
     if descriptor.r#type() != DescriptorType::Path || descriptor.path.len() != 1 {
         return Err(Status::invalid_argument(format!(
             "DoPut: the descriptor must be a path of one element, the table (got {:?} with {} path elements)",
@@ -111,7 +124,7 @@ type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
 fn unimplemented<T>(call: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!(
-        "Flight {call} is not served by Weir: write with DoPut, query with SQL over HTTP"
+        "Flight {call} is not served by Weir: write with DoPut, query with Flight SQL"
     )))
 }
 
@@ -163,9 +176,9 @@ impl FlightService for FlightApi {
 
     async fn get_flight_info(
         &self,
-        _: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        unimplemented("GetFlightInfo")
+        FlightService::get_flight_info(&self.sql, request).await
     }
 
     async fn poll_flight_info(
@@ -177,13 +190,16 @@ impl FlightService for FlightApi {
 
     async fn get_schema(
         &self,
-        _: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        unimplemented("GetSchema")
+        FlightService::get_schema(&self.sql, request).await
     }
 
-    async fn do_get(&self, _: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        unimplemented("DoGet")
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        FlightService::do_get(&self.sql, request).await
     }
 
     async fn do_exchange(
@@ -195,16 +211,16 @@ impl FlightService for FlightApi {
 
     async fn do_action(
         &self,
-        _: Request<Action>,
+        request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        unimplemented("DoAction")
+        FlightService::do_action(&self.sql, request).await
     }
 
     async fn list_actions(
         &self,
-        _: Request<Empty>,
+        request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        unimplemented("ListActions")
+        FlightService::list_actions(&self.sql, request).await
     }
 }
 

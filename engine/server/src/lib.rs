@@ -17,6 +17,7 @@
 mod config;
 mod error;
 mod flight;
+mod flight_sql;
 mod grpc;
 mod http;
 mod otlp;
@@ -102,7 +103,7 @@ pub async fn serve(
     query.metrics().register(&mut metrics);
     let http_state = Arc::new(http::HttpState {
         store: store.clone(),
-        query,
+        query: Arc::clone(&query),
         write_path: write_path.clone(),
         write_limits: config.write_limits,
         pipelines: Arc::clone(&pipelines),
@@ -158,8 +159,12 @@ pub async fn serve(
     let otlp_api = otlp::OtlpApi::new(write_path.clone(), config.write_limits);
     let (otlp_metrics, otlp_logs, otlp_traces) =
         otlp::grpc_services(otlp_api.clone(), config.max_message_bytes);
-    let flight_service = flight::FlightApi::new(write_path.clone(), config.write_limits)
-        .server(config.max_message_bytes);
+    let flight_service = flight::FlightApi::new(
+        write_path.clone(),
+        config.write_limits,
+        flight_sql::FlightSql::new(Arc::clone(&query)),
+    )
+    .server(config.max_message_bytes);
     let write_service =
         WriteServiceServer::new(grpc::WriteApi::new(write_path, config.write_limits))
             .max_decoding_message_size(config.max_message_bytes);

@@ -5,7 +5,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor};
 use futures::StreamExt;
 use serde_json::Value;
-use weir_e2e::{WeirServer, tests_dir};
+use weir_e2e::{MetricRow, RequestBuilder, WeirServer, now_ns, tests_dir};
 
 use super::rows;
 
@@ -113,15 +113,139 @@ async fn pyarrow_flight_writes_record_batches() -> Result<()> {
             "want {says:?}, got {status:?}"
         );
     }
+    // DoGet is Flight SQL's: a ticket that is not one of its commands is
+    // refused as such.
     let status = client
         .do_get(arrow_flight::Ticket::new("x"))
         .await
-        .expect_err("DoGet is not served");
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
+        .expect_err("not a Flight SQL ticket");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
 
     // Still serving, and the acknowledged batches survive a crash.
     server.kill9();
     server.restart()?;
     check(&rows(&server, query).await?);
+    Ok(())
+}
+
+/// ADBC's Flight SQL driver (PyPI), as an analyst's notebook uses it: the
+/// reference uptime query verbatim gives the HTTP answer, as Arrow; the
+/// catalog lists the table with its columns; a prepared statement runs; a
+/// write, a broken statement and an unknown table are refused with the
+/// reason, and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adbc_queries_over_flight_sql() -> Result<()> {
+    const FIVE_MINUTES_NS: i64 = 300_000_000_000;
+    let dir = tempfile::tempdir()?;
+    let server = WeirServer::start(&dir.path().join("data"), &[])?;
+    // 20 services checked every 5 minutes over the last 3 hours; some
+    // checks fail, some have no response time.
+    let now = now_ns();
+    let mut request = RequestBuilder::default();
+    for s in 0..20i64 {
+        for i in 0..36i64 {
+            let healthy = (s * 7 + i) % 11 != 0;
+            request.metric(&MetricRow {
+                service_name: format!("svc-{s:02}"),
+                status: if healthy { "healthy" } else { "unhealthy" },
+                response_ms: (i % 5 != 0).then_some(10.0 + (s * i % 17) as f64),
+                status_code: Some(if healthy { 200 } else { 503 }),
+                recorded_at_ns: now - (i + 1) * FIVE_MINUTES_NS,
+            });
+        }
+    }
+    server.client().await?.write(request.build(0)).await?;
+    let reference = std::fs::read_to_string(tests_dir().join("sql/reference_uptime.sql"))?;
+    let over_http = server.sql(&reference).await?;
+    ensure!(over_http.len() == 20, "{over_http:?}");
+
+    let location = server.grpc_url.replace("http://", "grpc://");
+    let out = std::process::Command::new("python3")
+        .arg(tests_dir().join("clients/flight_sql.py"))
+        .arg(&location)
+        .arg(tests_dir().join("sql/reference_uptime.sql"))
+        .output()
+        .context("python3 with adbc-driver-flightsql (tests/run.sh installs it)")?;
+    if !out.status.success() {
+        bail!(
+            "flight_sql.py failed:\n{}\nweir log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+    }
+    let seen: Value = serde_json::from_slice(&out.stdout)?;
+
+    assert_eq!(seen["vendor"], "Weir", "{seen}");
+    // The same answer as over HTTP, service for service (the query orders
+    // by uptime only, so tied services may come in any order).
+    let by_service = |rows: &[Value]| -> Result<std::collections::BTreeMap<String, Value>> {
+        rows.iter()
+            .map(|r| {
+                let name = r["service_name"].as_str().context("a service name")?;
+                Ok((name.to_string(), r.clone()))
+            })
+            .collect()
+    };
+    let over_flight = by_service(seen["reference"].as_array().context("reference rows")?)?;
+    let over_http: Vec<Value> = over_http.into_iter().map(Value::Object).collect();
+    let over_http = by_service(&over_http)?;
+    assert_eq!(over_flight.len(), 20, "{seen}");
+    assert_eq!(
+        over_flight.keys().collect::<Vec<_>>(),
+        over_http.keys().collect::<Vec<_>>()
+    );
+    for (service, flight) in &over_flight {
+        let http = &over_http[service];
+        for column in ["avg_uptime_pct", "worst_hour_pct"] {
+            let (a, b) = (
+                flight[column].as_f64().context("a number")?,
+                http[column].as_f64().context("a number")?,
+            );
+            assert!((a - b).abs() < 1e-9, "{service} {column}: {a} vs {b}");
+        }
+        assert_eq!(
+            flight["degraded_hours"], http["degraded_hours"],
+            "{service}"
+        );
+        assert_eq!(flight["status"], http["status"], "{service}");
+    }
+    // Arrow types as stored, no conversion on the way.
+    assert_eq!(
+        seen["latest_types"],
+        serde_json::json!(["string", "int64", "timestamp[ns, tz=+00:00]"]),
+        "{seen}"
+    );
+    assert_eq!(seen["latest_rows"], 3);
+    assert_eq!(seen["prepared_count"], 720, "{seen}");
+    let schema = &seen["table_schema"];
+    assert_eq!(
+        schema["service_name"], "dictionary<values=string, indices=int32, ordered=0>",
+        "{seen}"
+    );
+    assert_eq!(schema["response_ms"], "double", "{seen}");
+    assert_eq!(schema["recorded_at"], "timestamp[ns, tz=+00:00]", "{seen}");
+    let tables: Vec<&str> = seen["tables"]
+        .as_array()
+        .context("tables")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(tables.contains(&"service_metrics"), "{seen}");
+    for (what, says) in [
+        ("insert", "read-only"),
+        ("broken", "SELEC"),
+        ("unknown", "nope"),
+        ("parameters", "does not bind parameters"),
+    ] {
+        let error = seen[what].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{what}: want {says:?} in {error:?}");
+    }
+    // Still serving.
+    assert_eq!(
+        server
+            .count("SELECT count(*) AS n FROM service_metrics")
+            .await?,
+        720
+    );
     Ok(())
 }
