@@ -51,9 +51,16 @@ with flight_sql.connect(uri) as conn:
         )
         out["broken"] = refused(cur, "SELEC 1")
         out["unknown"] = refused(cur, "SELECT * FROM nope")
-        out["parameters"] = refused(
-            cur, "SELECT count(*) FROM service_metrics WHERE status_code = $1", (503,)
-        )
+        # Parameters, bound as values: an injection attempt is a string.
+        by_code = "SELECT count(*) FROM service_metrics WHERE status_code = $1"
+        cur.execute(by_code, (503,))
+        out["bound_503"] = cur.fetchone()[0]
+        by_status = "SELECT count(*) FROM service_metrics WHERE status = $1"
+        cur.execute(by_status, ("healthy",))
+        out["bound_healthy"] = cur.fetchone()[0]
+        cur.execute(by_status, ("healthy' OR '1'='1",))
+        out["bound_injection"] = cur.fetchone()[0]
+        out["bad_parameter"] = refused(cur, by_code, ("not a number",))
 
     schema = conn.adbc_get_table_schema("service_metrics")
     out["table_schema"] = {field.name: str(field.type) for field in schema}

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
@@ -163,13 +163,32 @@ impl QueryEngine {
     /// The schema of `sql`'s answer, from planning it alone: nothing is
     /// read or run. Refused for the reasons [`sql`](Self::sql) would refuse
     /// it before running (syntax, unknown tables, not read-only, too deep).
-    pub async fn plan_schema(&self, sql: &str) -> Result<SchemaRef> {
+    ///
+    /// Also returns the types of the placeholders (`$1`, `$2`, …) that are
+    /// left unbound, in order, as far as the plan determines them.
+    pub async fn plan_schema(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<(SchemaRef, Vec<Option<DataType>>)> {
         check_size(sql)?;
         let planner = self.planner.clone();
         let sql = sql.to_string();
         let task = AbortOnDrop(self.runtime.spawn(async move {
-            let (_, plan) = planner.plan(&sql, Vec::new()).await?;
-            Ok(Arc::new(plan.schema().as_arrow().clone()) as SchemaRef)
+            let (_, plan) = planner.plan(&sql, params).await?;
+            let placeholders = plan
+                .get_parameter_types()
+                .map_err(|e| Error::from_datafusion(e, planner.config.memory_limit))?;
+            let mut placeholders: Vec<(usize, Option<DataType>)> = placeholders
+                .into_iter()
+                .filter_map(|(name, data_type)| {
+                    let index = name.strip_prefix('$')?.parse().ok()?;
+                    Some((index, data_type))
+                })
+                .collect();
+            placeholders.sort_by_key(|(index, _)| *index);
+            let schema = Arc::new(plan.schema().as_arrow().clone()) as SchemaRef;
+            Ok((schema, placeholders.into_iter().map(|(_, t)| t).collect()))
         }));
         let timeout = self.planner.config.timeout;
         match tokio::time::timeout(timeout, task).await {

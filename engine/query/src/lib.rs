@@ -27,6 +27,7 @@ mod table;
 mod time_range;
 
 pub use complexity::{MAX_SQL_BYTES, MAX_SQL_DEPTH};
+pub use datafusion::common::ScalarValue;
 pub use engine::{QueryConfig, QueryEngine, QueryMetrics, QueryResult, SystemTable};
 pub use error::{Error, Result};
 pub use table::WeirTable;

@@ -6,9 +6,12 @@
 //!
 //! A statement is planned at `GetFlightInfo`, for its schema (nothing is
 //! read), and run at `DoGet`. The ticket carries the SQL, so the server
-//! keeps nothing between the two calls. A prepared statement's handle is
-//! its SQL too; binding parameters to one is not served yet. Answers go out
-//! as the engine's Arrow batches, IPC-encoded; no row is converted.
+//! keeps nothing between the two calls. A prepared statement's handle
+//! likewise carries its SQL and, once a client binds them (`DoPut` of one
+//! row), its parameters as Arrow IPC: binding answers with a new handle
+//! (Flight SQL's `DoPutPreparedStatementResult`), and the parameters are
+//! bound to `$1`, `$2`, … as values, never spliced into the SQL. Answers go
+//! out as the engine's Arrow batches, IPC-encoded; no row is converted.
 //!
 //! Catalog calls (`GetCatalogs`, `GetDbSchemas`, `GetTables` with or
 //! without schemas, `GetTableTypes`) read `information_schema` through the
@@ -18,27 +21,32 @@
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
-use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::writer::IpcWriteOptions;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
+use arrow_flight::error::FlightError;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc,
     Ticket,
 };
-use futures::{Stream, TryStreamExt};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::warn;
-use weir_query::QueryEngine;
+use weir_query::{QueryEngine, ScalarValue};
 
 use crate::Error;
 
@@ -74,19 +82,37 @@ impl FlightSql {
 
     /// The schema `sql` will answer with, or why it will not run.
     async fn schema_of(&self, sql: &str) -> Result<SchemaRef, Status> {
+        Ok(self.plan(sql, Vec::new()).await?.0)
+    }
+
+    /// The schema `sql` will answer with `params` bound, and the types of
+    /// the placeholders left unbound.
+    async fn plan(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<(SchemaRef, Vec<Option<DataType>>), Status> {
         self.query
-            .plan_schema(sql)
+            .plan_schema(sql, params)
             .await
             .map_err(|e| Error::from(e).grpc_status())
     }
 
-    /// Runs `sql` and streams its batches.
-    async fn answer(&self, sql: &str) -> Result<Response<DataStream>, Status> {
-        let result = self.query.sql(sql).await.map_err(|e| {
-            let e = Error::from(e);
-            warn!(error = %e, "Flight SQL query failed");
-            e.grpc_status()
-        })?;
+    /// Runs `sql` with `params` bound and streams its batches.
+    async fn answer(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<Response<DataStream>, Status> {
+        let result = self
+            .query
+            .sql_bound(sql, params, usize::MAX)
+            .await
+            .map_err(|e| {
+                let e = Error::from(e);
+                warn!(error = %e, "Flight SQL query failed");
+                e.grpc_status()
+            })?;
         Ok(Response::new(encode(result.schema, result.batches)))
     }
 
@@ -100,6 +126,132 @@ impl FlightSql {
             .map_err(|e| Error::from(e).grpc_status())?
             .batches)
     }
+}
+
+impl FlightSql {
+    /// Binds the parameters a `DoPut` carries to a prepared statement: one
+    /// row, one column per placeholder. The answer is the handle to run.
+    pub async fn bind(
+        &self,
+        query: CommandPreparedStatementQuery,
+        mut batches: BoxStream<'static, Result<RecordBatch, FlightError>>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let statement = PreparedHandle::decode(&query.prepared_statement_handle)?;
+        let mut bound: Option<RecordBatch> = None;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => Status::invalid_argument(format!(
+                    "the parameters are not an Arrow IPC record batch: {other}"
+                )),
+            })?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if bound.is_some() || batch.num_rows() > 1 {
+                return Err(Status::invalid_argument(
+                    "bind one row of parameters to a query (one value per placeholder)",
+                ));
+            }
+            if batch.num_columns() > MAX_PARAMETERS {
+                return Err(Status::invalid_argument(format!(
+                    "{} parameters; at most {MAX_PARAMETERS} are bound to one query",
+                    batch.num_columns()
+                )));
+            }
+            bound = Some(batch);
+        }
+        let handle = PreparedHandle::encode(&statement.sql, bound.as_ref())?;
+        // Planned with the values now, so that a wrong one is refused here
+        // with its reason rather than at the first fetch.
+        let params = PreparedHandle::decode(&handle)?.params;
+        self.plan(&statement.sql, params).await?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle),
+        })
+    }
+}
+
+/// Parameters bound to one query, at most.
+const MAX_PARAMETERS: usize = 1_000;
+
+/// A prepared statement's handle: its SQL and the parameters bound to it.
+/// Encoded as the SQL's length (u32, little-endian), the SQL, then the
+/// bound row as an Arrow IPC stream (nothing if none is bound). Clients
+/// treat it as opaque; it is checked as untrusted input when it comes back.
+struct PreparedHandle {
+    sql: String,
+    params: Vec<ScalarValue>,
+}
+
+impl PreparedHandle {
+    fn encode(sql: &str, params: Option<&RecordBatch>) -> Result<Bytes, Status> {
+        let length = u32::try_from(sql.len())
+            .map_err(|_| Status::invalid_argument("the statement is too long"))?;
+        let mut out = Vec::with_capacity(4 + sql.len());
+        out.extend_from_slice(&length.to_le_bytes());
+        out.extend_from_slice(sql.as_bytes());
+        if let Some(batch) = params {
+            let internal = |e: arrow::error::ArrowError| {
+                Status::internal(format!("encoding the parameters: {e}"))
+            };
+            let mut writer = StreamWriter::try_new(&mut out, &batch.schema()).map_err(internal)?;
+            writer.write(batch).map_err(internal)?;
+            writer.finish().map_err(internal)?;
+        }
+        Ok(out.into())
+    }
+
+    fn decode(handle: &[u8]) -> Result<Self, Status> {
+        let invalid = |why: &str| {
+            Status::invalid_argument(format!("not a prepared statement handle of Weir's: {why}"))
+        };
+        let (length, rest) = handle
+            .split_first_chunk::<4>()
+            .ok_or_else(|| invalid("too short"))?;
+        let length = u32::from_le_bytes(*length) as usize;
+        if rest.len() < length {
+            return Err(invalid("truncated"));
+        }
+        let (sql, ipc) = rest.split_at(length);
+        let sql = String::from_utf8(sql.to_vec()).map_err(|_| invalid("the SQL is not UTF-8"))?;
+        let params = if ipc.is_empty() {
+            Vec::new()
+        } else {
+            // arrow-ipc panics on some malformed schemas; a handle is the
+            // client's bytes, so a panic here is a refusal.
+            std::panic::catch_unwind(|| read_parameters(ipc))
+                .unwrap_or_else(|_| Err("the bound parameters are not Arrow IPC".to_string()))
+                .map_err(|why| invalid(&why))?
+        };
+        Ok(Self { sql, params })
+    }
+}
+
+/// The one bound row of a handle, as values.
+fn read_parameters(ipc: &[u8]) -> Result<Vec<ScalarValue>, String> {
+    let mut params = Vec::new();
+    let reader = StreamReader::try_new(ipc, None).map_err(|e| e.to_string())?;
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        if batch.num_rows() != 1 || batch.num_columns() > MAX_PARAMETERS {
+            return Err("the bound parameters are not one row".to_string());
+        }
+        params = batch
+            .columns()
+            .iter()
+            .map(|column| ScalarValue::try_from_array(column, 0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(params)
+}
+
+fn schema_ipc(schema: &Schema) -> Result<Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e| Status::internal(format!("encoding a schema: {e}")))?;
+    Ok(bytes)
 }
 
 /// The batches as Flight data, schema first (also when there are none).
@@ -177,7 +329,7 @@ impl FlightSqlService for FlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
         let sql = utf8(&ticket.statement_handle, "statement")?;
-        self.answer(&sql).await
+        self.answer(&sql, Vec::new()).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -185,14 +337,26 @@ impl FlightSqlService for FlightSql {
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let schema = self.schema_of(&query.query).await?;
-        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
-            .try_into()
-            .map_err(|e| Status::internal(format!("encoding the answer's schema: {e}")))?;
+        let (schema, placeholders) = self.plan(&query.query, Vec::new()).await?;
+        // `$1`, `$2`, …, typed where the plan tells (a bare `SELECT $1` does
+        // not): what a client may bind.
+        let parameters = Schema::new(
+            placeholders
+                .into_iter()
+                .enumerate()
+                .map(|(i, data_type)| {
+                    Field::new(
+                        format!("${}", i + 1),
+                        data_type.unwrap_or(DataType::Null),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: query.query.into_bytes().into(),
-            dataset_schema,
-            parameter_schema: Default::default(),
+            prepared_statement_handle: PreparedHandle::encode(&query.query, None)?,
+            dataset_schema: schema_ipc(&schema)?,
+            parameter_schema: schema_ipc(&parameters)?,
         })
     }
 
@@ -210,11 +374,8 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let sql = utf8(
-            &query.prepared_statement_handle,
-            "prepared statement handle",
-        )?;
-        let schema = self.schema_of(&sql).await?;
+        let handle = PreparedHandle::decode(&query.prepared_statement_handle)?;
+        let (schema, _) = self.plan(&handle.sql, handle.params).await?;
         flight_info(&schema, query, request.into_inner())
     }
 
@@ -223,11 +384,8 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        let sql = utf8(
-            &query.prepared_statement_handle,
-            "prepared statement handle",
-        )?;
-        self.answer(&sql).await
+        let handle = PreparedHandle::decode(&query.prepared_statement_handle)?;
+        self.answer(&handle.sql, handle.params).await
     }
 
     async fn get_flight_info_catalogs(
@@ -391,4 +549,78 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use rand::Rng;
+
+    use super::*;
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    #[test]
+    fn a_handle_carries_its_statement_and_bound_values() {
+        let bound = batch(vec![
+            ("a", Arc::new(Int64Array::from(vec![5])) as ArrayRef),
+            (
+                "b",
+                Arc::new(StringArray::from(vec!["x'; DROP TABLE t; --"])),
+            ),
+        ]);
+        let handle = PreparedHandle::encode("SELECT $1, $2", Some(&bound)).unwrap();
+        let decoded = PreparedHandle::decode(&handle).unwrap();
+        assert_eq!(decoded.sql, "SELECT $1, $2");
+        assert_eq!(
+            decoded.params,
+            [
+                ScalarValue::Int64(Some(5)),
+                ScalarValue::Utf8(Some("x'; DROP TABLE t; --".into()))
+            ]
+        );
+        let bare = PreparedHandle::encode("SELECT 1", None).unwrap();
+        assert!(PreparedHandle::decode(&bare).unwrap().params.is_empty());
+    }
+
+    #[test]
+    fn handles_that_are_not_ours_are_refused() {
+        let two_rows = batch(vec![(
+            "a",
+            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+        )]);
+        let two_rows = PreparedHandle::encode("SELECT $1", Some(&two_rows)).unwrap();
+        for bad in [
+            &b""[..],
+            b"\x01\x00",
+            b"\xff\xff\xff\xffSELECT 1",
+            b"\x02\x00\x00\x00\xff\xfe",
+            b"\x01\x00\x00\x001garbage that is not IPC",
+            &two_rows,
+        ] {
+            let refused = PreparedHandle::decode(bad).err().expect("refused");
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        }
+        // Any bytes at all: refused or read, never a panic.
+        let mut rng = rand::rng();
+        let valid = PreparedHandle::encode(
+            "SELECT $1",
+            Some(&batch(vec![(
+                "a",
+                Arc::new(Int64Array::from(vec![7])) as ArrayRef,
+            )])),
+        )
+        .unwrap();
+        for _ in 0..2_000 {
+            let mut bytes = valid.to_vec();
+            for _ in 0..rng.random_range(1..8) {
+                let at = rng.random_range(0..bytes.len());
+                bytes[at] = rng.random();
+            }
+            bytes.truncate(rng.random_range(0..=bytes.len()));
+            let _ = PreparedHandle::decode(&bytes);
+        }
+    }
 }

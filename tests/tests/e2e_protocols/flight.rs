@@ -113,6 +113,23 @@ async fn pyarrow_flight_writes_record_batches() -> Result<()> {
             "want {says:?}, got {status:?}"
         );
     }
+    // A Flight SQL update is refused as such: Weir's SQL is read-only.
+    let update = arrow_flight::sql::CommandStatementUpdate {
+        query: "DELETE FROM t".into(),
+        transaction_id: None,
+    };
+    let status = put(vec![FlightData {
+        flight_descriptor: Some(FlightDescriptor::new_cmd(prost::Message::encode_to_vec(
+            &arrow_flight::sql::ProstMessageExt::as_any(&update),
+        ))),
+        ..Default::default()
+    }])
+    .await
+    .expect_err("a Flight SQL update");
+    ensure!(
+        status.code() == tonic::Code::Unimplemented && status.message().contains("read-only"),
+        "{status:?}"
+    );
     // DoGet is Flight SQL's: a ticket that is not one of its commands is
     // refused as such.
     let status = client
@@ -130,9 +147,10 @@ async fn pyarrow_flight_writes_record_batches() -> Result<()> {
 
 /// ADBC's Flight SQL driver (PyPI), as an analyst's notebook uses it: the
 /// reference uptime query verbatim gives the HTTP answer, as Arrow; the
-/// catalog lists the table with its columns; a prepared statement runs; a
-/// write, a broken statement and an unknown table are refused with the
-/// reason, and the server keeps serving.
+/// catalog lists the table with its columns; a prepared statement runs,
+/// with parameters bound as values (an injection attempt stays a string); a
+/// write, a broken statement, an unknown table and a parameter of the wrong
+/// type are refused with the reason, and the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adbc_queries_over_flight_sql() -> Result<()> {
     const FIVE_MINUTES_NS: i64 = 300_000_000_000;
@@ -235,11 +253,23 @@ async fn adbc_queries_over_flight_sql() -> Result<()> {
         ("insert", "read-only"),
         ("broken", "SELEC"),
         ("unknown", "nope"),
-        ("parameters", "does not bind parameters"),
     ] {
         let error = seen[what].as_str().unwrap_or_default();
         assert!(error.contains(says), "{what}: want {says:?} in {error:?}");
     }
+    let count = |sql: &'static str| server.count(sql);
+    assert_eq!(
+        seen["bound_503"],
+        count("SELECT count(*) FROM service_metrics WHERE status_code = 503").await?,
+        "{seen}"
+    );
+    assert_eq!(
+        seen["bound_healthy"],
+        count("SELECT count(*) FROM service_metrics WHERE status = 'healthy'").await?,
+        "{seen}"
+    );
+    assert_eq!(seen["bound_injection"], 0, "{seen}");
+    assert!(seen["bad_parameter"].is_string(), "{seen}");
     // Still serving.
     assert_eq!(
         server
