@@ -413,6 +413,12 @@ mod tests {
                 header[at] = rng.random();
             }
             message.data_header = header.into();
+            let mut body = message.data_body.to_vec();
+            if !body.is_empty() && rng.random_bool(0.5) {
+                let at = rng.random_range(0..body.len());
+                body[at] = rng.random();
+            }
+            message.data_body = body.into();
             let mut batches = record_batches(futures::stream::iter(messages.into_iter().map(Ok)));
             while let Some(batch) = batches.next().await {
                 if batch.is_err() {

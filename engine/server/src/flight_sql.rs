@@ -10,7 +10,11 @@
 //! likewise carries its SQL and, once a client binds them (`DoPut` of one
 //! row), its parameters as Arrow IPC: binding answers with a new handle
 //! (Flight SQL's `DoPutPreparedStatementResult`), and the parameters are
-//! bound to `$1`, `$2`, … as values, never spliced into the SQL. Answers go
+//! bound to `$1`, `$2`, … as values, never spliced into the SQL. Handles
+//! are sealed with an HMAC under a key drawn at start, so a handle that
+//! comes back is decoded only if this process made it: arrow-ipc's readers
+//! trust lengths in their input (a forged one asked for a 3 TB allocation
+//! in a test) and are not for bytes a client made up. Answers go
 //! out as the engine's Arrow batches, IPC-encoded; no row is converted.
 //!
 //! Catalog calls (`GetCatalogs`, `GetDbSchemas`, `GetTables` with or
@@ -44,6 +48,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
+use ring::hmac;
+use ring::rand::SystemRandom;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 use weir_query::{QueryEngine, ScalarValue};
@@ -73,11 +79,15 @@ type DataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send +
 #[derive(Clone)]
 pub struct FlightSql {
     query: Arc<QueryEngine>,
+    handles: Arc<Handles>,
 }
 
 impl FlightSql {
     pub fn new(query: Arc<QueryEngine>) -> Self {
-        Self { query }
+        Self {
+            query,
+            handles: Arc::new(Handles::new()),
+        }
     }
 
     /// The schema `sql` will answer with, or why it will not run.
@@ -136,7 +146,7 @@ impl FlightSql {
         query: CommandPreparedStatementQuery,
         mut batches: BoxStream<'static, Result<RecordBatch, FlightError>>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let statement = PreparedHandle::decode(&query.prepared_statement_handle)?;
+        let statement = self.handles.open(&query.prepared_statement_handle)?;
         let mut bound: Option<RecordBatch> = None;
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(|e| match e {
@@ -166,6 +176,7 @@ impl FlightSql {
         // with its reason rather than at the first fetch.
         let params = PreparedHandle::decode(&handle)?.params;
         self.plan(&statement.sql, params).await?;
+        let handle = self.handles.seal(&handle);
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle),
         })
@@ -175,10 +186,48 @@ impl FlightSql {
 /// Parameters bound to one query, at most.
 const MAX_PARAMETERS: usize = 1_000;
 
-/// A prepared statement's handle: its SQL and the parameters bound to it.
-/// Encoded as the SQL's length (u32, little-endian), the SQL, then the
-/// bound row as an Arrow IPC stream (nothing if none is bound). Clients
-/// treat it as opaque; it is checked as untrusted input when it comes back.
+/// Seals the handles this process hands out and opens only those.
+struct Handles {
+    key: hmac::Key,
+}
+
+impl Handles {
+    fn new() -> Self {
+        Self {
+            key: hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
+                .expect("the OS random source works"),
+        }
+    }
+
+    /// `payload` behind its tag.
+    fn seal(&self, payload: &[u8]) -> Bytes {
+        let tag = hmac::sign(&self.key, payload);
+        let mut sealed = Vec::with_capacity(tag.as_ref().len() + payload.len());
+        sealed.extend_from_slice(tag.as_ref());
+        sealed.extend_from_slice(payload);
+        sealed.into()
+    }
+
+    /// The statement in `handle`, if this process sealed it.
+    fn open(&self, handle: &[u8]) -> Result<PreparedHandle, Status> {
+        let tag_len = hmac::HMAC_SHA256.digest_algorithm().output_len();
+        let refused = || {
+            Status::invalid_argument(
+                "not a prepared statement handle of this server (handles do not survive a restart)",
+            )
+        };
+        if handle.len() < tag_len {
+            return Err(refused());
+        }
+        let (tag, payload) = handle.split_at(tag_len);
+        hmac::verify(&self.key, payload, tag).map_err(|_| refused())?;
+        PreparedHandle::decode(payload)
+    }
+}
+
+/// A prepared statement: its SQL and the parameters bound to it. Encoded as
+/// the SQL's length (u32, little-endian), the SQL, then the bound row as an
+/// Arrow IPC stream (nothing if none is bound), and sealed by [`Handles`].
 struct PreparedHandle {
     sql: String,
     params: Vec<ScalarValue>,
@@ -218,11 +267,7 @@ impl PreparedHandle {
         let params = if ipc.is_empty() {
             Vec::new()
         } else {
-            // arrow-ipc panics on some malformed schemas; a handle is the
-            // client's bytes, so a panic here is a refusal.
-            std::panic::catch_unwind(|| read_parameters(ipc))
-                .unwrap_or_else(|_| Err("the bound parameters are not Arrow IPC".to_string()))
-                .map_err(|why| invalid(&why))?
+            read_parameters(ipc).map_err(|why| invalid(&why))?
         };
         Ok(Self { sql, params })
     }
@@ -354,7 +399,9 @@ impl FlightSqlService for FlightSql {
                 .collect::<Vec<_>>(),
         );
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: PreparedHandle::encode(&query.query, None)?,
+            prepared_statement_handle: self
+                .handles
+                .seal(&PreparedHandle::encode(&query.query, None)?),
             dataset_schema: schema_ipc(&schema)?,
             parameter_schema: schema_ipc(&parameters)?,
         })
@@ -374,7 +421,7 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = PreparedHandle::decode(&query.prepared_statement_handle)?;
+        let handle = self.handles.open(&query.prepared_statement_handle)?;
         let (schema, _) = self.plan(&handle.sql, handle.params).await?;
         flight_info(&schema, query, request.into_inner())
     }
@@ -384,7 +431,7 @@ impl FlightSqlService for FlightSql {
         query: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
-        let handle = PreparedHandle::decode(&query.prepared_statement_handle)?;
+        let handle = self.handles.open(&query.prepared_statement_handle)?;
         self.answer(&handle.sql, handle.params).await
     }
 
@@ -586,41 +633,29 @@ mod tests {
     }
 
     #[test]
-    fn handles_that_are_not_ours_are_refused() {
-        let two_rows = batch(vec![(
-            "a",
-            Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
-        )]);
-        let two_rows = PreparedHandle::encode("SELECT $1", Some(&two_rows)).unwrap();
-        for bad in [
-            &b""[..],
-            b"\x01\x00",
-            b"\xff\xff\xff\xffSELECT 1",
-            b"\x02\x00\x00\x00\xff\xfe",
-            b"\x01\x00\x00\x001garbage that is not IPC",
-            &two_rows,
-        ] {
-            let refused = PreparedHandle::decode(bad).err().expect("refused");
+    fn handles_that_are_not_ours_are_refused_unread() {
+        let handles = Handles::new();
+        let bound = batch(vec![("a", Arc::new(Int64Array::from(vec![7])) as ArrayRef)]);
+        let sealed = handles.seal(&PreparedHandle::encode("SELECT $1", Some(&bound)).unwrap());
+        let opened = handles.open(&sealed).unwrap();
+        assert_eq!((opened.sql.as_str(), opened.params.len()), ("SELECT $1", 1));
+        // Another process's handle, a bare statement, nothing at all.
+        let elsewhere = Handles::new().seal(b"\x08\x00\x00\x00SELECT 1");
+        for bad in [&elsewhere[..], b"\x08\x00\x00\x00SELECT 1", b""] {
+            let refused = handles.open(bad).err().expect("refused");
             assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{bad:?}");
         }
-        // Any bytes at all: refused or read, never a panic.
+        // Any change to a sealed handle is refused before its bytes are
+        // read (arrow-ipc would allocate what a forged length asks for).
         let mut rng = rand::rng();
-        let valid = PreparedHandle::encode(
-            "SELECT $1",
-            Some(&batch(vec![(
-                "a",
-                Arc::new(Int64Array::from(vec![7])) as ArrayRef,
-            )])),
-        )
-        .unwrap();
         for _ in 0..2_000 {
-            let mut bytes = valid.to_vec();
+            let mut bytes = sealed.to_vec();
             for _ in 0..rng.random_range(1..8) {
                 let at = rng.random_range(0..bytes.len());
-                bytes[at] = rng.random();
+                bytes[at] ^= rng.random_range(1..=255u8);
             }
             bytes.truncate(rng.random_range(0..=bytes.len()));
-            let _ = PreparedHandle::decode(&bytes);
+            assert!(handles.open(&bytes).is_err());
         }
     }
 }
