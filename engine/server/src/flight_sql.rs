@@ -171,12 +171,16 @@ impl FlightSql {
             }
             bound = Some(batch);
         }
-        let handle = PreparedHandle::encode(&statement.sql, bound.as_ref())?;
         // Planned with the values now, so that a wrong one is refused here
         // with its reason rather than at the first fetch.
-        let params = PreparedHandle::decode(&handle)?.params;
+        let params = match &bound {
+            Some(batch) => row_values(batch).map_err(Status::invalid_argument)?,
+            None => Vec::new(),
+        };
         self.plan(&statement.sql, params).await?;
-        let handle = self.handles.seal(&handle);
+        let handle = self
+            .handles
+            .seal(&PreparedHandle::encode(&statement.sql, bound.as_ref())?);
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle),
         })
@@ -282,14 +286,19 @@ fn read_parameters(ipc: &[u8]) -> Result<Vec<ScalarValue>, String> {
         if batch.num_rows() != 1 || batch.num_columns() > MAX_PARAMETERS {
             return Err("the bound parameters are not one row".to_string());
         }
-        params = batch
-            .columns()
-            .iter()
-            .map(|column| ScalarValue::try_from_array(column, 0))
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+        params = row_values(&batch)?;
     }
     Ok(params)
+}
+
+/// The values of a one-row batch, column by column.
+fn row_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, String> {
+    batch
+        .columns()
+        .iter()
+        .map(|column| ScalarValue::try_from_array(column, 0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())
 }
 
 fn schema_ipc(schema: &Schema) -> Result<Bytes, Status> {
@@ -311,6 +320,17 @@ fn encode(schema: SchemaRef, batches: Vec<RecordBatch>) -> DataStream {
             .build(batches)
             .map_err(Status::from),
     )
+}
+
+/// A catalog answer: the one batch a metadata builder built.
+fn one_batch(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, FlightError>,
+) -> Result<Response<DataStream>, Status> {
+    Ok(Response::new(encode(
+        schema,
+        vec![batch.map_err(Status::from)?],
+    )))
 }
 
 /// A `FlightInfo` with one endpoint whose ticket is `ticket`.
@@ -458,9 +478,7 @@ impl FlightSqlService for FlightSql {
                 builder.append(catalog);
             }
         }
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_schemas(
@@ -490,9 +508,7 @@ impl FlightSqlService for FlightSql {
                 builder.append(catalog, schema);
             }
         }
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_tables(
@@ -542,9 +558,7 @@ impl FlightSqlService for FlightSql {
                     .map_err(Status::from)?;
             }
         }
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_table_types(
@@ -570,9 +584,7 @@ impl FlightSqlService for FlightSql {
                 builder.append(kind);
             }
         }
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -590,9 +602,7 @@ impl FlightSqlService for FlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
         let builder = query.into_builder(&SQL_INFO);
-        let schema = builder.schema();
-        let batch = builder.build().map_err(Status::from)?;
-        Ok(Response::new(encode(schema, vec![batch])))
+        one_batch(builder.schema(), builder.build())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -1,13 +1,13 @@
 //! Arrow Flight `DoPut` on the gRPC port.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor};
 use futures::StreamExt;
 use serde_json::Value;
 use weir_e2e::{MetricRow, RequestBuilder, WeirServer, now_ns, tests_dir};
 
-use super::rows;
+use super::{python_client, rows};
 
 /// pyarrow.flight writes batches of the Arrow types Arrow tooling sends;
 /// each is acknowledged once durable, they read back in Weir's types, and
@@ -18,19 +18,7 @@ async fn pyarrow_flight_writes_record_batches() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut server = WeirServer::start_unconfigured(&dir.path().join("data"), &[])?;
     let location = server.grpc_url.replace("http://", "grpc://");
-    let out = std::process::Command::new("python3")
-        .arg(tests_dir().join("clients/flight_put.py"))
-        .arg(&location)
-        .output()
-        .context("python3 with pyarrow (tests/run.sh installs it)")?;
-    if !out.status.success() {
-        bail!(
-            "flight_put.py failed:\n{}\nweir log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            server.log()
-        );
-    }
-    let seen: Value = serde_json::from_slice(&out.stdout)?;
+    let seen = python_client(&server, "flight_put.py", &[location.as_ref()], "pyarrow")?;
     let acks = &seen["good"]["acks"];
     assert_eq!(seen["good"].get("error"), None, "{seen}");
     assert_eq!(
@@ -173,25 +161,18 @@ async fn adbc_queries_over_flight_sql() -> Result<()> {
         }
     }
     server.client().await?.write(request.build(0)).await?;
-    let reference = std::fs::read_to_string(tests_dir().join("sql/reference_uptime.sql"))?;
+    let reference_path = tests_dir().join("sql/reference_uptime.sql");
+    let reference = std::fs::read_to_string(&reference_path)?;
     let over_http = server.sql(&reference).await?;
     ensure!(over_http.len() == 20, "{over_http:?}");
 
     let location = server.grpc_url.replace("http://", "grpc://");
-    let out = std::process::Command::new("python3")
-        .arg(tests_dir().join("clients/flight_sql.py"))
-        .arg(&location)
-        .arg(tests_dir().join("sql/reference_uptime.sql"))
-        .output()
-        .context("python3 with adbc-driver-flightsql (tests/run.sh installs it)")?;
-    if !out.status.success() {
-        bail!(
-            "flight_sql.py failed:\n{}\nweir log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            server.log()
-        );
-    }
-    let seen: Value = serde_json::from_slice(&out.stdout)?;
+    let seen = python_client(
+        &server,
+        "flight_sql.py",
+        &[location.as_ref(), reference_path.as_ref()],
+        "adbc-driver-flightsql",
+    )?;
 
     assert_eq!(seen["vendor"], "Weir", "{seen}");
     // The same answer as over HTTP, service for service (the query orders

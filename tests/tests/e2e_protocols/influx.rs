@@ -2,13 +2,13 @@
 
 use std::io::Write;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use serde_json::{Value, json};
-use weir_e2e::{WeirServer, tests_dir};
+use weir_e2e::WeirServer;
 
-use super::{Refused, post, rows};
+use super::{Refused, post, python_client, rows};
 
 const V2: &str = "/api/v2/write?org=o&bucket=b";
 
@@ -25,19 +25,12 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn the_influxdb_python_client_writes_unmodified() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let server = WeirServer::start_unconfigured(&dir.path().join("data"), &[])?;
-    let out = std::process::Command::new("python3")
-        .arg(tests_dir().join("clients/influx_write.py"))
-        .arg(&server.http_url)
-        .output()
-        .context("python3 with influxdb-client (tests/run.sh installs it)")?;
-    if !out.status.success() {
-        bail!(
-            "influx_write.py failed:\n{}\nweir log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            server.log()
-        );
-    }
-    let seen: Value = serde_json::from_slice(&out.stdout)?;
+    let seen = python_client(
+        &server,
+        "influx_write.py",
+        &[server.http_url.as_ref()],
+        "influxdb-client",
+    )?;
 
     let stats = rows(
         &server,

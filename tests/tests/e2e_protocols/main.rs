@@ -14,9 +14,30 @@ mod influx;
 mod otlp;
 mod prometheus;
 
-use anyhow::Result;
+use std::ffi::OsStr;
+
+use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use weir_e2e::WeirServer;
+use weir_e2e::{WeirServer, tests_dir};
+
+/// Runs the real client `tests/clients/<script>` with `args` and returns the
+/// JSON it prints of what it saw. `needs` names the Python packages it
+/// needs (tests/run.sh installs them); a failure shows the server's log.
+fn python_client(server: &WeirServer, script: &str, args: &[&OsStr], needs: &str) -> Result<Value> {
+    let out = std::process::Command::new("python3")
+        .arg(tests_dir().join("clients").join(script))
+        .args(args)
+        .output()
+        .with_context(|| format!("python3 with {needs} (tests/run.sh installs it)"))?;
+    if !out.status.success() {
+        bail!(
+            "{script} failed:\n{}\nweir log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
 
 /// One SQL answer as rows of JSON objects.
 async fn rows(server: &WeirServer, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>> {
