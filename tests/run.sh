@@ -34,16 +34,25 @@ if ! python3 -c 'import adbc_driver_flightsql.dbapi' 2>/dev/null; then
     'adbc-driver-flightsql>=1.1,<2' 'adbc-driver-manager>=1.1,<2'
 fi
 
+# psycopg 3 (with its own libpq) queries Weir's Postgres port in the
+# protocols' test, next to psql (Debian's postgresql-client, below).
+if ! python3 -c 'import psycopg' 2>/dev/null; then
+  echo "==> installing psycopg (Python Postgres client)"
+  python3 -m pip install --quiet --disable-pip-version-check 'psycopg[binary]>=3.1,<4'
+fi
+
 # Headless Chromium renders the status page in the monitor's end-to-end
 # test; openssl makes its certificates and serves TLS for the probe tests;
 # amtool (in Debian's prometheus-alertmanager) manages suppressions through
 # Weir's Alertmanager API; prometheus scrapes Weir and posts its alerts to
-# that API, and remote-writes what it scrapes to Weir.
+# that API, and remote-writes what it scrapes to Weir; psql queries Weir's
+# Postgres port.
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 command -v prometheus >/dev/null || missing+=(prometheus)
+command -v psql >/dev/null || missing+=(postgresql-client)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing ${missing[*]} (Debian)"
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)

@@ -53,6 +53,8 @@ pub struct WeirServer {
     pub data_dir: PathBuf,
     pub grpc_url: String,
     pub http_url: String,
+    /// The Postgres wire protocol's `host:port`.
+    pub pg_addr: String,
     pub log_path: PathBuf,
     args: Vec<String>,
 }
@@ -91,6 +93,8 @@ impl WeirServer {
                 "127.0.0.1:0",
                 "--http-listen",
                 "127.0.0.1:0",
+                "--pg-listen",
+                "127.0.0.1:0",
             ])
             .args(&args)
             .env_remove("WEIR_CONFIG")
@@ -108,8 +112,9 @@ impl WeirServer {
         });
         let mut grpc = None;
         let mut http = None;
+        let mut pg = None;
         let deadline = Instant::now() + Duration::from_secs(60);
-        while grpc.is_none() || http.is_none() {
+        while grpc.is_none() || http.is_none() || pg.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(line) => line,
@@ -123,6 +128,8 @@ impl WeirServer {
                 grpc = Some(format!("http://{addr}"));
             } else if let Some(url) = line.strip_prefix("weir: HTTP listening on ") {
                 http = Some(url.to_string());
+            } else if let Some(addr) = line.strip_prefix("weir: Postgres listening on ") {
+                pg = Some(addr.to_string());
             }
         }
         Ok(Self {
@@ -130,6 +137,7 @@ impl WeirServer {
             data_dir: data_dir.to_path_buf(),
             grpc_url: grpc.unwrap_or_default(),
             http_url: http.unwrap_or_default(),
+            pg_addr: pg.unwrap_or_default(),
             log_path,
             args,
         })

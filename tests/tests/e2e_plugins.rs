@@ -441,6 +441,8 @@ max_output = "1MiB"
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--pg-listen",
+            "127.0.0.1:0",
         ])
         .output()
         .unwrap();

@@ -103,6 +103,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Printed (not logged) so scripts and tests can read the ports.
         println!("weir: gRPC listening on {}", addrs.grpc);
         println!("weir: HTTP listening on http://{}", addrs.http);
+        println!("weir: Postgres listening on {}", addrs.pg);
         if let Some(addr) = addrs.otlp_grpc {
             println!("weir: OTLP gRPC listening on {addr}");
         }

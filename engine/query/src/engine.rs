@@ -29,7 +29,23 @@ use weir_metrics::{Counter, Latency, Registry};
 use weir_storage::Store;
 
 use crate::complexity::{MAX_SQL_BYTES, MAX_SQL_DEPTH, check_depth};
+use crate::postgres::{PgCatalog, PgOidTypePlanner};
 use crate::{Error, Result, WeirTable};
+
+/// The catalog and schema Weir's tables live in (`weir.public.t`).
+pub(crate) const CATALOG: &str = "weir";
+pub(crate) const SCHEMA: &str = "public";
+
+/// How a query's text is read, and what it may name besides Weir's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// DataFusion's SQL; Weir's tables and `information_schema`.
+    #[default]
+    Weir,
+    /// PostgreSQL's syntax, and also the `pg_catalog` schema and functions
+    /// that Postgres clients query on connect and to describe tables.
+    Postgres,
+}
 
 /// Stack of each query thread. Virtual memory: only the pages a deep plan
 /// touches are ever committed.
@@ -94,9 +110,9 @@ pub struct QueryEngine {
 /// What one query needs, cheap to clone onto the query runtime.
 #[derive(Clone)]
 struct Planner {
-    store: Store,
+    tables: Arc<WeirSchema>,
     config: QueryConfig,
-    system_tables: Vec<Arc<dyn SystemTable>>,
+    pg_catalog: Arc<PgCatalog>,
 }
 
 impl QueryEngine {
@@ -104,9 +120,12 @@ impl QueryEngine {
     pub fn new(store: Store, config: QueryConfig) -> Result<Self> {
         Ok(Self {
             planner: Planner {
-                store,
+                tables: Arc::new(WeirSchema {
+                    store,
+                    system_tables: Vec::new(),
+                }),
                 config,
-                system_tables: Vec::new(),
+                pg_catalog: Arc::new(PgCatalog::new()),
             },
             runtime: QueryRuntime::start()?,
             metrics: QueryMetrics::default(),
@@ -115,7 +134,9 @@ impl QueryEngine {
 
     /// Adds a system table; its name shadows any stored table of the same name.
     pub fn with_system_table(mut self, table: Arc<dyn SystemTable>) -> Self {
-        self.planner.system_tables.push(table);
+        let mut tables = WeirSchema::clone(&self.planner.tables);
+        tables.system_tables.push(table);
+        self.planner.tables = Arc::new(tables);
         self
     }
 
@@ -145,9 +166,20 @@ impl QueryEngine {
         params: Vec<ScalarValue>,
         max_rows: usize,
     ) -> Result<QueryResult> {
+        self.sql_in(Dialect::Weir, sql, params, max_rows).await
+    }
+
+    /// Like [`sql_bound`](Self::sql_bound), with `sql` read in `dialect`.
+    pub async fn sql_in(
+        &self,
+        dialect: Dialect,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        max_rows: usize,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
         self.metrics.queries.inc();
-        let result = self.run_bounded(sql, params, max_rows).await;
+        let result = self.run_bounded(dialect, sql, params, max_rows).await;
         self.metrics.seconds.observe(started.elapsed());
         if result.is_err() {
             self.metrics.failed.inc();
@@ -171,11 +203,21 @@ impl QueryEngine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<(SchemaRef, Vec<Option<DataType>>)> {
+        self.plan_schema_in(Dialect::Weir, sql, params).await
+    }
+
+    /// Like [`plan_schema`](Self::plan_schema), with `sql` read in `dialect`.
+    pub async fn plan_schema_in(
+        &self,
+        dialect: Dialect,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<(SchemaRef, Vec<Option<DataType>>)> {
         check_size(sql)?;
         let planner = self.planner.clone();
         let sql = sql.to_string();
         let task = AbortOnDrop(self.runtime.spawn(async move {
-            let (_, plan) = planner.plan(&sql, params).await?;
+            let (_, plan) = planner.plan(dialect, &sql, params).await?;
             let placeholders = plan
                 .get_parameter_types()
                 .map_err(|e| Error::from_datafusion(e, planner.config.memory_limit))?;
@@ -199,6 +241,7 @@ impl QueryEngine {
 
     async fn run_bounded(
         &self,
+        dialect: Dialect,
         sql: &str,
         params: Vec<ScalarValue>,
         max_rows: usize,
@@ -208,7 +251,7 @@ impl QueryEngine {
         let sql = sql.to_string();
         let task = AbortOnDrop(
             self.runtime
-                .spawn(async move { planner.run(&sql, params, max_rows).await }),
+                .spawn(async move { planner.run(dialect, &sql, params, max_rows).await }),
         );
         let timeout = self.planner.config.timeout;
         match tokio::time::timeout(timeout, task).await {
@@ -233,15 +276,17 @@ impl Planner {
     /// `sql` planned, with `params` bound, and checked read-only.
     async fn plan(
         &self,
+        dialect: Dialect,
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<(SessionContext, LogicalPlan)> {
         let limit = self.config.memory_limit;
         let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
-        let ctx = self.session().map_err(df_err)?;
+        let ctx = self.session(dialect).map_err(df_err)?;
         let state = ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect).map_err(df_err)?;
+        let statement = state
+            .sql_to_statement(sql, &state.config().options().sql_parser.dialect)
+            .map_err(df_err)?;
         check_depth(&statement, MAX_SQL_DEPTH).map_err(|refused| Error::TooDeep {
             what: refused.what,
             depth: refused.depth,
@@ -262,13 +307,14 @@ impl Planner {
 
     async fn run(
         &self,
+        dialect: Dialect,
         sql: &str,
         params: Vec<ScalarValue>,
         max_rows: usize,
     ) -> Result<QueryResult> {
         let limit = self.config.memory_limit;
         let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
-        let (ctx, plan) = self.plan(sql, params).await?;
+        let (ctx, plan) = self.plan(dialect, sql, params).await?;
         let frame = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await.map_err(df_err)?;
@@ -292,31 +338,40 @@ impl Planner {
         Ok(QueryResult { schema, batches })
     }
 
-    fn session(&self) -> datafusion::error::Result<SessionContext> {
+    fn session(&self, dialect: Dialect) -> datafusion::error::Result<SessionContext> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.config.memory_limit, 1.0)
             .build_arc()?;
         let mut config = SessionConfig::new()
             .with_information_schema(true)
-            .with_default_catalog_and_schema("weir", "public");
+            .with_default_catalog_and_schema(CATALOG, SCHEMA);
         if self.config.target_partitions > 0 {
             config = config.with_target_partitions(self.config.target_partitions);
         }
-        let state = SessionStateBuilder::new()
+        if dialect == Dialect::Postgres {
+            config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+        }
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime)
-            .with_default_features()
-            .build();
-        let ctx = SessionContext::new_with_state(state);
+            .with_default_features();
+        let mut pg_catalog = None;
+        if dialect == Dialect::Postgres {
+            // `'t'::regclass` and other oid-alias type names.
+            state = state.with_type_planner(Arc::new(PgOidTypePlanner));
+            pg_catalog = Some(self.pg_catalog.schema(&self.tables)?);
+        }
+        let ctx = SessionContext::new_with_state(state.build());
         ctx.register_catalog(
-            "weir",
+            CATALOG,
             Arc::new(WeirCatalog {
-                schema: Arc::new(WeirSchema {
-                    store: self.store.clone(),
-                    system_tables: self.system_tables.clone(),
-                }),
+                public: Arc::clone(&self.tables),
+                pg_catalog,
             }),
         );
+        if dialect == Dialect::Postgres {
+            self.pg_catalog.install(&ctx, &self.tables)?;
+        }
         Ok(ctx)
     }
 }
@@ -391,22 +446,33 @@ impl<T> Drop for AbortOnDrop<T> {
 
 #[derive(Debug)]
 struct WeirCatalog {
-    schema: Arc<WeirSchema>,
+    public: Arc<WeirSchema>,
+    /// In Postgres sessions.
+    pg_catalog: Option<Arc<dyn SchemaProvider>>,
 }
 
 impl CatalogProvider for WeirCatalog {
     fn schema_names(&self) -> Vec<String> {
-        vec!["public".to_string()]
+        let mut names = vec![SCHEMA.to_string()];
+        if self.pg_catalog.is_some() {
+            names.push("pg_catalog".to_string());
+        }
+        names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        (name == "public").then(|| Arc::clone(&self.schema) as Arc<dyn SchemaProvider>)
+        match name {
+            SCHEMA => Some(Arc::clone(&self.public) as Arc<dyn SchemaProvider>),
+            "pg_catalog" => self.pg_catalog.clone(),
+            _ => None,
+        }
     }
 }
 
 /// Lists the store's tables as they are now, so tables created by writes
 /// appear without any registration step.
-struct WeirSchema {
+#[derive(Clone)]
+pub(crate) struct WeirSchema {
     store: Store,
     system_tables: Vec<Arc<dyn SystemTable>>,
 }

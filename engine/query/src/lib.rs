@@ -23,12 +23,13 @@
 mod complexity;
 mod engine;
 mod error;
+mod postgres;
 mod table;
 mod time_range;
 
 pub use complexity::{MAX_SQL_BYTES, MAX_SQL_DEPTH};
 pub use datafusion::common::ScalarValue;
-pub use engine::{QueryConfig, QueryEngine, QueryMetrics, QueryResult, SystemTable};
+pub use engine::{Dialect, QueryConfig, QueryEngine, QueryMetrics, QueryResult, SystemTable};
 pub use error::{Error, Result};
 pub use table::WeirTable;
 pub use time_range::TimeRange;

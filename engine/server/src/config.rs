@@ -141,6 +141,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_OTLP_HTTP_LISTEN", value_name = "ADDR")]
     pub otlp_http_listen: Option<SocketAddr>,
 
+    /// PostgreSQL wire protocol listen address (psql, psycopg, JDBC,
+    /// Grafana). Default `127.0.0.1:5433`.
+    #[arg(long, env = "WEIR_PG_LISTEN", value_name = "ADDR")]
+    pub pg_listen: Option<SocketAddr>,
+
+    /// Postgres connections open at once; more are refused. Default 1024.
+    #[arg(long, env = "WEIR_PG_MAX_CONNECTIONS", value_name = "N")]
+    pub pg_max_connections: Option<usize>,
+
     /// WAL durability: `fsync` (each group commit, before the ack; default),
     /// `interval` (ack after write, fsync every `wal-sync-interval`) or `none`.
     #[arg(long, env = "WEIR_WAL_SYNC", value_name = "MODE")]
@@ -404,6 +413,8 @@ pub struct ServerConfig {
     pub http_listen: SocketAddr,
     pub otlp_grpc_listen: Option<SocketAddr>,
     pub otlp_http_listen: Option<SocketAddr>,
+    pub pg_listen: SocketAddr,
+    pub pg_max_connections: usize,
     pub store: StoreConfig,
     pub background: BackgroundConfig,
     pub query: QueryConfig,
@@ -503,6 +514,8 @@ impl ServeArgs {
             http_listen,
             otlp_grpc_listen,
             otlp_http_listen,
+            pg_listen,
+            pg_max_connections,
             wal_sync,
             wal_sync_interval,
             wal_segment_size,
@@ -719,6 +732,13 @@ impl ServeArgs {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
             otlp_grpc_listen: self.otlp_grpc_listen,
             otlp_http_listen: self.otlp_http_listen,
+            pg_listen: self
+                .pg_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5433))),
+            pg_max_connections: positive(
+                "pg_max_connections",
+                self.pg_max_connections.unwrap_or(1024),
+            )?,
             store,
             background,
             query,

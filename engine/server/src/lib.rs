@@ -22,6 +22,7 @@ mod grpc;
 mod http;
 mod otlp;
 mod plugins;
+mod postgres;
 mod request_id;
 mod status;
 
@@ -57,6 +58,8 @@ pub struct BoundAddrs {
     /// The OTLP-only listeners, if configured.
     pub otlp_grpc: Option<SocketAddr>,
     pub otlp_http: Option<SocketAddr>,
+    /// The PostgreSQL wire protocol.
+    pub pg: SocketAddr,
 }
 
 /// Runs the server until `shutdown` resolves, then shuts down gracefully:
@@ -132,6 +135,7 @@ pub async fn serve(
 
     let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
     let http_listener = bind(config.http_listen, "HTTP").await?;
+    let pg_listener = bind(config.pg_listen, "Postgres").await?;
     let otlp_grpc_listener = match config.otlp_grpc_listen {
         Some(addr) => Some(bind(addr, "OTLP gRPC").await?),
         None => None,
@@ -145,6 +149,7 @@ pub async fn serve(
         http: local_addr(&http_listener)?,
         otlp_grpc: otlp_grpc_listener.as_ref().map(local_addr).transpose()?,
         otlp_http: otlp_http_listener.as_ref().map(local_addr).transpose()?,
+        pg: local_addr(&pg_listener)?,
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -187,6 +192,14 @@ pub async fn serve(
     let mut tasks = vec![
         spawn_listener("gRPC", grpc_server),
         spawn_listener("HTTP", async move { http_server.await }),
+        spawn_listener(
+            "Postgres",
+            postgres::PgFrontEnd::new(Arc::clone(&query)).serve(
+                pg_listener,
+                config.pg_max_connections,
+                stop_rx.clone(),
+            ),
+        ),
     ];
     if let Some(listener) = otlp_grpc_listener {
         let (metrics, logs, traces) = otlp::grpc_services(otlp_api, config.max_message_bytes);
@@ -205,7 +218,7 @@ pub async fn serve(
             .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
         tasks.push(spawn_listener("OTLP HTTP", async move { server.await }));
     }
-    info!(grpc = %addrs.grpc, http = %addrs.http, data_dir = %config.store.data_dir.display(), "weir is serving");
+    info!(grpc = %addrs.grpc, http = %addrs.http, pg = %addrs.pg, data_dir = %config.store.data_dir.display(), "weir is serving");
     on_bound(addrs);
 
     shutdown.await;

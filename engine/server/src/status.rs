@@ -88,6 +88,33 @@ impl Error {
     pub fn http_status(&self) -> StatusCode {
         self.kind().http_status()
     }
+
+    /// The Postgres SQLSTATE for this error, as psql and drivers show it.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::Query(e) => match e {
+                weir_query::Error::InvalidQuery(_) => "42000",
+                weir_query::Error::NotReadOnly(_) => "25006",
+                weir_query::Error::DataError(_) => "22000",
+                weir_query::Error::MemoryLimit { .. } => "53200",
+                weir_query::Error::TooDeep { .. } => "54001",
+                weir_query::Error::TooLarge { .. }
+                | weir_query::Error::ResultTooLarge { .. }
+                | weir_query::Error::TooManyRows { .. } => "54000",
+                weir_query::Error::Timeout { .. } => "57014",
+                _ => "XX000",
+            },
+            _ => match self.kind() {
+                ErrorKind::InvalidInput => "22000",
+                ErrorKind::TooLarge => "54000",
+                ErrorKind::NotFound => "42704",
+                ErrorKind::Precondition => "55000",
+                ErrorKind::Timeout => "57014",
+                ErrorKind::Unavailable => "57P03",
+                ErrorKind::Internal => "XX000",
+            },
+        }
+    }
 }
 
 impl ErrorKind {

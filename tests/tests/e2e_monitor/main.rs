@@ -761,6 +761,8 @@ fn refuses_to_start(dir: &std::path::Path, config: &str, expect: &str) -> Result
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--pg-listen",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(dir.join("data"))

@@ -5,9 +5,9 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightData, FlightDescriptor};
 use futures::StreamExt;
 use serde_json::Value;
-use weir_e2e::{MetricRow, RequestBuilder, WeirServer, now_ns, tests_dir};
+use weir_e2e::{WeirServer, tests_dir};
 
-use super::{python_client, rows};
+use super::{python_client, rows, seed_uptime};
 
 /// pyarrow.flight writes batches of the Arrow types Arrow tooling sends;
 /// each is acknowledged once durable, they read back in Weir's types, and
@@ -141,26 +141,9 @@ async fn pyarrow_flight_writes_record_batches() -> Result<()> {
 /// type are refused with the reason, and the server keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adbc_queries_over_flight_sql() -> Result<()> {
-    const FIVE_MINUTES_NS: i64 = 300_000_000_000;
     let dir = tempfile::tempdir()?;
     let server = WeirServer::start(&dir.path().join("data"), &[])?;
-    // 20 services checked every 5 minutes over the last 3 hours; some
-    // checks fail, some have no response time.
-    let now = now_ns();
-    let mut request = RequestBuilder::default();
-    for s in 0..20i64 {
-        for i in 0..36i64 {
-            let healthy = (s * 7 + i) % 11 != 0;
-            request.metric(&MetricRow {
-                service_name: format!("svc-{s:02}"),
-                status: if healthy { "healthy" } else { "unhealthy" },
-                response_ms: (i % 5 != 0).then_some(10.0 + (s * i % 17) as f64),
-                status_code: Some(if healthy { 200 } else { 503 }),
-                recorded_at_ns: now - (i + 1) * FIVE_MINUTES_NS,
-            });
-        }
-    }
-    server.client().await?.write(request.build(0)).await?;
+    seed_uptime(&server).await?;
     let reference_path = tests_dir().join("sql/reference_uptime.sql");
     let reference = std::fs::read_to_string(&reference_path)?;
     let over_http = server.sql(&reference).await?;

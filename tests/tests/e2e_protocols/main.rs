@@ -1,10 +1,12 @@
-//! Other systems' ingest protocols through the real binary, with their real
+//! Other systems' protocols through the real binary, with their real
 //! clients: InfluxDB line protocol from the official Python
 //! `influxdb-client` (`influx.rs`), Prometheus remote write from a real
 //! Prometheus server scraping Weir and itself (`prometheus.rs`), OTLP from
 //! the OpenTelemetry Python SDK's gRPC and HTTP exporters (`otlp.rs`),
-//! Arrow Flight `DoPut` from `pyarrow.flight` (`flight.rs`), and hostile
-//! bodies for each, built by hand past any client. After every hostile
+//! Arrow Flight `DoPut` and Flight SQL from `pyarrow.flight` and ADBC
+//! (`flight.rs`), the Postgres wire protocol from `psql` and `psycopg`
+//! (`postgres.rs`), and hostile bodies for each, built by hand past any
+//! client. After every hostile
 //! request the server still serves, and what it acknowledged survives a
 //! `kill -9`. Also the built-in host source (`host.rs`).
 
@@ -12,13 +14,14 @@ mod flight;
 mod host;
 mod influx;
 mod otlp;
+mod postgres;
 mod prometheus;
 
 use std::ffi::OsStr;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use weir_e2e::{WeirServer, tests_dir};
+use weir_e2e::{MetricRow, RequestBuilder, WeirServer, now_ns, tests_dir};
 
 /// Runs the real client `tests/clients/<script>` with `args` and returns the
 /// JSON it prints of what it saw. `needs` names the Python packages it
@@ -37,6 +40,29 @@ fn python_client(server: &WeirServer, script: &str, args: &[&OsStr], needs: &str
         );
     }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// 20 services checked every 5 minutes over the last 3 hours (720 rows);
+/// some checks fail, some have no response time: what the query front
+/// ends' tests ask the reference query about.
+async fn seed_uptime(server: &WeirServer) -> Result<()> {
+    const FIVE_MINUTES_NS: i64 = 300_000_000_000;
+    let now = now_ns();
+    let mut request = RequestBuilder::default();
+    for s in 0..20i64 {
+        for i in 0..36i64 {
+            let healthy = (s * 7 + i) % 11 != 0;
+            request.metric(&MetricRow {
+                service_name: format!("svc-{s:02}"),
+                status: if healthy { "healthy" } else { "unhealthy" },
+                response_ms: (i % 5 != 0).then_some(10.0 + (s * i % 17) as f64),
+                status_code: Some(if healthy { 200 } else { 503 }),
+                recorded_at_ns: now - (i + 1) * FIVE_MINUTES_NS,
+            });
+        }
+    }
+    server.client().await?.write(request.build(0)).await?;
+    Ok(())
 }
 
 /// One SQL answer as rows of JSON objects.
