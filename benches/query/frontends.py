@@ -1,7 +1,8 @@
 """The same queries through Weir's query front ends, timed from the client:
-HTTP (`POST /api/v1/sql`, JSON) and Arrow Flight SQL (ADBC).
+HTTP (`POST /api/v1/sql`, JSON), Arrow Flight SQL (ADBC) and the Postgres
+wire protocol (psycopg 3, text format, server-side statements).
 
-Usage: frontends.py http://host:port grpc://host:port reference.sql RUNS
+Usage: frontends.py http://host:port grpc://host:port pg-host:port reference.sql RUNS
 Prints one JSON line per front end and query: the median of RUNS timings,
 the rows, and for the large answer the Arrow bytes per second.
 """
@@ -13,8 +14,11 @@ import time
 import urllib.request
 
 import adbc_driver_flightsql.dbapi as flight_sql
+import psycopg
 
-http_url, grpc_url, reference_path, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+http_url, grpc_url, pg_addr, reference_path = sys.argv[1:5]
+runs = int(sys.argv[5])
+pg_host, pg_port = pg_addr.rsplit(":", 1)
 with open(reference_path) as f:
     reference = f.read()
 queries = {
@@ -42,6 +46,15 @@ def over_flight_sql(conn):
     return run
 
 
+def over_postgres(conn):
+    def run(sql):
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return len(cur.fetchall()), None
+
+    return run
+
+
 def measure(name, run, sql):
     run(sql)  # one untimed run first: the data in the page cache
     seconds, rows, nbytes = [], 0, None
@@ -57,8 +70,14 @@ def measure(name, run, sql):
     return out
 
 
-with flight_sql.connect(grpc_url) as conn:
-    flight = over_flight_sql(conn)
+with flight_sql.connect(grpc_url) as conn, psycopg.connect(
+    host=pg_host, port=int(pg_port), dbname="weir", user="bench", autocommit=True
+) as pg:
+    front_ends = [
+        ("http_json", over_http),
+        ("flight_sql_adbc", over_flight_sql(conn)),
+        ("postgres_psycopg", over_postgres(pg)),
+    ]
     for query, sql in queries.items():
-        for name, run in [("http_json", over_http), ("flight_sql_adbc", flight)]:
+        for name, run in front_ends:
             print(json.dumps({"query": query, **measure(name, run, sql)}), flush=True)
