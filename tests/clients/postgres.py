@@ -141,7 +141,10 @@ with psycopg.connect(host=host, port=port, user="grafana", dbname="weir", autoco
         )
         panel = cur.fetchall()
         out["grafana_panel_rows"] = len(panel)
-        out["grafana_panel_first"] = [float(v) for v in panel[0]] if panel else None
+        # An hour whose checks all lack a response time averages to NULL.
+        out["grafana_panel_first"] = (
+            [None if v is None else float(v) for v in panel[0]] if panel else None
+        )
         # A table panel over the last hour, with a time column Grafana keeps.
         cur.execute(
             f"""SELECT recorded_at AS "time", service_name, status_code
