@@ -19,8 +19,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
@@ -62,7 +62,7 @@ pub struct QueryConfig {
     pub max_result_bytes: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct QueryMetrics {
     pub queries: Counter,
     pub failed: Counter,
@@ -91,6 +91,56 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
 }
+
+/// A query's answer as it is computed, batch by batch
+/// ([`QueryEngine::sql_stream_in`]). Ends with an error if the query fails
+/// part way, never early without one. Dropping it stops the query.
+pub struct QueryStream {
+    pub schema: SchemaRef,
+    batches: tokio::sync::mpsc::Receiver<RecordBatch>,
+    /// How the query ended; a oneshot, so that the end is told even to a
+    /// reader whose batch channel is full.
+    done: tokio::sync::oneshot::Receiver<Result<()>>,
+    finished: bool,
+    _query: AbortOnDrop<()>,
+}
+
+impl futures::Stream for QueryStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.batches.poll_recv(cx) {
+            Poll::Ready(Some(batch)) => return Poll::Ready(Some(Ok(batch))),
+            Poll::Pending => return Poll::Pending,
+            // Every batch is read: how did the query end?
+            Poll::Ready(None) => {}
+        }
+        let ended = match std::pin::Pin::new(&mut self.done).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(Ok(()))) => None,
+            Poll::Ready(Ok(Err(e))) => Some(Err(e)),
+            // The query task ended without saying: it panicked.
+            Poll::Ready(Err(_)) => Some(Err(Error::Execution(
+                "the query failed with an internal error (a panic in the query engine); it was contained"
+                    .to_string(),
+            ))),
+        };
+        self.finished = true;
+        Poll::Ready(ended)
+    }
+}
+
+/// Batches a streamed answer keeps ready ahead of its reader: what a
+/// reader that stops reading holds in memory, beyond DataFusion's own
+/// buffers (bounded by the memory limit).
+const STREAM_AHEAD: usize = 2;
 
 /// A read-only table computed when a query asks for it — the engine's own
 /// state (plugin counters, say) exposed to SQL next to the stored tables.
@@ -190,6 +240,75 @@ impl QueryEngine {
             "query"
         );
         result
+    }
+
+    /// Runs `sql` (read in `dialect`, `params` bound) and hands its answer
+    /// over batch by batch as it is computed, for front ends that send
+    /// batches on as they come (Flight SQL, the Postgres protocol): the
+    /// answer is never held whole, so the result size cap does not apply;
+    /// what waits for a slow reader is [`STREAM_AHEAD`] batches. The
+    /// timeout covers the whole stream, reading included, so a reader that
+    /// stops reading ends its query (with a timeout error) instead of
+    /// holding it open.
+    pub async fn sql_stream_in(
+        &self,
+        dialect: Dialect,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryStream> {
+        check_size(sql)?;
+        self.metrics.queries.inc();
+        let planner = self.planner.clone();
+        let metrics = self.metrics.clone();
+        let sql = sql.to_string();
+        let timeout = self.planner.config.timeout;
+        let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
+        let (batch_tx, batches) = tokio::sync::mpsc::channel(STREAM_AHEAD);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let query = AbortOnDrop(self.runtime.spawn(async move {
+            let started = Instant::now();
+            let mut schema_tx = Some(schema_tx);
+            let run = planner.stream(dialect, &sql, params, &mut schema_tx, batch_tx);
+            let result = match tokio::time::timeout(timeout, run).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout { timeout }),
+            };
+            metrics.seconds.observe(started.elapsed());
+            if result.is_err() {
+                metrics.failed.inc();
+            }
+            debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                ok = result.is_ok(),
+                "streamed query"
+            );
+            match (schema_tx.take(), result) {
+                // Failed before it had an answer to stream.
+                (Some(schema_tx), Err(e)) => {
+                    let _ = schema_tx.send(Err(e));
+                }
+                (_, result) => {
+                    let _ = done_tx.send(result);
+                }
+            }
+            Ok(())
+        }));
+        let schema = match schema_rx.await {
+            Ok(schema) => schema?,
+            Err(_) => {
+                return Err(Error::Execution(
+                    "the query failed with an internal error (a panic in the query engine); it was contained"
+                        .to_string(),
+                ));
+            }
+        };
+        Ok(QueryStream {
+            schema,
+            batches,
+            done,
+            finished: false,
+            _query: query,
+        })
     }
 
     /// The schema of `sql`'s answer, from planning it alone: nothing is
@@ -305,6 +424,22 @@ impl Planner {
         Ok((ctx, plan))
     }
 
+    /// `sql` planned and started: its schema and its batches to come.
+    async fn execute(
+        &self,
+        dialect: Dialect,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        let limit = self.config.memory_limit;
+        let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
+        let (ctx, plan) = self.plan(dialect, sql, params).await?;
+        let frame = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let stream = frame.execute_stream().await.map_err(df_err)?;
+        Ok((schema, stream))
+    }
+
     async fn run(
         &self,
         dialect: Dialect,
@@ -314,10 +449,7 @@ impl Planner {
     ) -> Result<QueryResult> {
         let limit = self.config.memory_limit;
         let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
-        let (ctx, plan) = self.plan(dialect, sql, params).await?;
-        let frame = ctx.execute_logical_plan(plan).await.map_err(df_err)?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let mut stream = frame.execute_stream().await.map_err(df_err)?;
+        let (schema, mut stream) = self.execute(dialect, sql, params).await?;
         let mut batches = Vec::new();
         let mut bytes = 0usize;
         let mut rows = 0usize;
@@ -336,6 +468,32 @@ impl Planner {
             batches.push(batch);
         }
         Ok(QueryResult { schema, batches })
+    }
+
+    /// Plans and runs `sql`, sends its schema on `schema_tx` (taking it),
+    /// then its batches on `batches` until done or the reader goes away.
+    async fn stream(
+        &self,
+        dialect: Dialect,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        schema_tx: &mut Option<tokio::sync::oneshot::Sender<Result<SchemaRef>>>,
+        batches: tokio::sync::mpsc::Sender<RecordBatch>,
+    ) -> Result<()> {
+        let limit = self.config.memory_limit;
+        let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
+        let (schema, mut stream) = self.execute(dialect, sql, params).await?;
+        if let Some(schema_tx) = schema_tx.take() {
+            let _ = schema_tx.send(Ok(schema));
+        }
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_err)?;
+            if batches.send(batch).await.is_err() {
+                // The reader is gone; nobody wants the rest.
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     fn session(&self, dialect: Dialect) -> datafusion::error::Result<SessionContext> {

@@ -29,7 +29,9 @@ mod time_range;
 
 pub use complexity::{MAX_SQL_BYTES, MAX_SQL_DEPTH};
 pub use datafusion::common::ScalarValue;
-pub use engine::{Dialect, QueryConfig, QueryEngine, QueryMetrics, QueryResult, SystemTable};
+pub use engine::{
+    Dialect, QueryConfig, QueryEngine, QueryMetrics, QueryResult, QueryStream, SystemTable,
+};
 pub use error::{Error, Result};
 pub use table::WeirTable;
 pub use time_range::TimeRange;

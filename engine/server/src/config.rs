@@ -199,8 +199,9 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_QUERY_TIMEOUT", value_name = "DURATION")]
     pub query_timeout: Option<String>,
 
-    /// Largest result one query may return (Arrow bytes); a larger one fails
-    /// with a hint to aggregate or add a LIMIT. Default `256MiB`.
+    /// Largest answer held whole (HTTP, `weir sql`, alert rules), in Arrow
+    /// bytes; a larger one fails with a hint to aggregate or add a LIMIT.
+    /// Streamed answers (Flight SQL, Postgres) are not held. Default `256MiB`.
     #[arg(long, env = "WEIR_QUERY_MAX_RESULT_SIZE", value_name = "SIZE")]
     pub query_max_result_size: Option<String>,
 

@@ -52,7 +52,7 @@ use ring::hmac;
 use ring::rand::SystemRandom;
 use tonic::{Request, Response, Status};
 use tracing::warn;
-use weir_query::{QueryEngine, ScalarValue};
+use weir_query::{Dialect, QueryEngine, ScalarValue};
 
 use crate::Error;
 
@@ -114,24 +114,43 @@ impl FlightSql {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<Response<DataStream>, Status> {
-        let result = self
+        let failed = |e: weir_query::Error| {
+            let e = Error::from(e);
+            warn!(error = %e, "Flight SQL query failed");
+            e.grpc_status()
+        };
+        let answer = self
             .query
-            .sql_bound(sql, params, usize::MAX)
+            .sql_stream_in(Dialect::Weir, sql, params)
             .await
-            .map_err(|e| {
-                let e = Error::from(e);
-                warn!(error = %e, "Flight SQL query failed");
-                e.grpc_status()
-            })?;
-        Ok(Response::new(encode(result.schema, result.batches)))
+            .map_err(failed)?;
+        let schema = Arc::clone(&answer.schema);
+        // Batches go out as the engine computes them; a failure part way
+        // ends the stream with its status.
+        let batches =
+            answer.map(move |batch| batch.map_err(|e| FlightError::Tonic(Box::new(failed(e)))));
+        Ok(Response::new(encode_stream(schema, batches)))
     }
 
     /// Runs one of our own catalog queries; its SQL is fixed, so a failure
     /// is the server's.
     async fn catalog_rows(&self, sql: &str) -> Result<Vec<RecordBatch>, Status> {
+        self.catalog_rows_bound(sql, Vec::new()).await
+    }
+
+    /// Like [`catalog_rows`](Self::catalog_rows), with `$n` bound to `params`.
+    async fn catalog_rows_bound(
+        &self,
+        sql: &str,
+        params: Vec<String>,
+    ) -> Result<Vec<RecordBatch>, Status> {
+        let params = params
+            .into_iter()
+            .map(|p| ScalarValue::Utf8(Some(p)))
+            .collect();
         Ok(self
             .query
-            .sql(sql)
+            .sql_bound(sql, params, usize::MAX)
             .await
             .map_err(|e| Error::from(e).grpc_status())?
             .batches)
@@ -312,7 +331,13 @@ fn schema_ipc(schema: &Schema) -> Result<Bytes, Status> {
 /// Dictionary columns (tags) stay dictionaries, as the schema announced at
 /// `GetFlightInfo` says: the encoder's default would expand them.
 fn encode(schema: SchemaRef, batches: Vec<RecordBatch>) -> DataStream {
-    let batches = futures::stream::iter(batches.into_iter().map(Ok));
+    encode_stream(schema, futures::stream::iter(batches.into_iter().map(Ok)))
+}
+
+fn encode_stream(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static,
+) -> DataStream {
     Box::pin(
         FlightDataEncoderBuilder::new()
             .with_dictionary_handling(DictionaryHandling::Resend)
@@ -526,11 +551,46 @@ impl FlightSqlService for FlightSql {
         _request: Request<Ticket>,
     ) -> Result<Response<DataStream>, Status> {
         let include_schema = query.include_schema;
+        // The request's filters go into the catalog query, so that only the
+        // tables asked for have their schemas planned (ADBC's
+        // `adbc_get_table_schema("t")` asks for one). Patterns are SQL
+        // `LIKE` patterns in Flight SQL too; all are bound as values.
+        let mut conditions = Vec::new();
+        let mut params = Vec::new();
+        let bind = |params: &mut Vec<String>, value: &str| {
+            params.push(value.to_string());
+            format!("${}", params.len())
+        };
+        if let Some(catalog) = &query.catalog {
+            conditions.push(format!("table_catalog = {}", bind(&mut params, catalog)));
+        }
+        if let Some(pattern) = &query.db_schema_filter_pattern {
+            conditions.push(format!("table_schema LIKE {}", bind(&mut params, pattern)));
+        }
+        if let Some(pattern) = &query.table_name_filter_pattern {
+            conditions.push(format!("table_name LIKE {}", bind(&mut params, pattern)));
+        }
+        if !query.table_types.is_empty() {
+            let kinds: Vec<String> = query
+                .table_types
+                .iter()
+                .map(|kind| bind(&mut params, kind))
+                .collect();
+            conditions.push(format!("table_type IN ({})", kinds.join(", ")));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
         let mut builder = query.into_builder();
         for batch in self
-            .catalog_rows(
-                "SELECT table_catalog, table_schema, table_name, table_type \
-                 FROM information_schema.tables ORDER BY 1, 2, 3",
+            .catalog_rows_bound(
+                &format!(
+                    "SELECT table_catalog, table_schema, table_name, table_type \
+                     FROM information_schema.tables {filter} ORDER BY 1, 2, 3"
+                ),
+                params,
             )
             .await?
         {
@@ -540,8 +600,7 @@ impl FlightSqlService for FlightSql {
                 .zip(strings(&batch, 2)?)
                 .zip(strings(&batch, 3)?);
             for (((catalog, schema), table), kind) in rows {
-                // The builder filters by the request's patterns and types;
-                // a table's schema is planned only if it is asked for.
+                // A table's schema is planned only if it is asked for.
                 let table_schema = if include_schema {
                     let sql = format!(
                         "SELECT * FROM {}.{}.{}",

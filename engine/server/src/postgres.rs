@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::{DataType, SchemaRef};
+use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
@@ -35,7 +36,7 @@ use datafusion_postgres::hooks::QueryHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire;
-use futures::{Sink, stream};
+use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::DefaultCancelHandler;
@@ -49,12 +50,13 @@ use pgwire::api::{
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
-use weir_query::{Dialect, QueryEngine, QueryResult, ScalarValue};
+use weir_query::{Dialect, QueryEngine, QueryStream, ScalarValue};
 
 use crate::Error;
 
@@ -138,22 +140,26 @@ impl PgFrontEnd {
 impl Statements {
     /// Runs one statement the engine answers, bounded also by the client's
     /// `statement_timeout` when it set one.
+    ///
+    /// The answer streams: rows go out as the engine computes batches.
     async fn run<C: ClientInfo + ?Sized>(
         &self,
         client: &C,
         sql: &str,
         params: Vec<ScalarValue>,
-    ) -> PgWireResult<QueryResult> {
-        let query = self
-            .query
-            .sql_in(Dialect::Postgres, sql, params, usize::MAX);
-        let result = match client_timeout(client) {
-            Some(timeout) => tokio::time::timeout(timeout, query)
+    ) -> PgWireResult<Answer> {
+        let deadline = client_timeout(client).map(|t| tokio::time::Instant::now() + t);
+        let query = self.query.sql_stream_in(Dialect::Postgres, sql, params);
+        let answer = match deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline, query)
                 .await
-                .map_err(|_| user_error("57014", "canceling statement due to statement timeout"))?,
+                .map_err(|_| statement_timeout())?,
             None => query.await,
         };
-        result.map_err(|e| query_error(Error::Query(e)))
+        Ok(Answer {
+            stream: answer.map_err(|e| query_error(Error::Query(e)))?,
+            deadline,
+        })
     }
 
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
@@ -163,27 +169,55 @@ impl Statements {
     }
 }
 
-/// The answer's rows, encoded as the client asked (`format`), from batches
-/// the engine has bounded already.
+/// An answer on its way, and when the client's `statement_timeout` ends it.
+struct Answer {
+    stream: QueryStream,
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// The answer's rows, encoded as the client asked (`format`) batch by batch
+/// as they come. A failure part way (or the client's deadline) ends the
+/// rows with the error, never silently.
 fn rows<C: ClientInfo + ?Sized>(
     client: &C,
-    result: QueryResult,
+    answer: Answer,
     format: &Format,
 ) -> PgWireResult<Response> {
     let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
     let fields = Arc::new(arrow_schema_to_pg_fields(
-        &result.schema,
+        &answer.stream.schema,
         format,
         Some(options),
     )?);
-    let batches = result.batches.into_iter().map({
-        let fields = Arc::clone(&fields);
-        move |batch| stream::iter(encode_recordbatch(Arc::clone(&fields), batch))
+    let batches = stream::unfold(Some(answer), |answer| async move {
+        let mut answer = answer?;
+        let next = match answer.deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, answer.stream.next()).await {
+                Ok(next) => next,
+                Err(_) => return Some((Err(statement_timeout()), None)),
+            },
+            None => answer.stream.next().await,
+        };
+        match next? {
+            Ok(batch) => Some((Ok(batch), Some(answer))),
+            Err(e) => Some((Err(query_error(Error::Query(e))), None)),
+        }
     });
-    Ok(Response::Query(QueryResponse::new(
-        fields,
-        futures::StreamExt::flatten(stream::iter(batches)),
-    )))
+    let rows = batches.flat_map({
+        let fields = Arc::clone(&fields);
+        move |batch: PgWireResult<RecordBatch>| {
+            let rows: Vec<PgWireResult<DataRow>> = match batch {
+                Ok(batch) => encode_recordbatch(Arc::clone(&fields), batch).collect(),
+                Err(e) => vec![Err(e)],
+            };
+            stream::iter(rows)
+        }
+    });
+    Ok(Response::Query(QueryResponse::new(fields, rows)))
+}
+
+fn statement_timeout() -> PgWireError {
+    user_error("57014", "canceling statement due to statement timeout")
 }
 
 /// The `statement_timeout` a client set (`SET statement_timeout = '5s'`),

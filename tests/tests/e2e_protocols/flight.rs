@@ -243,3 +243,68 @@ async fn adbc_queries_over_flight_sql() -> Result<()> {
     );
     Ok(())
 }
+
+/// The server's resident memory, from `/proc`.
+fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+/// A Flight SQL client that asks for a 1.6 GB answer and never reads it:
+/// the answer streams, so the server holds a few batches for it (not the
+/// answer) and keeps serving others. (That the timeout then ends the query
+/// is `weir-query`'s `streamed_answers_are_whole_or_end_in_an_error`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_sql_reader_that_never_reads_holds_little() -> Result<()> {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+
+    let dir = tempfile::tempdir()?;
+    // A result cap above the answer: were it collected, nothing would stop
+    // it before it filled memory.
+    let server = WeirServer::start(
+        &dir.path().join("data"),
+        &["--query-timeout", "8s", "--query-max-result-size", "4GiB"],
+    )?;
+    let pid = server.pid().context("pid")?;
+    let channel = tonic::transport::Channel::from_shared(server.grpc_url.clone())?
+        .connect()
+        .await?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    let before = rss_bytes(pid)?;
+    let info = client
+        .execute(
+            "SELECT value FROM generate_series(1, 200000000)".to_string(),
+            None,
+        )
+        .await?;
+    let ticket = info.endpoint[0].ticket.clone().context("a ticket")?;
+    let stalled = client.do_get(ticket).await?; // never polled
+    // Give the server time to fill whatever it would buffer.
+    let mut peak = before;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        peak = peak.max(rss_bytes(pid)?);
+        // Others are served meanwhile.
+        assert_eq!(
+            server
+                .count("SELECT count(*) FROM generate_series(1, 10)")
+                .await?,
+            10
+        );
+    }
+    eprintln!("resident memory {before} → {peak} bytes with an unread 1.6 GB answer");
+    ensure!(
+        peak < before + (256 << 20),
+        "resident memory grew from {before} to {peak} bytes for an unread stream"
+    );
+    drop(stalled);
+    Ok(())
+}

@@ -249,3 +249,87 @@ async fn arbitrary_sql_never_crashes_the_engine() {
     }
     still_answers(&engine).await;
 }
+
+/// A streamed answer arrives whole and in order, past the result size cap
+/// (it is never held whole); a failure part way ends it with the error,
+/// never early without one; a reader that stops reading ends its query at
+/// the timeout instead of holding it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answers_are_whole_or_end_in_an_error() {
+    use futures::StreamExt;
+    use weir_query::Dialect;
+
+    let dir = tempfile::tempdir().unwrap();
+    // A cap far below the answer: streams do not collect, so it does not apply.
+    let engine = engine(dir.path(), 1 << 10, Duration::from_secs(2));
+    let mut stream = engine
+        .sql_stream_in(
+            Dialect::Weir,
+            "SELECT value FROM generate_series(1, 1000000)",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let mut expected = 1i64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.unwrap();
+        let values = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .unwrap();
+        for value in values.iter() {
+            assert_eq!(value, Some(expected));
+            expected += 1;
+        }
+    }
+    assert_eq!(expected, 1_000_001);
+
+    // Division by zero at row 500,000: the batches before it, then the error.
+    let mut stream = engine
+        .sql_stream_in(
+            Dialect::Weir,
+            "SELECT 1 / (value - 500000) AS x FROM generate_series(1, 1000000)",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let mut ended_in_error = false;
+    while let Some(batch) = stream.next().await {
+        if let Err(e) = batch {
+            assert!(
+                e.to_string().to_lowercase().contains("divide by zero"),
+                "{e}"
+            );
+            ended_in_error = true;
+        }
+    }
+    assert!(ended_in_error, "the stream ended without its error");
+
+    // Never read past the first batch: the timeout ends the query, and the
+    // reader, when it comes back, is told.
+    let mut stream = engine
+        .sql_stream_in(
+            Dialect::Weir,
+            "SELECT value FROM generate_series(1, 100000000)",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut last = None;
+    while let Some(batch) = stream.next().await {
+        last = Some(batch);
+    }
+    assert!(matches!(last, Some(Err(Error::Timeout { .. }))), "{last:?}");
+
+    // Refused before streaming: the error, not a stream.
+    assert!(matches!(
+        engine
+            .sql_stream_in(Dialect::Weir, "DROP TABLE t", Vec::new())
+            .await,
+        Err(Error::NotReadOnly(_))
+    ));
+    still_answers(&engine).await;
+}
