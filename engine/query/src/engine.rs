@@ -127,10 +127,7 @@ impl futures::Stream for QueryStream {
             Poll::Ready(Ok(Ok(()))) => None,
             Poll::Ready(Ok(Err(e))) => Some(Err(e)),
             // The query task ended without saying: it panicked.
-            Poll::Ready(Err(_)) => Some(Err(Error::Execution(
-                "the query failed with an internal error (a panic in the query engine); it was contained"
-                    .to_string(),
-            ))),
+            Poll::Ready(Err(_)) => Some(Err(contained_panic())),
         };
         self.finished = true;
         Poll::Ready(ended)
@@ -216,20 +213,9 @@ impl QueryEngine {
         params: Vec<ScalarValue>,
         max_rows: usize,
     ) -> Result<QueryResult> {
-        self.sql_in(Dialect::Weir, sql, params, max_rows).await
-    }
-
-    /// Like [`sql_bound`](Self::sql_bound), with `sql` read in `dialect`.
-    pub async fn sql_in(
-        &self,
-        dialect: Dialect,
-        sql: &str,
-        params: Vec<ScalarValue>,
-        max_rows: usize,
-    ) -> Result<QueryResult> {
         let started = Instant::now();
         self.metrics.queries.inc();
-        let result = self.run_bounded(dialect, sql, params, max_rows).await;
+        let result = self.run_bounded(sql, params, max_rows).await;
         self.metrics.seconds.observe(started.elapsed());
         if result.is_err() {
             self.metrics.failed.inc();
@@ -295,12 +281,7 @@ impl QueryEngine {
         }));
         let schema = match schema_rx.await {
             Ok(schema) => schema?,
-            Err(_) => {
-                return Err(Error::Execution(
-                    "the query failed with an internal error (a panic in the query engine); it was contained"
-                        .to_string(),
-                ));
-            }
+            Err(_) => return Err(contained_panic()),
         };
         Ok(QueryStream {
             schema,
@@ -360,7 +341,6 @@ impl QueryEngine {
 
     async fn run_bounded(
         &self,
-        dialect: Dialect,
         sql: &str,
         params: Vec<ScalarValue>,
         max_rows: usize,
@@ -370,7 +350,7 @@ impl QueryEngine {
         let sql = sql.to_string();
         let task = AbortOnDrop(
             self.runtime
-                .spawn(async move { planner.run(dialect, &sql, params, max_rows).await }),
+                .spawn(async move { planner.run(&sql, params, max_rows).await }),
         );
         let timeout = self.planner.config.timeout;
         match tokio::time::timeout(timeout, task).await {
@@ -440,16 +420,16 @@ impl Planner {
         Ok((schema, stream))
     }
 
+    /// `sql` run to completion, its answer held whole within the caps.
     async fn run(
         &self,
-        dialect: Dialect,
         sql: &str,
         params: Vec<ScalarValue>,
         max_rows: usize,
     ) -> Result<QueryResult> {
         let limit = self.config.memory_limit;
         let df_err = |e: DataFusionError| Error::from_datafusion(e, limit);
-        let (schema, mut stream) = self.execute(dialect, sql, params).await?;
+        let (schema, mut stream) = self.execute(Dialect::Weir, sql, params).await?;
         let mut batches = Vec::new();
         let mut bytes = 0usize;
         let mut rows = 0usize;
@@ -586,14 +566,22 @@ impl<T> Future for AbortOnDrop<T> {
     ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
             joined.unwrap_or_else(|e| {
-                Err(Error::Execution(if e.is_panic() {
-                    "the query failed with an internal error (a panic in the query engine); it was contained".to_string()
+                Err(if e.is_panic() {
+                    contained_panic()
                 } else {
-                    "the query was cancelled".to_string()
-                }))
+                    Error::Execution("the query was cancelled".to_string())
+                })
             })
         })
     }
+}
+
+/// What a query whose task panicked answers: the panic stays in its task.
+fn contained_panic() -> Error {
+    Error::Execution(
+        "the query failed with an internal error (a panic in the query engine); it was contained"
+            .to_string(),
+    )
 }
 
 impl<T> Drop for AbortOnDrop<T> {

@@ -56,7 +56,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
-use weir_query::{Dialect, QueryEngine, QueryStream, ScalarValue};
+use weir_query::{Dialect, QueryEngine, ScalarValue};
 
 use crate::Error;
 
@@ -139,15 +139,17 @@ impl PgFrontEnd {
 
 impl Statements {
     /// Runs one statement the engine answers, bounded also by the client's
-    /// `statement_timeout` when it set one.
-    ///
-    /// The answer streams: rows go out as the engine computes batches.
-    async fn run<C: ClientInfo + ?Sized>(
+    /// `statement_timeout` when it set one, and answers its rows, encoded
+    /// as the client asked (`format`), batch by batch as the engine
+    /// computes them. A failure part way (or the client's deadline) ends
+    /// the rows with the error, never silently.
+    async fn answer<C: ClientInfo + ?Sized>(
         &self,
         client: &C,
         sql: &str,
         params: Vec<ScalarValue>,
-    ) -> PgWireResult<Answer> {
+        format: &Format,
+    ) -> PgWireResult<Response> {
         let deadline = client_timeout(client).map(|t| tokio::time::Instant::now() + t);
         let query = self.query.sql_stream_in(Dialect::Postgres, sql, params);
         let answer = match deadline {
@@ -155,11 +157,39 @@ impl Statements {
                 .await
                 .map_err(|_| statement_timeout())?,
             None => query.await,
-        };
-        Ok(Answer {
-            stream: answer.map_err(|e| query_error(Error::Query(e)))?,
-            deadline,
-        })
+        }
+        .map_err(|e| query_error(Error::Query(e)))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = Arc::new(arrow_schema_to_pg_fields(
+            &answer.schema,
+            format,
+            Some(options),
+        )?);
+        let batches = stream::unfold(Some(answer), move |answer| async move {
+            let mut answer = answer?;
+            let next = match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, answer.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Some((Err(statement_timeout()), None)),
+                },
+                None => answer.next().await,
+            };
+            match next? {
+                Ok(batch) => Some((Ok(batch), Some(answer))),
+                Err(e) => Some((Err(query_error(Error::Query(e))), None)),
+            }
+        });
+        let rows = batches.flat_map({
+            let fields = Arc::clone(&fields);
+            move |batch: PgWireResult<RecordBatch>| {
+                let rows: Vec<PgWireResult<DataRow>> = match batch {
+                    Ok(batch) => encode_recordbatch(Arc::clone(&fields), batch).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                stream::iter(rows)
+            }
+        });
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
 
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
@@ -167,53 +197,6 @@ impl Statements {
             .parse(sql)
             .map_err(|e| user_error("42601", &format!("invalid query: {e}")))
     }
-}
-
-/// An answer on its way, and when the client's `statement_timeout` ends it.
-struct Answer {
-    stream: QueryStream,
-    deadline: Option<tokio::time::Instant>,
-}
-
-/// The answer's rows, encoded as the client asked (`format`) batch by batch
-/// as they come. A failure part way (or the client's deadline) ends the
-/// rows with the error, never silently.
-fn rows<C: ClientInfo + ?Sized>(
-    client: &C,
-    answer: Answer,
-    format: &Format,
-) -> PgWireResult<Response> {
-    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    let fields = Arc::new(arrow_schema_to_pg_fields(
-        &answer.stream.schema,
-        format,
-        Some(options),
-    )?);
-    let batches = stream::unfold(Some(answer), |answer| async move {
-        let mut answer = answer?;
-        let next = match answer.deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, answer.stream.next()).await {
-                Ok(next) => next,
-                Err(_) => return Some((Err(statement_timeout()), None)),
-            },
-            None => answer.stream.next().await,
-        };
-        match next? {
-            Ok(batch) => Some((Ok(batch), Some(answer))),
-            Err(e) => Some((Err(query_error(Error::Query(e))), None)),
-        }
-    });
-    let rows = batches.flat_map({
-        let fields = Arc::clone(&fields);
-        move |batch: PgWireResult<RecordBatch>| {
-            let rows: Vec<PgWireResult<DataRow>> = match batch {
-                Ok(batch) => encode_recordbatch(Arc::clone(&fields), batch).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            stream::iter(rows)
-        }
-    });
-    Ok(Response::Query(QueryResponse::new(fields, rows)))
 }
 
 fn statement_timeout() -> PgWireError {
@@ -253,6 +236,7 @@ impl SimpleQueryHandler for PgFrontEnd {
             return Ok(vec![Response::EmptyQuery]);
         }
         let mut responses = Vec::with_capacity(statements.len());
+        let session = hook_session();
         'statements: for statement in statements {
             if let Statement::Deallocate { name, .. } = &statement {
                 // How psycopg drops the statements it prepared. (`ALL`
@@ -263,16 +247,17 @@ impl SimpleQueryHandler for PgFrontEnd {
                 continue;
             }
             for hook in &this.hooks {
-                if let Some(response) = hook
-                    .handle_simple_query(&statement, &hook_session(), client)
-                    .await
+                if let Some(response) = hook.handle_simple_query(&statement, &session, client).await
                 {
                     responses.push(response?);
                     continue 'statements;
                 }
             }
-            let result = this.run(client, &statement.to_string(), Vec::new()).await?;
-            responses.push(rows(client, result, &Format::UnifiedText)?);
+            let sql = statement.to_string();
+            responses.push(
+                this.answer(client, &sql, Vec::new(), &Format::UnifiedText)
+                    .await?,
+            );
         }
         Ok(responses)
     }
@@ -318,9 +303,10 @@ impl QueryParser for Statements {
         let Some(statement) = statements.pop() else {
             return Ok(None);
         };
+        let session = hook_session();
         for hook in &self.hooks {
             if let Some(plan) = hook
-                .handle_extended_parse_query(&statement, &hook_session(), client)
+                .handle_extended_parse_query(&statement, &session, client)
                 .await
             {
                 return Ok(Some(Prepared::Session {
@@ -392,9 +378,10 @@ impl ExtendedQueryHandler for PgFrontEnd {
         match &portal.statement.statement {
             Prepared::Session { statement, plan } => {
                 let none = ParamValues::List(Vec::new());
+                let session = hook_session();
                 for hook in &this.hooks {
                     if let Some(response) = hook
-                        .handle_extended_query(statement, plan, &none, &hook_session(), client)
+                        .handle_extended_query(statement, plan, &none, &session, client)
                         .await
                     {
                         return response;
@@ -413,8 +400,8 @@ impl ExtendedQueryHandler for PgFrontEnd {
                         return Err(user_error("42P02", "named parameters are not supported"));
                     }
                 };
-                let result = this.run(client, sql, values).await?;
-                rows(client, result, &portal.result_column_format)
+                this.answer(client, sql, values, &portal.result_column_format)
+                    .await
             }
         }
     }
