@@ -145,9 +145,12 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         FileFormat::Parquet => read_parquet(&path, &row_tx),
     });
 
-    let mut client = WriteServiceClient::connect(args.server.clone())
+    let channel = tonic::transport::Endpoint::from_shared(args.server.clone())
+        .with_context(|| format!("{:?} is not a server address", args.server))?
+        .connect()
         .await
-        .with_context(|| format!("cannot reach the server at {}", args.server))?
+        .with_context(|| format!("cannot reach the server at {}", args.server))?;
+    let mut client = WriteServiceClient::with_interceptor(channel, crate::grpc_token()?)
         .max_encoding_message_size(256 << 20);
     let (req_tx, req_rx) = mpsc::channel::<WriteRequest>(MAX_IN_FLIGHT);
     let mut acks = client
@@ -307,16 +310,18 @@ async fn look_up_table(http: &str, table: &str) -> TableInfo {
     );
     let url = format!("{}/api/v1/sql", http.trim_end_matches('/'));
     let answer = async {
-        let response = reqwest::Client::new()
+        let response = crate::http_client()?
             .post(&url)
             .header("accept", "application/json")
             .body(query)
             .send()
             .await?
             .error_for_status()?;
-        response
-            .json::<Vec<serde_json::Map<String, serde_json::Value>>>()
-            .await
+        anyhow::Ok(
+            response
+                .json::<Vec<serde_json::Map<String, serde_json::Value>>>()
+                .await?,
+        )
     };
     let rows = match answer.await {
         Ok(rows) => rows,

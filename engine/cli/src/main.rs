@@ -8,6 +8,7 @@ mod monitor;
 mod plugin;
 mod sql;
 mod suppress;
+mod token;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,8 @@ enum Command {
     Rules(monitor::RulesArgs),
     /// Suppress alerts for a while: add, preview, list, show, update, expire.
     Suppress(suppress::SuppressArgs),
+    /// Access tokens of a data directory: create, list, revoke.
+    Token(token::TokenArgs),
 }
 
 /// glibc's malloc raises its mmap threshold (up to 32 MiB) each time a
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Probes(args) => runtime.block_on(monitor::probes(args)),
         Command::Rules(args) => runtime.block_on(monitor::rules(args)),
         Command::Suppress(args) => runtime.block_on(suppress::run(args)),
+        Command::Token(args) => token::run(args),
     };
     match result {
         Ok(code) => code,
@@ -113,6 +117,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The token the client commands send, from `WEIR_TOKEN`.
+fn token() -> Option<String> {
+    std::env::var("WEIR_TOKEN").ok().filter(|t| !t.is_empty())
+}
+
+/// An HTTP client that sends `WEIR_TOKEN`, if set, as a bearer token.
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token() {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| anyhow::anyhow!("WEIR_TOKEN is not a valid header value"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .build()?)
+}
+
+/// A gRPC interceptor that sends `WEIR_TOKEN`, if set, as a bearer token.
+fn grpc_token() -> anyhow::Result<
+    impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
+> {
+    let value: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = token()
+        .map(|t| format!("Bearer {t}").parse())
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("WEIR_TOKEN is not a valid header value"))?;
+    Ok(move |mut request: tonic::Request<()>| {
+        if let Some(value) = &value {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    })
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {

@@ -72,7 +72,7 @@ pub async fn request_json(
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().request(method, &url);
+    let mut request = crate::http_client()?.request(method, &url);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -403,7 +403,7 @@ fn load(file: &std::path::Path) -> anyhow::Result<ServeArgs> {
 /// Runs `sql` on the server; the answer as Arrow.
 async fn query(server: &str, sql: &str) -> anyhow::Result<QueryResult> {
     let url = format!("{}/api/v1/sql", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let response = crate::http_client()?
         .post(&url)
         .header("accept", weir_server::ARROW_STREAM)
         .header("content-type", "text/plain")

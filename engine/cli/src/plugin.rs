@@ -264,7 +264,7 @@ fn print_batch(out: &mut impl Write, batch: &TableBatch) -> anyhow::Result<()> {
 
 async fn reload(server: &str) -> anyhow::Result<ExitCode> {
     let url = format!("{}/api/v1/plugins/reload", server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let response = crate::http_client()?
         .post(&url)
         .send()
         .await

@@ -27,7 +27,7 @@ enum OutputFormat {
 
 pub async fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     let url = format!("{}/api/v1/sql", args.server.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let response = crate::http_client()?
         .post(&url)
         .header("accept", weir_server::ARROW_STREAM)
         .header("content-type", "text/plain")

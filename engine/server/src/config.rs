@@ -108,6 +108,24 @@ pub struct PipelineSection {
     pub stages: Vec<StageSection>,
 }
 
+/// `[auth]` in the TOML file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `/metrics` answers without a token. Default false.
+    pub public_metrics: Option<bool>,
+    /// The HTML status page (`/status`) answers without a token. Default false.
+    pub public_status_page: Option<bool>,
+    /// Failed authentications a peer address may make in a row. Default 10.
+    pub max_failures: Option<u32>,
+    /// After those, one more failure is allowed per this long. Default `6s`.
+    pub failure_refill: Option<String>,
+    /// Tokens given here rather than by `weir token create` (which prints
+    /// the entry with `--print-config`): `id`, `name`, `scopes`, `hash`.
+    #[serde(default)]
+    pub tokens: Vec<crate::auth::TokenEntry>,
+}
+
 /// `weir serve` settings as given; `None` means "not set here".
 #[derive(Debug, Clone, Default, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +163,18 @@ pub struct ServeArgs {
     /// Grafana). Default `127.0.0.1:5433`.
     #[arg(long, env = "WEIR_PG_LISTEN", value_name = "ADDR")]
     pub pg_listen: Option<SocketAddr>,
+
+    /// Listen on addresses other than loopback with no token to require.
+    /// Without it, `serve` refuses to (anyone who can reach the port could
+    /// write, query and change the server).
+    #[arg(long, env = "WEIR_INSECURE_ALLOW_UNAUTHENTICATED")]
+    #[serde(default)]
+    pub insecure_allow_unauthenticated: bool,
+
+    /// Authentication (TOML only): `[auth]`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub auth: AuthSection,
 
     /// Postgres connections open at once; more are refused. Default 1024.
     #[arg(long, env = "WEIR_PG_MAX_CONNECTIONS", value_name = "N")]
@@ -431,6 +461,19 @@ pub struct ServerConfig {
     pub monitor_settings: weir_monitor::MonitorSettings,
     /// `[sources.host]`, when on.
     pub host_source: Option<weir_monitor::host::HostSource>,
+    pub auth: crate::auth::AuthConfig,
+    pub insecure_allow_unauthenticated: bool,
+}
+
+impl ServerConfig {
+    /// Every address the server will listen on.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        [self.grpc_listen, self.http_listen, self.pg_listen]
+            .into_iter()
+            .chain(self.otlp_grpc_listen)
+            .chain(self.otlp_http_listen)
+            .collect()
+    }
 }
 
 impl ServeArgs {
@@ -505,6 +548,9 @@ impl ServeArgs {
                     heartbeats: file.heartbeats,
                     rules: file.rules,
                     receivers: file.receivers,
+                    auth: file.auth,
+                    insecure_allow_unauthenticated: self.insecure_allow_unauthenticated
+                        || file.insecure_allow_unauthenticated,
                     $($field: self.$field.or(file.$field),)*
                 }
             };
@@ -724,7 +770,30 @@ impl ServeArgs {
             }),
             _ => None,
         };
+        let auth = crate::auth::AuthConfig {
+            data_dir: store_data_dir.clone(),
+            config_tokens: self.auth.tokens.clone(),
+            // Decided in `serve`, which knows whether a listener leaves loopback.
+            required: false,
+            public_metrics: self.auth.public_metrics.unwrap_or(false),
+            public_status_page: self.auth.public_status_page.unwrap_or(false),
+            failures: crate::auth::LimiterConfig {
+                burst: positive(
+                    "auth.max_failures",
+                    self.auth.max_failures.unwrap_or(10) as usize,
+                )? as u32,
+                refill: duration(
+                    "auth.failure_refill",
+                    self.auth.failure_refill.as_deref().unwrap_or("6s"),
+                )?,
+            },
+        };
+        for token in &auth.config_tokens {
+            token.check()?;
+        }
         Ok(ServerConfig {
+            auth,
+            insecure_allow_unauthenticated: self.insecure_allow_unauthenticated,
             grpc_listen: self
                 .grpc_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),

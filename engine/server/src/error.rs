@@ -21,6 +21,9 @@ pub enum Error {
     #[error(transparent)]
     Monitor(weir_monitor::Error),
 
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+
     #[error("configuration: {0}")]
     Config(String),
 

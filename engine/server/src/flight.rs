@@ -13,6 +13,10 @@
 //! stream reads its next batch only once that batch fits the in-flight
 //! budget.
 //!
+//! `DoPut` of a table needs the `write` scope, binding a prepared
+//! statement's parameters `query`; `Handshake` answers a Basic credential
+//! with a bearer token (see `auth::grpc` for the rest).
+//!
 //! Every other call is Flight SQL ([`crate::flight_sql`]): queries, prepared
 //! statements and the catalog, read-only.
 
@@ -40,6 +44,7 @@ use weir_model::WriteLimits;
 use weir_pipeline::{Admission, WritePath};
 use weir_protocols::{Decoded, arrow_batch};
 
+use crate::auth::{self, Principal, Scope};
 use crate::flight_sql::FlightSql;
 use crate::{Error, Result, request_id};
 
@@ -195,14 +200,17 @@ impl FlightService for FlightApi {
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
         let id = request_id::from_metadata(request.metadata());
+        let principal = request.extensions().get::<Principal>().cloned();
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("DoPut: the stream is empty"))?;
         if let Some(command) = flight_sql_command(first.flight_descriptor.as_ref()) {
+            auth::grpc::require(principal.as_ref(), Scope::Query)?;
             return self.put_flight_sql(command, first, inbound).await;
         }
+        auth::grpc::require(principal.as_ref(), Scope::Write)?;
         let table = table_of(first.flight_descriptor.as_ref())?;
         let span = info_span!("flight_do_put", request_id = %id, table = %table);
         let data = futures::stream::once(async { Ok(first) })
@@ -215,11 +223,30 @@ impl FlightService for FlightApi {
         Ok(response)
     }
 
+    /// Flight SQL clients (ADBC with a user name and password) trade a
+    /// `Basic` credential here for the bearer token they send on every
+    /// later call. The auth layer has already checked the credential; the
+    /// answer hands it back as `authorization: Bearer <token>`.
     async fn handshake(
         &self,
-        _: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        unimplemented("Handshake")
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::token_from_authorization);
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: Default::default(),
+        };
+        let mut response = Response::new(
+            Box::pin(futures::stream::once(async { Ok(reply) })) as Self::HandshakeStream
+        );
+        if let Some(value) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
     }
 
     async fn list_flights(

@@ -54,6 +54,7 @@ pub struct HttpState {
     pub monitor: Arc<weir_monitor::Monitor>,
     /// Everything `/metrics` reports; each component registered its own.
     pub metrics: weir_metrics::Registry,
+    pub auth: Arc<crate::auth::Authenticator>,
     pub reload_args: Option<ServeArgs>,
     pub max_raw_body: usize,
     pub ready: AtomicBool,
@@ -81,6 +82,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
                 .merge(crate::otlp::http_routes())
                 .layer(axum::extract::DefaultBodyLimit::max(state.max_raw_body)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.auth),
+            crate::auth::http::require,
+        ))
         .layer(axum::middleware::from_fn(with_request_id))
         .with_state(state)
 }
@@ -89,6 +94,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
 pub fn otlp_router(state: Arc<HttpState>) -> Router {
     crate::otlp::http_routes()
         .layer(axum::extract::DefaultBodyLimit::max(state.max_raw_body))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.auth),
+            crate::auth::http::require,
+        ))
         .layer(axum::middleware::from_fn(with_request_id))
         .with_state(state)
 }

@@ -14,6 +14,7 @@
 //! `weir_pipeline::WritePath`), `status` (errors → status codes, only
 //! there), `request_id`.
 
+pub mod auth;
 mod config;
 mod error;
 mod flight;
@@ -71,6 +72,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_bound: impl FnOnce(BoundAddrs),
 ) -> Result<()> {
+    let auth = Arc::new(open_doors(&config)?);
     let store_config = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await
@@ -112,6 +114,7 @@ pub async fn serve(
         pipelines: Arc::clone(&pipelines),
         monitor: Arc::clone(&monitor),
         metrics,
+        auth: Arc::clone(&auth),
         reload_args: config.plugins.reload_args.clone(),
         max_raw_body: config.max_message_bytes,
         ready: true.into(),
@@ -175,6 +178,7 @@ pub async fn serve(
             .max_decoding_message_size(config.max_message_bytes);
     let grpc_incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_server = tonic::transport::Server::builder()
+        .layer(auth::grpc::AuthLayer(Arc::clone(&auth)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(write_service)
@@ -186,15 +190,18 @@ pub async fn serve(
         .add_service(otlp_logs)
         .add_service(otlp_traces)
         .serve_with_incoming_shutdown(grpc_incoming, wait_for_stop(stop_rx.clone()));
-    let http_server = axum::serve(http_listener, http::router(Arc::clone(&http_state)))
-        .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
+    let http_server = axum::serve(
+        http_listener,
+        http::router(Arc::clone(&http_state)).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
 
     let mut tasks = vec![
         spawn_listener("gRPC", grpc_server),
         spawn_listener("HTTP", async move { http_server.await }),
         spawn_listener(
             "Postgres",
-            postgres::PgFrontEnd::new(Arc::clone(&query)).serve(
+            postgres::PgFrontEnd::new(Arc::clone(&query), Arc::clone(&auth)).serve(
                 pg_listener,
                 config.pg_max_connections,
                 stop_rx.clone(),
@@ -207,6 +214,7 @@ pub async fn serve(
         tasks.push(spawn_listener(
             "OTLP gRPC",
             tonic::transport::Server::builder()
+                .layer(auth::grpc::AuthLayer(Arc::clone(&auth)))
                 .add_service(metrics)
                 .add_service(logs)
                 .add_service(traces)
@@ -214,8 +222,12 @@ pub async fn serve(
         ));
     }
     if let Some(listener) = otlp_http_listener {
-        let server = axum::serve(listener, http::otlp_router(Arc::clone(&http_state)))
-            .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
+        let server = axum::serve(
+            listener,
+            http::otlp_router(Arc::clone(&http_state))
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
         tasks.push(spawn_listener("OTLP HTTP", async move { server.await }));
     }
     info!(grpc = %addrs.grpc, http = %addrs.http, pg = %addrs.pg, data_dir = %config.store.data_dir.display(), "weir is serving");
@@ -249,6 +261,49 @@ pub async fn serve(
     store.shutdown().await?;
     info!("shutdown complete");
     Ok(())
+}
+
+/// The authenticator, after the secure-by-default rule: a listener off
+/// loopback needs a token to require, unless the operator said otherwise.
+fn open_doors(config: &ServerConfig) -> Result<auth::Authenticator> {
+    let exposed: Vec<SocketAddr> = config
+        .listen_addrs()
+        .into_iter()
+        .filter(|addr| !addr.ip().is_loopback())
+        .collect();
+    let mut auth_config = config.auth.clone();
+    auth_config.required = !exposed.is_empty() && !config.insecure_allow_unauthenticated;
+    let auth = auth::Authenticator::new(auth_config)?;
+    if auth.enforced() {
+        info!(
+            tokens = auth.token_count(),
+            "every listener requires a token"
+        );
+    } else if exposed.is_empty() {
+        info!(
+            "no token exists: listening on loopback only, without authentication \
+             (`weir token create` locks every listener)"
+        );
+    } else {
+        warn!(
+            addresses = ?exposed,
+            "listening beyond loopback WITHOUT authentication (--insecure-allow-unauthenticated)"
+        );
+    }
+    if auth.config().required && auth.token_count() == 0 {
+        return Err(Error::Config(format!(
+            "refusing to listen on {} (not loopback) with no token to require: create one with \
+             `weir token create --scope admin --name NAME --data-dir {}`, listen on 127.0.0.1, or \
+             pass --insecure-allow-unauthenticated",
+            exposed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.store.data_dir.display()
+        )));
+    }
+    Ok(auth)
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {

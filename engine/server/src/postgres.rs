@@ -36,9 +36,11 @@ use datafusion_postgres::hooks::QueryHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire;
-use futures::{Sink, StreamExt, stream};
-use pgwire::api::auth::StartupHandler;
-use pgwire::api::auth::noop::NoopStartupHandler;
+use futures::{Sink, SinkExt, StreamExt, stream};
+use pgwire::api::auth::{
+    DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -46,11 +48,13 @@ use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers, Type,
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireConnectionState,
+    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::DataRow;
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -59,11 +63,13 @@ use tracing::{debug, warn};
 use weir_query::{Dialect, QueryEngine, ScalarValue};
 
 use crate::Error;
+use crate::auth::{Authenticator, Scope};
 
 /// The Postgres front end: one per server, shared by every connection.
 pub(crate) struct PgFrontEnd {
     statements: Arc<Statements>,
     connections: Arc<ConnectionManager>,
+    auth: Arc<Authenticator>,
 }
 
 /// How statements are read and run; also `Parse`'s [`QueryParser`].
@@ -76,7 +82,7 @@ pub(crate) struct Statements {
 }
 
 impl PgFrontEnd {
-    pub(crate) fn new(query: Arc<QueryEngine>) -> Self {
+    pub(crate) fn new(query: Arc<QueryEngine>, auth: Arc<Authenticator>) -> Self {
         Self {
             statements: Arc::new(Statements {
                 query,
@@ -84,6 +90,7 @@ impl PgFrontEnd {
                 hooks: vec![Arc::new(SetShowHook), Arc::new(TransactionStatementHook)],
             }),
             connections: Arc::new(ConnectionManager::new()),
+            auth,
         }
     }
 
@@ -99,6 +106,8 @@ impl PgFrontEnd {
             cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&self.connections))),
             startup: Arc::new(Startup {
                 connections: Arc::clone(&self.connections),
+                auth: Arc::clone(&self.auth),
+                keys: RandomPidSecretKeyGenerator::default(),
             }),
             front_end: Arc::new(self),
         });
@@ -435,15 +444,89 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Startup without a password. The connection manager is what lets a
-/// client cancel its running query (psql's Ctrl-C).
+/// Startup: while tokens are enforced the client is asked for a password,
+/// and the password is a token with the `query` scope (any user name).
+/// pgwire's own cleartext handler would need each password in plaintext to
+/// compare with `==`; this one checks the hashed token store in constant
+/// time, and counts failures per peer like every other listener. The
+/// connection manager is what lets a client cancel its running query
+/// (psql's Ctrl-C).
 struct Startup {
     connections: Arc<ConnectionManager>,
+    auth: Arc<Authenticator>,
+    keys: RandomPidSecretKeyGenerator,
 }
 
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(Arc::clone(&self.connections))
+impl Startup {
+    /// Backend key (for cancelling), parameters, `ReadyForQuery`.
+    async fn admit<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (pid, secret_key) = self.keys.generate(client);
+        client.set_pid_and_secret_key(pid, secret_key.clone());
+        let (handle, guard) = self.connections.register(pid, secret_key);
+        client.session_extensions().insert(handle);
+        client.session_extensions().insert(guard);
+        finish_authentication(client, &DefaultServerParameterProvider::default()).await
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                if self.auth.enforced() {
+                    client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                    client
+                        .send(PgWireBackendMessage::Authentication(
+                            Authentication::CleartextPassword,
+                        ))
+                        .await?;
+                } else {
+                    self.admit(client).await?;
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(password)
+                if matches!(
+                    client.state(),
+                    PgWireConnectionState::AuthenticationInProgress
+                ) =>
+            {
+                let password = password.into_password()?;
+                let peer = client.socket_addr().ip();
+                let checked = self
+                    .auth
+                    .authenticate(Some(&password.password), Some(peer))
+                    .await
+                    .and_then(|principal| principal.require(Scope::Query));
+                if let Err(e) = checked {
+                    let error = Error::Auth(e);
+                    return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".to_string(),
+                        error.sqlstate().to_string(),
+                        error.to_string(),
+                    ))));
+                }
+                self.admit(client).await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use tonic::Code;
 
 use crate::Error;
+use crate::auth::AuthError;
 
 /// What went wrong, in terms every protocol can answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +16,12 @@ pub enum ErrorKind {
     /// The request is bigger than a limit allows.
     TooLarge,
     NotFound,
+    /// No valid credential.
+    Unauthenticated,
+    /// A valid credential without the permission needed.
+    PermissionDenied,
+    /// Too many failed authentications from this peer for now.
+    TooManyFailures,
     /// The server is not set up to do this (a plugin fails, a config is
     /// wrong): resending fails until the operator fixes it.
     Precondition,
@@ -72,6 +79,11 @@ impl Error {
                 weir_monitor::Error::Refused(_) => K::Precondition,
                 _ => K::Internal,
             },
+            Error::Auth(e) => match e {
+                AuthError::Missing | AuthError::Invalid => K::Unauthenticated,
+                AuthError::Forbidden { .. } => K::PermissionDenied,
+                AuthError::TooManyFailures { .. } => K::TooManyFailures,
+            },
             Error::Config(_) => K::Precondition,
             Error::Io { .. } | Error::Encode { .. } | Error::Internal(_) => K::Internal,
         }
@@ -108,6 +120,9 @@ impl Error {
                 ErrorKind::InvalidInput => "22000",
                 ErrorKind::TooLarge => "54000",
                 ErrorKind::NotFound => "42704",
+                ErrorKind::Unauthenticated => "28P01",
+                ErrorKind::PermissionDenied => "42501",
+                ErrorKind::TooManyFailures => "28000",
                 ErrorKind::Precondition => "55000",
                 ErrorKind::Timeout => "57014",
                 ErrorKind::Unavailable => "57P03",
@@ -123,6 +138,9 @@ impl ErrorKind {
             ErrorKind::InvalidInput => Code::InvalidArgument,
             ErrorKind::TooLarge => Code::ResourceExhausted,
             ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::Unauthenticated => Code::Unauthenticated,
+            ErrorKind::PermissionDenied => Code::PermissionDenied,
+            ErrorKind::TooManyFailures => Code::ResourceExhausted,
             ErrorKind::Precondition => Code::FailedPrecondition,
             ErrorKind::Timeout => Code::DeadlineExceeded,
             ErrorKind::Unavailable => Code::Unavailable,
@@ -135,6 +153,9 @@ impl ErrorKind {
             ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorKind::TooManyFailures => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Precondition => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -149,6 +170,9 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid",
             ErrorKind::TooLarge => "request too large",
             ErrorKind::NotFound => "not found",
+            ErrorKind::Unauthenticated => "unauthorized",
+            ErrorKind::PermissionDenied => "forbidden",
+            ErrorKind::TooManyFailures => "too many requests",
             ErrorKind::Precondition => "unprocessable entity",
             ErrorKind::Timeout => "request timeout",
             ErrorKind::Unavailable => "unavailable",
