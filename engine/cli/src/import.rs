@@ -145,9 +145,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         FileFormat::Parquet => read_parquet(&path, &row_tx),
     });
 
-    let channel = tonic::transport::Endpoint::from_shared(args.server.clone())
-        .with_context(|| format!("{:?} is not a server address", args.server))?
-        .connect()
+    let channel = crate::grpc_channel(&args.server)
         .await
         .with_context(|| format!("cannot reach the server at {}", args.server))?;
     let mut client = WriteServiceClient::with_interceptor(channel, crate::grpc_token()?)

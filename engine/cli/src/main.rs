@@ -106,13 +106,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     weir_server::serve(config, shutdown_signal(), |addrs| {
         // Printed (not logged) so scripts and tests can read the ports.
         println!("weir: gRPC listening on {}", addrs.grpc);
-        println!("weir: HTTP listening on http://{}", addrs.http);
+        let scheme = if addrs.tls { "https" } else { "http" };
+        println!("weir: HTTP listening on {scheme}://{}", addrs.http);
         println!("weir: Postgres listening on {}", addrs.pg);
         if let Some(addr) = addrs.otlp_grpc {
             println!("weir: OTLP gRPC listening on {addr}");
         }
         if let Some(addr) = addrs.otlp_http {
-            println!("weir: OTLP HTTP listening on http://{addr}");
+            println!("weir: OTLP HTTP listening on {scheme}://{addr}");
         }
     })
     .await?;
@@ -124,7 +125,19 @@ fn token() -> Option<String> {
     std::env::var("WEIR_TOKEN").ok().filter(|t| !t.is_empty())
 }
 
-/// An HTTP client that sends `WEIR_TOKEN`, if set, as a bearer token.
+/// `WEIR_CA_FILE`: a PEM CA to trust (besides the public roots) for a
+/// server with its own certificate.
+fn ca_file() -> anyhow::Result<Option<Vec<u8>>> {
+    let Some(path) = std::env::var_os("WEIR_CA_FILE").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(&path)
+        .map_err(|e| anyhow::anyhow!("WEIR_CA_FILE {}: {e}", path.to_string_lossy()))?;
+    Ok(Some(pem))
+}
+
+/// An HTTP client that sends `WEIR_TOKEN`, if set, as a bearer token, and
+/// trusts `WEIR_CA_FILE`.
 fn http_client() -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token() {
@@ -133,9 +146,28 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    Ok(reqwest::Client::builder()
-        .default_headers(headers)
-        .build()?)
+    let mut builder = reqwest::Client::builder().default_headers(headers);
+    if let Some(pem) = ca_file()? {
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder.build()?)
+}
+
+/// A gRPC channel to `server` (`https://…` for TLS, trusting the public
+/// roots and `WEIR_CA_FILE`).
+async fn grpc_channel(server: &str) -> anyhow::Result<tonic::transport::Channel> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(server.to_string())
+        .map_err(|_| anyhow::anyhow!("{server:?} is not a server address"))?;
+    if server.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        if let Some(pem) = ca_file()? {
+            tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint.connect().await?)
 }
 
 /// A gRPC interceptor that sends `WEIR_TOKEN`, if set, as a bearer token.

@@ -176,6 +176,15 @@ pub struct ServeArgs {
     #[serde(default)]
     pub auth: AuthSection,
 
+    /// PEM certificate chain: with `tls_key_file`, every listener speaks
+    /// TLS only. Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "WEIR_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `tls_cert_file`.
+    #[arg(long, env = "WEIR_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
     /// Postgres connections open at once; more are refused. Default 1024.
     #[arg(long, env = "WEIR_PG_MAX_CONNECTIONS", value_name = "N")]
     pub pg_max_connections: Option<usize>,
@@ -463,6 +472,8 @@ pub struct ServerConfig {
     pub host_source: Option<weir_monitor::host::HostSource>,
     pub auth: crate::auth::AuthConfig,
     pub insecure_allow_unauthenticated: bool,
+    /// TLS on every listener, when set.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl ServerConfig {
@@ -525,6 +536,14 @@ impl ServeArgs {
                 stage.wasm = dir.join(&stage.wasm);
             }
         }
+        for file in [&mut self.tls_cert_file, &mut self.tls_key_file]
+            .into_iter()
+            .flatten()
+        {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
+        }
         for probe in self.probes.values_mut() {
             if let Some(ca) = &mut probe.tls_ca_file
                 && Path::new(ca.as_str()).is_relative()
@@ -563,6 +582,8 @@ impl ServeArgs {
             otlp_http_listen,
             pg_listen,
             pg_max_connections,
+            tls_cert_file,
+            tls_key_file,
             wal_sync,
             wal_sync_interval,
             wal_segment_size,
@@ -791,8 +812,22 @@ impl ServeArgs {
         for token in &auth.config_tokens {
             token.check()?;
         }
+        let tls = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "tls_cert_file and tls_key_file go together: give both for TLS, or neither"
+                        .into(),
+                ));
+            }
+        };
         Ok(ServerConfig {
             auth,
+            tls,
             insecure_allow_unauthenticated: self.insecure_allow_unauthenticated,
             grpc_listen: self
                 .grpc_listen
@@ -1067,6 +1102,28 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         serve: ServeArgs,
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_auth_settings_are_checked() {
+        let cert_only = ServeArgs {
+            tls_cert_file: Some("cert.pem".into()),
+            ..ServeArgs::default()
+        };
+        let err = cert_only.resolve().unwrap_err().to_string();
+        assert!(err.contains("go together"), "{err}");
+        for bad in [
+            "[auth]\nmax_failures = 0",
+            "[auth]\nfailure_refill = \"soon\"",
+            "[auth]\nunknown = 1",
+            "[[auth.tokens]]\nid = \"x\"\nname = \"a\"\nscopes = [\"write\"]\nhash = \"h\"",
+            "[[auth.tokens]]\nid = \"0123456789ab\"\nname = \"a\"\nscopes = [\"root\"]\nhash = \"h\"",
+        ] {
+            let resolved = ServeArgs::from_toml(bad)
+                .map_err(Error::Config)
+                .and_then(ServeArgs::resolve);
+            assert!(resolved.is_err(), "{bad}");
+        }
     }
 
     #[test]

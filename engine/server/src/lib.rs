@@ -26,6 +26,7 @@ mod plugins;
 mod postgres;
 mod request_id;
 mod status;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +35,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
 use weir_monitor::{Monitor, MonitorArgs};
 use weir_pipeline::WritePath;
@@ -61,6 +63,8 @@ pub struct BoundAddrs {
     pub otlp_http: Option<SocketAddr>,
     /// The PostgreSQL wire protocol.
     pub pg: SocketAddr,
+    /// Every listener speaks TLS.
+    pub tls: bool,
 }
 
 /// Runs the server until `shutdown` resolves, then shuts down gracefully:
@@ -73,6 +77,13 @@ pub async fn serve(
     on_bound: impl FnOnce(BoundAddrs),
 ) -> Result<()> {
     let auth = Arc::new(open_doors(&config)?);
+    let certs = config.tls.clone().map(tls::CertStore::load).transpose()?;
+    let tls_for = |alpn: &[&[u8]]| certs.as_ref().map(|c| c.server_config(alpn)).transpose();
+    let (grpc_tls, http_tls, pg_tls) = (
+        tls_for(&[b"h2"])?,
+        tls_for(&[b"h2", b"http/1.1"])?,
+        tls_for(&[])?,
+    );
     let store_config = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))
         .await
@@ -153,7 +164,10 @@ pub async fn serve(
         otlp_grpc: otlp_grpc_listener.as_ref().map(local_addr).transpose()?,
         otlp_http: otlp_http_listener.as_ref().map(local_addr).transpose()?,
         pg: local_addr(&pg_listener)?,
+        tls: certs.is_some(),
     };
+    let grpc_conns = grpc_incoming(grpc_listener, grpc_tls.clone(), "gRPC", stop_rx.clone());
+    let http_conns = http_incoming(http_listener, http_tls.clone(), "HTTP", &stop_rx)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -176,7 +190,6 @@ pub async fn serve(
     let write_service =
         WriteServiceServer::new(grpc::WriteApi::new(write_path, config.write_limits))
             .max_decoding_message_size(config.max_message_bytes);
-    let grpc_incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let grpc_server = tonic::transport::Server::builder()
         .layer(auth::grpc::AuthLayer(Arc::clone(&auth)))
         .add_service(health_service)
@@ -189,9 +202,9 @@ pub async fn serve(
         .add_service(otlp_metrics)
         .add_service(otlp_logs)
         .add_service(otlp_traces)
-        .serve_with_incoming_shutdown(grpc_incoming, wait_for_stop(stop_rx.clone()));
+        .serve_with_incoming_shutdown(grpc_conns, wait_for_stop(stop_rx.clone()));
     let http_server = axum::serve(
-        http_listener,
+        http_conns,
         http::router(Arc::clone(&http_state)).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
@@ -201,7 +214,7 @@ pub async fn serve(
         spawn_listener("HTTP", async move { http_server.await }),
         spawn_listener(
             "Postgres",
-            postgres::PgFrontEnd::new(Arc::clone(&query), Arc::clone(&auth)).serve(
+            postgres::PgFrontEnd::new(Arc::clone(&query), Arc::clone(&auth), pg_tls).serve(
                 pg_listener,
                 config.pg_max_connections,
                 stop_rx.clone(),
@@ -210,7 +223,7 @@ pub async fn serve(
     ];
     if let Some(listener) = otlp_grpc_listener {
         let (metrics, logs, traces) = otlp::grpc_services(otlp_api, config.max_message_bytes);
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = grpc_incoming(listener, grpc_tls.clone(), "OTLP gRPC", stop_rx.clone());
         tasks.push(spawn_listener(
             "OTLP gRPC",
             tonic::transport::Server::builder()
@@ -223,12 +236,15 @@ pub async fn serve(
     }
     if let Some(listener) = otlp_http_listener {
         let server = axum::serve(
-            listener,
+            http_incoming(listener, http_tls.clone(), "OTLP HTTP", &stop_rx)?,
             http::otlp_router(Arc::clone(&http_state))
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
         tasks.push(spawn_listener("OTLP HTTP", async move { server.await }));
+    }
+    if let Some(certs) = certs {
+        tasks.push(tokio::spawn(tls::watch_for_reloads(certs, stop_rx.clone())));
     }
     info!(grpc = %addrs.grpc, http = %addrs.http, pg = %addrs.pg, data_dir = %config.store.data_dir.display(), "weir is serving");
     on_bound(addrs);
@@ -313,6 +329,34 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener> {
     })
 }
 
+/// A gRPC listener's connections, through TLS if configured.
+fn grpc_incoming(
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    what: &'static str,
+    stop: watch::Receiver<bool>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tls::Conn>> {
+    ReceiverStream::new(tls::accept_loop(listener, tls, what, stop)).map(|(conn, _)| Ok(conn))
+}
+
+/// An HTTP listener's connections, through TLS if configured, with each
+/// peer's address for the handlers (the auth layer limits failures per
+/// address).
+fn http_incoming(
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    what: &'static str,
+    stop: &watch::Receiver<bool>,
+) -> Result<axum::serve::TapIo<tls::HttpListener, fn(&mut tls::Conn)>> {
+    use axum::serve::ListenerExt as _;
+    let local = local_addr(&listener)?;
+    let ready = tls::accept_loop(listener, tls, what, stop.clone());
+    // `tap_io` (a no-op) is what makes axum hand the peer's address to
+    // handlers for a listener of ours.
+    fn untouched(_: &mut tls::Conn) {}
+    Ok(tls::HttpListener::new(ready, local).tap_io(untouched as fn(&mut tls::Conn)))
+}
+
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
     listener.local_addr().map_err(|source| Error::Io {
         what: "reading a listener's address".into(),
@@ -332,6 +376,6 @@ fn spawn_listener<E: std::fmt::Display>(
     })
 }
 
-async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }

@@ -70,6 +70,8 @@ pub(crate) struct PgFrontEnd {
     statements: Arc<Statements>,
     connections: Arc<ConnectionManager>,
     auth: Arc<Authenticator>,
+    /// With TLS configured, a session must start with it.
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// How statements are read and run; also `Parse`'s [`QueryParser`].
@@ -82,7 +84,11 @@ pub(crate) struct Statements {
 }
 
 impl PgFrontEnd {
-    pub(crate) fn new(query: Arc<QueryEngine>, auth: Arc<Authenticator>) -> Self {
+    pub(crate) fn new(
+        query: Arc<QueryEngine>,
+        auth: Arc<Authenticator>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Self {
         Self {
             statements: Arc::new(Statements {
                 query,
@@ -91,6 +97,7 @@ impl PgFrontEnd {
             }),
             connections: Arc::new(ConnectionManager::new()),
             auth,
+            tls,
         }
     }
 
@@ -102,12 +109,14 @@ impl PgFrontEnd {
         max_connections: usize,
         stop: watch::Receiver<bool>,
     ) -> std::io::Result<()> {
+        let tls = self.tls.clone().map(pgwire::tokio::TlsAcceptor::from);
         let handlers = Arc::new(Handlers {
             cancel: Arc::new(DefaultCancelHandler::new(Arc::clone(&self.connections))),
             startup: Arc::new(Startup {
                 connections: Arc::clone(&self.connections),
                 auth: Arc::clone(&self.auth),
                 keys: RandomPidSecretKeyGenerator::default(),
+                tls_required: self.tls.is_some(),
             }),
             front_end: Arc::new(self),
         });
@@ -136,8 +145,9 @@ impl PgFrontEnd {
                 continue;
             };
             let handlers = Arc::clone(&handlers);
+            let tls = tls.clone();
             tokio::spawn(async move {
-                if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                     debug!(%peer, error = %e, "Postgres connection ended");
                 }
                 drop(slot);
@@ -455,6 +465,9 @@ struct Startup {
     connections: Arc<ConnectionManager>,
     auth: Arc<Authenticator>,
     keys: RandomPidSecretKeyGenerator,
+    /// Refuse sessions that did not start with TLS (`sslmode=disable`):
+    /// their password would cross the network in the clear.
+    tls_required: bool,
 }
 
 impl Startup {
@@ -488,6 +501,15 @@ impl StartupHandler for Startup {
     {
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
+                if self.tls_required && !client.is_secure() {
+                    return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".to_string(),
+                        "28000".to_string(),
+                        "this server accepts TLS connections only: connect with sslmode=require \
+                         (or verify-full)"
+                            .to_string(),
+                    ))));
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 if self.auth.enforced() {

@@ -17,7 +17,7 @@ use weir_e2e::{
 use super::python_client;
 
 /// `weir token create` on a data directory; the token it prints once.
-fn create_token(data_dir: &std::path::Path, scope: &str, name: &str) -> Result<String> {
+pub(super) fn create_token(data_dir: &std::path::Path, scope: &str, name: &str) -> Result<String> {
     let out = Command::new(weir_binary())
         .args([
             "token",

@@ -5,9 +5,9 @@
 //! the OpenTelemetry Python SDK's gRPC and HTTP exporters (`otlp.rs`),
 //! Arrow Flight `DoPut` and Flight SQL from `pyarrow.flight` and ADBC
 //! (`flight.rs`), the Postgres wire protocol from `psql` and `psycopg`
-//! (`postgres.rs`), tokens and scopes on every door (`auth.rs`), and hostile bodies for each, built by hand past any
-//! client. After every hostile
-//! request the server still serves, and what it acknowledged survives a
+//! (`postgres.rs`), tokens and scopes on every door (`auth.rs`), TLS on
+//! every listener (`tls.rs`), and hostile bodies for each, built by hand
+//! past any client. After every hostile request the server still serves, and what it acknowledged survives a
 //! `kill -9`. Also the built-in host source (`host.rs`).
 
 mod auth;
@@ -17,6 +17,7 @@ mod influx;
 mod otlp;
 mod postgres;
 mod prometheus;
+mod tls;
 
 use std::ffi::OsStr;
 

@@ -80,9 +80,22 @@ pub async fn require(
             request.extensions_mut().insert(principal);
             next.run(request).await
         }
-        Err(e) => refusal(&e),
+        Err(e) => {
+            // Read (and drop) a small body before answering: over HTTP/2 an
+            // answer sent while the request body is unread makes hyper
+            // reset the stream, and curl then reports a failure although
+            // the 401 arrived whole. A big or slow body is not waited for.
+            let body = axum::body::to_bytes(request.into_body(), DRAIN_LIMIT);
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, body).await;
+            refusal(&e)
+        }
     }
 }
+
+/// How much of a refused request's body is read before answering, and for
+/// how long at most.
+const DRAIN_LIMIT: usize = 64 << 10;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// InfluxDB 1.x clients send credentials as `?u=…&p=…` on `/write`.
 fn influx_v1_password(request: &Request) -> Option<String> {
