@@ -1121,7 +1121,7 @@ mod tests {
         ] {
             let resolved = ServeArgs::from_toml(bad)
                 .map_err(Error::Config)
-                .and_then(ServeArgs::resolve);
+                .and_then(ServeArgs::into_config);
             assert!(resolved.is_err(), "{bad}");
         }
     }

@@ -339,6 +339,9 @@ fn grpc_incoming(
     ReceiverStream::new(tls::accept_loop(listener, tls, what, stop)).map(|(conn, _)| Ok(conn))
 }
 
+/// What axum serves HTTP from: our accept loop, tapped (see below).
+type HttpIncoming = axum::serve::TapIo<tls::HttpListener, fn(&mut tls::Conn)>;
+
 /// An HTTP listener's connections, through TLS if configured, with each
 /// peer's address for the handlers (the auth layer limits failures per
 /// address).
@@ -347,7 +350,7 @@ fn http_incoming(
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     what: &'static str,
     stop: &watch::Receiver<bool>,
-) -> Result<axum::serve::TapIo<tls::HttpListener, fn(&mut tls::Conn)>> {
+) -> Result<HttpIncoming> {
     use axum::serve::ListenerExt as _;
     let local = local_addr(&listener)?;
     let ready = tls::accept_loop(listener, tls, what, stop.clone());
