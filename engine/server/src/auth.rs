@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use limiter::LimiterConfig;
 pub use tokens::{Scope, TokenEntry};
@@ -125,7 +125,7 @@ pub struct Authenticator {
     /// verified against (a token re-created under the same id is hashed
     /// anew).
     verified: Mutex<HashMap<String, (String, [u8; 32])>>,
-    hashing: Semaphore,
+    hashing: Arc<Semaphore>,
     limiter: FailureLimiter,
 }
 
@@ -147,7 +147,7 @@ impl Authenticator {
             }),
             enforced: AtomicBool::new(enforced),
             verified: Mutex::new(HashMap::new()),
-            hashing: Semaphore::new(CONCURRENT_HASHES),
+            hashing: Arc::new(Semaphore::new(CONCURRENT_HASHES)),
             config,
         })
     }
@@ -183,20 +183,24 @@ impl Authenticator {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Err(AuthError::Missing);
         };
+        // A failure is spent up front and given back on success, so neither
+        // concurrent attempts nor a request cancelled mid-hash escape it.
         if let Some(peer) = peer
-            && let Err(retry_after) = self.limiter.check(peer)
+            && let Err(retry_after) = self.limiter.try_spend(peer)
         {
-            warn!(%peer, "refused: too many failed attempts");
+            debug!(%peer, "refused: too many failed attempts");
             return Err(AuthError::TooManyFailures { retry_after });
         }
         match self.verify(token).await {
-            Some(entry) => Ok(Principal { token: Some(entry) }),
+            Some(entry) => {
+                if let Some(peer) = peer {
+                    self.limiter.refund(peer);
+                }
+                Ok(Principal { token: Some(entry) })
+            }
             None => {
                 let id = tokens::id_of(token).unwrap_or("(not a weir token)");
                 warn!(peer = ?peer, token_id = %id, "refused: invalid token");
-                if let Some(peer) = peer {
-                    self.limiter.record_failure(peer);
-                }
                 Err(AuthError::Invalid)
             }
         }
@@ -227,11 +231,16 @@ impl Authenticator {
             // will (short of an argon2 collision): compare, don't rehash.
             return bool::from(known.ct_eq(&digest)).then_some(entry);
         }
-        let _permit = self.hashing.acquire().await.ok()?;
+        // The permit goes with the hash: a request dropped while it runs
+        // does not free a slot for another hash.
+        let permit = Arc::clone(&self.hashing).acquire_owned().await.ok()?;
         let (checked, owned) = (Arc::clone(&entry), token.to_string());
-        let verified = tokio::task::spawn_blocking(move || checked.verify(&owned))
-            .await
-            .unwrap_or(false);
+        let verified = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            checked.verify(&owned)
+        })
+        .await
+        .unwrap_or(false);
         if !verified {
             return None;
         }
@@ -247,22 +256,24 @@ impl Authenticator {
     /// leaves the tokens as they were, with a warning.
     fn reload_if_changed(&self) {
         let path = tokens::tokens_path(&self.config.data_dir);
-        {
-            let Ok(mut file) = self.file.try_lock() else {
-                return;
-            };
-            if file.checked.elapsed() < RELOAD_EVERY {
-                return;
-            }
-            file.checked = Instant::now();
-            let now = stamp(&path);
-            if now == file.seen {
-                return;
-            }
-            file.seen = now;
+        // Held through the load and the swap: a slower reload never
+        // overwrites a newer one.
+        let Ok(mut file) = self.file.try_lock() else {
+            return;
+        };
+        if file.checked.elapsed() < RELOAD_EVERY {
+            return;
+        }
+        file.checked = Instant::now();
+        let now = stamp(&path);
+        if now == file.seen {
+            return;
         }
         match tokens::load(&path) {
             Ok(stored) => {
+                // Marked seen only once loaded: a failed read is retried,
+                // so a revocation is never skipped.
+                file.seen = now;
                 let set = token_set(&self.config.config_tokens, stored);
                 let count = set.by_id.len();
                 *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);

@@ -82,7 +82,8 @@ pub async fn serve(
     let (grpc_tls, http_tls, pg_tls) = (
         tls_for(&[b"h2"])?,
         tls_for(&[b"h2", b"http/1.1"])?,
-        tls_for(&[])?,
+        // What PostgreSQL 17 clients ask for with `sslnegotiation=direct`.
+        tls_for(&[b"postgresql"])?,
     );
     let store_config = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(store_config))

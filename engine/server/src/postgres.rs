@@ -249,6 +249,7 @@ impl SimpleQueryHandler for PgFrontEnd {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        admitted(client)?;
         let this = &self.statements;
         let statements = this.parse(sql)?;
         if statements.is_empty() {
@@ -312,6 +313,7 @@ impl QueryParser for Statements {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        admitted(client)?;
         let mut statements = self.parse(sql)?;
         if statements.len() > 1 {
             return Err(user_error(
@@ -393,6 +395,7 @@ impl ExtendedQueryHandler for PgFrontEnd {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        admitted(client)?;
         let this = &self.statements;
         match &portal.statement.statement {
             Prepared::Session { statement, plan } => {
@@ -483,6 +486,7 @@ impl Startup {
         let (handle, guard) = self.connections.register(pid, secret_key);
         client.session_extensions().insert(handle);
         client.session_extensions().insert(guard);
+        client.session_extensions().insert(Admitted);
         finish_authentication(client, &DefaultServerParameterProvider::default()).await
     }
 }
@@ -550,6 +554,23 @@ impl StartupHandler for Startup {
         }
         Ok(())
     }
+}
+
+/// Marks a session the startup handler admitted. pgwire goes on reading
+/// after a refused login (it only closes its writing side), so a client
+/// could pipeline queries behind a wrong password: every query path checks
+/// for this mark first.
+struct Admitted;
+
+fn admitted<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<()> {
+    if client.session_extensions().get::<Admitted>().is_some() {
+        return Ok(());
+    }
+    Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".to_string(),
+        "28000".to_string(),
+        "the session has not been authenticated".to_string(),
+    ))))
 }
 
 struct LogErrors;

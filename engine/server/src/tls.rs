@@ -36,8 +36,9 @@ use tracing::{debug, info, warn};
 use crate::{Error, Result};
 
 /// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once per listener; more wait to be accepted.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in progress at once per listener; a connection past it is
+/// closed at once (accepting goes on, so idle connections cannot stall it).
 const MAX_HANDSHAKES: usize = 256;
 /// How often the certificate files are looked at for changes.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
@@ -267,13 +268,6 @@ pub fn accept_loop(
         let stopped = crate::wait_for_stop(stop);
         tokio::pin!(stopped);
         loop {
-            let permit = tokio::select! {
-                () = &mut stopped => return,
-                permit = Arc::clone(&handshakes).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-            };
             let (tcp, peer) = tokio::select! {
                 () = &mut stopped => return,
                 () = tx.closed() => return,
@@ -289,10 +283,13 @@ pub fn accept_loop(
             };
             let _ = tcp.set_nodelay(true);
             let Some(config) = &tls else {
-                drop(permit);
                 if tx.send((Conn::Plain(tcp), peer)).await.is_err() {
                     return;
                 }
+                continue;
+            };
+            let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
+                debug!(%peer, "{what}: too many TLS handshakes in progress; connection closed");
                 continue;
             };
             let acceptor = TlsAcceptor::from(Arc::clone(config));

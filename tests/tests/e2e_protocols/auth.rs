@@ -137,6 +137,28 @@ fn psql(server: &WeirServer, password: Option<&str>, sql: &str) -> Result<Result
     })
 }
 
+/// Startup, a wrong password and a query in one write, as a client past
+/// any driver can send them; every byte the server answers until it closes.
+async fn pipelined_after_wrong_password(server: &WeirServer, sql: &str) -> Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let message = |tag: Option<u8>, body: &[u8]| {
+        let mut m: Vec<u8> = tag.into_iter().collect();
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    };
+    let mut startup = 196_608u32.to_be_bytes().to_vec();
+    startup.extend_from_slice(b"user\0analyst\0database\0weir\0\0");
+    let mut bytes = message(None, &startup);
+    bytes.extend(message(Some(b'p'), b"weir_000000000000_wrong\0"));
+    bytes.extend(message(Some(b'Q'), format!("{sql}\0").as_bytes()));
+    let mut socket = tokio::net::TcpStream::connect(&server.pg_addr).await?;
+    socket.write_all(&bytes).await?;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut answer)).await;
+    Ok(answer)
+}
+
 /// Without a token every door but health is shut; a `query` token
 /// queries and cannot write, a `write` token writes and cannot query, an
 /// `admin` token persists; on HTTP, gRPC, the CLI, psql, psycopg, ADBC
@@ -311,6 +333,18 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
     let refused = psql(&server, Some(&write), sql)?.expect_err("psql with a write token");
     ensure!(refused.contains("query scope"), "{refused}");
 
+    // Queries pipelined behind a wrong password are not run.
+    let answer =
+        pipelined_after_wrong_password(&server, "SELECT count(*) FROM service_metrics").await?;
+    ensure!(
+        answer.windows(5).any(|w| w == b"28P01"),
+        "no 28P01 in {answer:?}"
+    );
+    ensure!(
+        !answer.windows(7).any(|w| w == b"SELECT "),
+        "a query ran: {answer:?}"
+    );
+
     // psycopg, ADBC Flight SQL, pyarrow Flight DoPut.
     let (host, port) = server.pg_addr.rsplit_once(':').context("host:port")?;
     let seen = python_client(
@@ -327,7 +361,12 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
         "psycopg, adbc-driver-flightsql, pyarrow",
     )?;
     let at = |key: &str, field: &str| seen[key][field].clone();
-    ensure!(at("pg_none", "rows").is_null(), "{seen}");
+    ensure!(
+        at("pg_none", "error")
+            .as_str()
+            .is_some_and(|e| e.contains("no password supplied")),
+        "{seen}"
+    );
     ensure!(at("pg_query", "rows") == 30, "{seen}");
     // libpq reports a refused login without its SQLSTATE: the message it is.
     ensure!(
@@ -417,7 +456,8 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
 
     // A peer guessing tokens is stopped (then even a good token is refused
     // from there), while another address is still served.
-    let guesser: IpAddr = "127.0.0.1".parse()?;
+    // Its own address, so the budget is exactly the default 10 failures.
+    let guesser: IpAddr = "127.0.0.3".parse()?;
     let mut failures = 0;
     let retry_after = loop {
         let (status, headers, _) = http(
@@ -439,6 +479,7 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
             "11 wrong tokens in a row were all answered 401"
         );
     };
+    ensure!(failures == 10, "refused after {failures} failures, not 10");
     ensure!(retry_after.is_some(), "429 without Retry-After");
     let (status, ..) = http(
         &server,

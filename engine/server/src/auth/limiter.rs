@@ -41,41 +41,48 @@ impl FailureLimiter {
         }
     }
 
-    /// `Err(wait)` while the peer has no failures left to spend.
-    pub fn check(&self, peer: IpAddr) -> Result<(), Duration> {
-        let now = Instant::now();
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        match peers.get(&peer) {
-            Some(bucket) => {
-                let allowance = self.refilled(bucket, now);
-                if allowance >= 1.0 {
-                    Ok(())
-                } else {
-                    Err(self.config.refill.mul_f64(1.0 - allowance))
-                }
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Spends one of the peer's failures.
-    pub fn record_failure(&self, peer: IpAddr) {
+    /// Spends one of the peer's failures, or `Err(wait)` if none is left.
+    /// Check and spend are one step, so concurrent attempts from one peer
+    /// cannot all pass the check before any of them fails.
+    pub fn try_spend(&self, peer: IpAddr) -> Result<(), Duration> {
+        let peer = key(peer);
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let allowance = match peers.get(&peer) {
+            Some(bucket) => self.refilled(bucket, now),
+            None => f64::from(self.config.burst),
+        };
+        if allowance < 1.0 {
+            return Err(self.config.refill.mul_f64(1.0 - allowance));
+        }
         if peers.len() >= MAX_PEERS && !peers.contains_key(&peer) {
             self.forget_some(&mut peers, now);
         }
-        let burst = f64::from(self.config.burst);
-        let allowance = peers
-            .get(&peer)
-            .map_or(burst, |bucket| self.refilled(bucket, now));
         peers.insert(
             peer,
             Bucket {
-                allowance: (allowance - 1.0).max(0.0),
+                allowance: allowance - 1.0,
                 updated: now,
             },
         );
+        Ok(())
+    }
+
+    /// Gives back what [`Self::try_spend`] took: the attempt succeeded.
+    pub fn refund(&self, peer: IpAddr) {
+        let peer = key(peer);
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = peers.get(&peer).copied() {
+            let allowance = (self.refilled(&bucket, now) + 1.0).min(f64::from(self.config.burst));
+            peers.insert(
+                peer,
+                Bucket {
+                    allowance,
+                    updated: now,
+                },
+            );
+        }
     }
 
     fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
@@ -99,6 +106,23 @@ impl FailureLimiter {
     }
 }
 
+/// The bucket a peer shares: its address, or for IPv6 its /64 (one host
+/// commonly holds a whole /64 and could otherwise take a fresh bucket per
+/// address).
+fn key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,25 +136,33 @@ mod tests {
         let bad: IpAddr = "10.0.0.1".parse().unwrap();
         let good: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(limiter.check(bad).is_ok());
-            limiter.record_failure(bad);
+            assert!(limiter.try_spend(bad).is_ok());
         }
-        let wait = limiter.check(bad).unwrap_err();
+        let wait = limiter.try_spend(bad).unwrap_err();
         assert!(wait > Duration::from_secs(3500), "{wait:?}");
-        assert!(limiter.check(good).is_ok());
+        assert!(limiter.try_spend(good).is_ok());
+        limiter.refund(good);
+        // A success gives its spend back: a peer that keeps succeeding is
+        // never limited.
+        for _ in 0..10 {
+            assert!(limiter.try_spend(good).is_ok());
+            limiter.refund(good);
+        }
     }
 
     #[test]
     fn failures_are_forgiven_at_the_refill_rate() {
         let limiter = FailureLimiter::new(LimiterConfig {
             burst: 1,
-            refill: Duration::from_millis(50),
+            refill: Duration::from_secs(1),
         });
         let peer: IpAddr = "::1".parse().unwrap();
-        limiter.record_failure(peer);
-        assert!(limiter.check(peer).is_err());
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(limiter.check(peer).is_ok());
+        assert!(limiter.try_spend(peer).is_ok());
+        assert!(limiter.try_spend(peer).is_err());
+        // Another address of the same /64 shares the bucket.
+        assert!(limiter.try_spend("::2".parse().unwrap()).is_err());
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(limiter.try_spend(peer).is_ok());
     }
 
     #[test]
@@ -140,7 +172,7 @@ mod tests {
             refill: Duration::from_secs(3600),
         });
         for i in 0..(MAX_PEERS as u32 * 2) {
-            limiter.record_failure(IpAddr::from(i.to_be_bytes()));
+            let _ = limiter.try_spend(IpAddr::from(i.to_be_bytes()));
         }
         assert!(limiter.peers.lock().unwrap().len() <= MAX_PEERS);
     }
