@@ -11,8 +11,10 @@
 //! reload and file watching, per-plugin counters and the `weir_plugins`
 //! table), `grpc`, `flight`, `http` and `otlp` (the front ends: each decodes with
 //! `weir-protocols` and writes through the shared
-//! `weir_pipeline::WritePath`), `status` (errors → status codes, only
-//! there), `request_id`.
+//! `weir_pipeline::WritePath`), `postgres` and `flight_sql` (the query
+//! front ends), `auth` (tokens, scopes, who may do what on every
+//! listener), `tls` (certificates and the accept loops, TLS or not),
+//! `status` (errors → status codes, only there), `request_id`.
 
 pub mod auth;
 mod config;
@@ -168,7 +170,7 @@ pub async fn serve(
         tls: certs.is_some(),
     };
     let grpc_conns = grpc_incoming(grpc_listener, grpc_tls.clone(), "gRPC", stop_rx.clone());
-    let http_conns = http_incoming(http_listener, http_tls.clone(), "HTTP", &stop_rx)?;
+    let http_conns = http_incoming(http_listener, http_tls.clone(), "HTTP", stop_rx.clone())?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -237,7 +239,7 @@ pub async fn serve(
     }
     if let Some(listener) = otlp_http_listener {
         let server = axum::serve(
-            http_incoming(listener, http_tls.clone(), "OTLP HTTP", &stop_rx)?,
+            http_incoming(listener, http_tls.clone(), "OTLP HTTP", stop_rx.clone())?,
             http::otlp_router(Arc::clone(&http_state))
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
@@ -291,6 +293,19 @@ fn open_doors(config: &ServerConfig) -> Result<auth::Authenticator> {
     let mut auth_config = config.auth.clone();
     auth_config.required = !exposed.is_empty() && !config.insecure_allow_unauthenticated;
     let auth = auth::Authenticator::new(auth_config)?;
+    if auth.config().required && auth.token_count() == 0 {
+        return Err(Error::Config(format!(
+            "refusing to listen on {} (not loopback) with no token to require: create one with \
+             `weir token create --scope admin --name NAME --data-dir {}`, listen on 127.0.0.1, or \
+             pass --insecure-allow-unauthenticated",
+            exposed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.store.data_dir.display()
+        )));
+    }
     if auth.enforced() {
         info!(
             tokens = auth.token_count(),
@@ -306,19 +321,6 @@ fn open_doors(config: &ServerConfig) -> Result<auth::Authenticator> {
             addresses = ?exposed,
             "listening beyond loopback WITHOUT authentication (--insecure-allow-unauthenticated)"
         );
-    }
-    if auth.config().required && auth.token_count() == 0 {
-        return Err(Error::Config(format!(
-            "refusing to listen on {} (not loopback) with no token to require: create one with \
-             `weir token create --scope admin --name NAME --data-dir {}`, listen on 127.0.0.1, or \
-             pass --insecure-allow-unauthenticated",
-            exposed
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            config.store.data_dir.display()
-        )));
     }
     Ok(auth)
 }
@@ -350,11 +352,11 @@ fn http_incoming(
     listener: TcpListener,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     what: &'static str,
-    stop: &watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<HttpIncoming> {
     use axum::serve::ListenerExt as _;
     let local = local_addr(&listener)?;
-    let ready = tls::accept_loop(listener, tls, what, stop.clone());
+    let ready = tls::accept_loop(listener, tls, what, stop);
     // `tap_io` (a no-op) is what makes axum hand the peer's address to
     // handlers for a listener of ours.
     fn untouched(_: &mut tls::Conn) {}

@@ -64,6 +64,26 @@ async fn http(
     Ok((status, headers, response.text().await?))
 }
 
+/// `POST /api/v1/sql` of `COUNT_HEALTHY` with `authorization`, from `local`.
+async fn sql_as(
+    server: &WeirServer,
+    authorization: Option<String>,
+    local: Option<IpAddr>,
+) -> Result<(u16, String)> {
+    let (status, _, body) = http(
+        server,
+        reqwest::Method::POST,
+        "/api/v1/sql",
+        authorization,
+        COUNT_HEALTHY,
+        local,
+    )
+    .await?;
+    Ok((status, body))
+}
+
+const COUNT_HEALTHY: &str = "SELECT count(*) AS n FROM service_metrics WHERE status = 'healthy'";
+
 fn bearer(token: &str) -> Option<String> {
     Some(format!("Bearer {token}"))
 }
@@ -174,7 +194,7 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
     let write = create_token(&data, "write", "collector")?;
     let admin = create_token(&data, "admin", "ops")?;
     let server = WeirServer::start(&data, &[])?;
-    let sql = "SELECT count(*) AS n FROM service_metrics WHERE status = 'healthy'";
+    let sql = COUNT_HEALTHY;
 
     // gRPC: the write API needs `write`.
     let refused = grpc_write(&server, None, 1).await?.expect_err("no token");
@@ -209,35 +229,11 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
     } else {
         wrong
     };
-    let (status, ..) = http(
-        &server,
-        Method::POST,
-        "/api/v1/sql",
-        bearer(&wrong),
-        sql,
-        None,
-    )
-    .await?;
+    let (status, ..) = sql_as(&server, bearer(&wrong), None).await?;
     ensure!(status == 401, "a wrong token: {status}");
-    let (status, _, body) = http(
-        &server,
-        Method::POST,
-        "/api/v1/sql",
-        bearer(&query),
-        sql,
-        None,
-    )
-    .await?;
+    let (status, body) = sql_as(&server, bearer(&query), None).await?;
     ensure!(status == 200 && body.contains("30"), "{status} {body}");
-    let (status, _, body) = http(
-        &server,
-        Method::POST,
-        "/api/v1/sql",
-        bearer(&write),
-        sql,
-        None,
-    )
-    .await?;
+    let (status, body) = sql_as(&server, bearer(&write), None).await?;
     ensure!(
         status == 403 && body.contains("query scope"),
         "{status} {body}"
@@ -434,15 +430,7 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
     );
     let started = Instant::now();
     loop {
-        let (status, ..) = http(
-            &server,
-            Method::POST,
-            "/api/v1/sql",
-            bearer(&query),
-            sql,
-            None,
-        )
-        .await?;
+        let (status, ..) = sql_as(&server, bearer(&query), None).await?;
         if status == 401 {
             break;
         }
@@ -481,29 +469,13 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
     };
     ensure!(failures == 10, "refused after {failures} failures, not 10");
     ensure!(retry_after.is_some(), "429 without Retry-After");
-    let (status, ..) = http(
-        &server,
-        Method::POST,
-        "/api/v1/sql",
-        bearer(&admin),
-        sql,
-        Some(guesser),
-    )
-    .await?;
+    let (status, ..) = sql_as(&server, bearer(&admin), Some(guesser)).await?;
     ensure!(
         status == 429,
         "the guessing peer with a good token: {status}"
     );
     let other: IpAddr = "127.0.0.2".parse()?;
-    let (status, ..) = http(
-        &server,
-        Method::POST,
-        "/api/v1/sql",
-        bearer(&admin),
-        sql,
-        Some(other),
-    )
-    .await?;
+    let (status, ..) = sql_as(&server, bearer(&admin), Some(other)).await?;
     ensure!(status == 200, "another peer: {status}");
     Ok(())
 }

@@ -127,6 +127,17 @@ fn served_subject(addr: &str, ca: &Path) -> Result<String> {
     Ok(subject.to_string())
 }
 
+fn sighup(server: &WeirServer) -> Result<()> {
+    let pid = server.pid().context("pid")?.to_string();
+    ensure!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()?
+            .success()
+    );
+    Ok(())
+}
+
 fn curl(args: &[&str]) -> Result<(bool, String)> {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10"])
@@ -292,13 +303,7 @@ async fn every_listener_speaks_tls_and_reloads_its_certificate() -> Result<()> {
         served_subject(&http_addr, &ca)?.contains("weir-one"),
         "reloaded without SIGHUP"
     );
-    let pid = server.pid().context("pid")?.to_string();
-    ensure!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()?
-            .success()
-    );
+    sighup(&server)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !served_subject(&http_addr, &ca)?.contains("weir-two") {
         ensure!(
@@ -320,12 +325,7 @@ async fn every_listener_speaks_tls_and_reloads_its_certificate() -> Result<()> {
         &cert,
         "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
     )?;
-    ensure!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()?
-            .success()
-    );
+    sighup(&server)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while refusals() == before {
         ensure!(
