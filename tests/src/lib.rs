@@ -402,6 +402,103 @@ pub async fn eventually<T>(
     }
 }
 
+/// A certificate authority for tests that need TLS, made with the
+/// `openssl` command (tests/run.sh installs it): `ca.key` and `ca.pem` in
+/// its directory.
+pub struct TestCa {
+    dir: PathBuf,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> Result<Self> {
+        let ca = Self {
+            dir: dir.to_path_buf(),
+        };
+        ca.openssl(
+            &[
+                &["req", "-x509"][..],
+                &EC_KEY,
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+            ]
+            .concat()
+            .iter()
+            .copied()
+            .chain(["-days", "30", "-subj", "/CN=weir-test-ca"])
+            .collect::<Vec<_>>(),
+        )?;
+        Ok(ca)
+    }
+
+    /// The CA's certificate, for clients to trust.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1 with subject
+    /// `CN=<name>`, valid for `days`: `<name>.pem` and `<name>.key`.
+    pub fn issue(&self, name: &str, days: u32) -> Result<(PathBuf, PathBuf)> {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let subject = format!("/CN={name}");
+        self.openssl(
+            &[
+                &["req"][..],
+                &EC_KEY,
+                &["-keyout", &key, "-out", &csr, "-subj", &subject],
+            ]
+            .concat(),
+        )?;
+        std::fs::write(
+            self.dir.join(&ext),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )?;
+        let days = days.to_string();
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            &days,
+            "-extfile",
+            &ext,
+        ])?;
+        Ok((self.dir.join(pem), self.dir.join(key)))
+    }
+
+    fn openssl(&self, args: &[&str]) -> Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .context("openssl (tests/run.sh installs it)")?;
+        if !out.status.success() {
+            bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+}
+
+/// A new P-256 key, unencrypted.
+const EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 /// A loopback port free right now, for a peer that must be told its port.
 pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

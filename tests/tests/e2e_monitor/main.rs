@@ -368,81 +368,12 @@ async fn a_failing_check_pages_once_and_resolves_once() -> Result<()> {
     Ok(())
 }
 
-/// A CA and a server certificate for 127.0.0.1 that expires in `days`,
-/// made with the openssl command; returns (ca.pem, cert.pem, key.pem).
+/// A CA and a server certificate for 127.0.0.1 that expires in `days`;
+/// returns (ca.pem, cert.pem, key.pem).
 fn certificates(dir: &std::path::Path, days: u32) -> Result<[std::path::PathBuf; 3]> {
-    let run = |args: &[&str]| -> Result<()> {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()?;
-        if !out.status.success() {
-            bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=weir-test-ca",
-        ],
-    ]
-    .concat())?;
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "leaf.key",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ]
-    .concat())?;
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )?;
-    let days = days.to_string();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        &days,
-        "-extfile",
-        "leaf.ext",
-    ])?;
-    Ok([
-        dir.join("ca.pem"),
-        dir.join("leaf.pem"),
-        dir.join("leaf.key"),
-    ])
+    let ca = weir_e2e::TestCa::new(dir)?;
+    let (cert, key) = ca.issue("localhost", days)?;
+    Ok([ca.ca_pem(), cert, key])
 }
 
 /// `openssl s_server -www`: a real TLS server answering HTTP GETs.

@@ -8,96 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use weir_e2e::WeirServer;
+use weir_e2e::{TestCa, WeirServer};
 
 use super::auth::create_token;
 use super::python_client;
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("openssl (tests/run.sh installs it)")?;
-    ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// A test CA (`ca.pem`) and two server certificates it signed for
-/// `localhost` and 127.0.0.1: `weir-one.{pem,key}` and `weir-two.{pem,key}`.
-fn make_test_ca(dir: &Path) -> Result<()> {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=weir test CA",
-            ],
-        ]
-        .concat(),
-    )?;
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )?;
-    for name in ["weir-one", "weir-two"] {
-        let (key, csr, pem, subject) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("/CN={name}"),
-        );
-        openssl(
-            dir,
-            &[
-                &["req"][..],
-                &ec,
-                &["-keyout", &key, "-out", &csr, "-subj", &subject],
-            ]
-            .concat(),
-        )?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                "server.ext",
-            ],
-        )?;
-    }
-    Ok(())
-}
 
 /// The subject of the certificate served at `addr`, verified against the CA.
 fn served_subject(addr: &str, ca: &Path) -> Result<String> {
@@ -160,14 +74,12 @@ async fn every_listener_speaks_tls_and_reloads_its_certificate() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(&pki)?;
-    make_test_ca(&pki)?;
-    let (cert, key, ca) = (
-        pki.join("cert.pem"),
-        pki.join("key.pem"),
-        pki.join("ca.pem"),
-    );
-    std::fs::copy(pki.join("weir-one.pem"), &cert)?;
-    std::fs::copy(pki.join("weir-one.key"), &key)?;
+    let test_ca = TestCa::new(&pki)?;
+    let one = test_ca.issue("weir-one", 2)?;
+    let two = test_ca.issue("weir-two", 2)?;
+    let (cert, key, ca) = (pki.join("cert.pem"), pki.join("key.pem"), test_ca.ca_pem());
+    std::fs::copy(&one.0, &cert)?;
+    std::fs::copy(&one.1, &key)?;
     // The files keep one old modification time while SIGHUP is tested, so
     // the watcher (which looks for changed times) cannot be what reloads.
     let backdate = |files: &[&Path]| -> Result<()> {
@@ -294,8 +206,8 @@ async fn every_listener_speaks_tls_and_reloads_its_certificate() -> Result<()> {
     let http_addr = server.http_url.trim_start_matches("https://").to_string();
     let grpc_addr = format!("127.0.0.1:{grpc_port}");
     ensure!(served_subject(&http_addr, &ca)?.contains("weir-one"));
-    std::fs::copy(pki.join("weir-two.key"), &key)?;
-    std::fs::copy(pki.join("weir-two.pem"), &cert)?;
+    std::fs::copy(&two.1, &key)?;
+    std::fs::copy(&two.0, &cert)?;
     backdate(&[&cert, &key])?;
     // Proving a reload did not happen needs a wait past one watch period.
     tokio::time::sleep(Duration::from_secs(3)).await;
