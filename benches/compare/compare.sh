@@ -3,16 +3,19 @@
 #   1. gRPC streaming ingest (fsync group commit on): Weir vs InfluxDB 1.6
 #      (line protocol over HTTP) vs Postgres 15 (batched INSERT ... VALUES),
 #      the same rows for all three, median of RUNS runs each;
-#   2. Weir ingest of the 10M-row / 1,000-service / one-day query data set;
-#   3. the reference query on it: Weir (HTTP) vs DuckDB over Weir's own
-#      Parquet files, median of QUERY_RUNS;
+#   2. Weir ingest of the query data set (1,000 services, one day) at each
+#      size in QUERY_ROWS;
+#   3. the reference query on it, with NOW() fixed at the data's end: Weir
+#      (HTTP) vs DuckDB vs chDB (embedded ClickHouse), both over Weir's own
+#      Parquet files, median of QUERY_RUNS, with a digest of each answer;
 #   4. bytes on disk per row of that data set.
-# Installs the peers from Debian and PyPI if missing. Prints JSON lines.
+# SKIP_INGEST=1 runs 2-4 only. Installs the peers from Debian and PyPI if
+# missing. Prints JSON lines.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ROWS=${ROWS:-2000000}            # ingest comparison rows
-QUERY_ROWS=${QUERY_ROWS:-10000000}
+QUERY_ROWS=${QUERY_ROWS:-10000000}   # one size or several: "1000000 10000000 30000000"
 RUNS=${RUNS:-3}
 QUERY_RUNS=${QUERY_RUNS:-5}
 WRITERS=${WRITERS:-4}
@@ -20,17 +23,21 @@ WORK=$(mktemp -d /tmp/weir-bench.XXXXXX)
 chmod 755 "$WORK"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$WORK"' EXIT
 
+SKIP_INGEST=${SKIP_INGEST:-0}
 need_apt=()
-command -v influxd >/dev/null || need_apt+=(influxdb)
-[ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql)
+[ "$SKIP_INGEST" = 1 ] || command -v influxd >/dev/null || need_apt+=(influxdb)
+[ "$SKIP_INGEST" = 1 ] || [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-python3 -c 'import duckdb, psycopg' 2>/dev/null || python3 -m pip install --quiet 'duckdb>=1.1,<2' 'psycopg[binary]>=3.1'
+python3 -c 'import duckdb, psycopg, chdb' 2>/dev/null ||
+  python3 -m pip install --quiet 'duckdb>=1.1,<2' 'psycopg[binary]>=3.1' 'chdb>=4,<5'
 
 cargo build --release -p weir -p weir-benches --bins >&2
 BIN=${CARGO_TARGET_DIR:-target}/release
 END_NS=$(date +%s%N)
+# The queries' NOW(): the end of the generated data, the same for every engine.
+NOW=$(date -u -d "@$((END_NS / 1000000000))" +%Y-%m-%dT%H:%M:%SZ)
 LOADGEN="$BIN/loadgen --services 1000 --span-hours 24 --end-ns $END_NS --streams $WRITERS"
 
 start_weir() { # data dir; prints nothing, waits for readiness
@@ -43,6 +50,7 @@ start_weir() { # data dir; prints nothing, waits for readiness
 stop_weir() { kill -TERM "$WEIR_PID"; wait "$WEIR_PID" || true; }
 
 # --- 1. ingest, same rows for all three ---------------------------------
+if [ "$SKIP_INGEST" != 1 ]; then
 $LOADGEN --rows "$ROWS" --emit-line-protocol "$WORK/rows.lp" --emit-csv "$WORK/rows.csv"
 for run in $(seq "$RUNS"); do
   start_weir "$WORK/weir-ingest-$run"
@@ -72,14 +80,18 @@ for run in $(seq "$RUNS"); do
   echo "{\"run\": $run, \"result\": $(python3 benches/compare/peers.py postgres "$WORK/rows.csv" 'host=127.0.0.1 port=55432 dbname=postgres user=postgres' "$ROWS" "$WRITERS")}"
 done
 su postgres -c "$PG/pg_ctl -D $WORK/pg stop >/dev/null"
+fi
 
-# --- 2-4. the query data set ----------------------------------------------
-start_weir "$WORK/weir-query"
-echo "{\"system\": \"weir\", \"dataset\": \"query\", \"result\": $($LOADGEN --rows "$QUERY_ROWS" --grpc http://127.0.0.1:50551)}"
+# --- 2-4. the query data set, at each size ----------------------------------
+for query_rows in $QUERY_ROWS; do
+start_weir "$WORK/weir-query-$query_rows"
+echo "{\"system\": \"weir\", \"dataset\": \"query\", \"rows\": $query_rows, \"result\": $($LOADGEN --rows "$query_rows" --grpc http://127.0.0.1:50551)}"
 curl -sf -X POST http://127.0.0.1:58086/api/v1/persist >/dev/null
-python3 benches/compare/peers.py weir-query http://127.0.0.1:58086 tests/sql/reference_uptime.sql "$QUERY_RUNS"
-python3 benches/compare/peers.py duckdb-query "$WORK/weir-query/tables/*/*/*.parquet" tests/sql/reference_uptime.sql "$QUERY_RUNS"
-python3 - "$WORK/weir-query" <<'PY'
+FILES="$WORK/weir-query-$query_rows/tables/*/*/*.parquet"
+python3 benches/compare/peers.py weir-query http://127.0.0.1:58086 tests/sql/reference_uptime.sql "$QUERY_RUNS" "$NOW"
+python3 benches/compare/peers.py duckdb-query "$FILES" tests/sql/reference_uptime.sql "$QUERY_RUNS" "$NOW"
+python3 benches/compare/peers.py chdb-query "$FILES" tests/sql/reference_uptime.sql "$QUERY_RUNS" "$NOW"
+python3 - "$WORK/weir-query-$query_rows" <<'PY'
 import json, os, sys
 d = sys.argv[1]
 catalog = json.load(open(os.path.join(d, "catalog.json")))
@@ -90,3 +102,5 @@ print(json.dumps({"dataset": "query", "files": len(files), "rows": rows, "parque
                   "bytes_per_row": round(size / rows, 3)}))
 PY
 stop_weir
+rm -rf "$WORK/weir-query-$query_rows"
+done

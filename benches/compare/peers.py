@@ -4,12 +4,18 @@
   peers.py line-protocol SYSTEM WRITE_URL LINES_FILE ROWS WRITERS
                                                 -> the same bodies POSTed to any line protocol endpoint
   peers.py postgres CSV_FILE DSN ROWS WRITERS   -> Postgres batched INSERT ... VALUES
-  peers.py weir-query HTTP_URL SQL_FILE RUNS    -> the reference query over Weir's HTTP API
-  peers.py duckdb-query PARQUET_GLOB SQL_FILE RUNS -> the same query in DuckDB over Weir's Parquet
+  peers.py weir-query HTTP_URL SQL_FILE RUNS NOW   -> the reference query over Weir's HTTP API
+  peers.py duckdb-query PARQUET_GLOB SQL_FILE RUNS NOW -> the same query in DuckDB over Weir's Parquet
+  peers.py chdb-query PARQUET_GLOB SQL_FILE RUNS NOW   -> the same query in chDB (embedded ClickHouse)
+
+The query drivers replace `NOW()` with the fixed instant NOW (RFC 3339,
+UTC), each in its engine's own literal, so every engine answers the same
+question; each prints a digest of its answer to compare.
 
 Payloads are prepared before the clock starts; each prints one JSON line.
 """
 import concurrent.futures
+import hashlib
 import json
 import statistics
 import sys
@@ -95,36 +101,68 @@ def report(system, rows, seconds, writers):
                       "rows_per_sec": round(rows / seconds), "writers": writers}))
 
 
-def weir_query(http_url, sql_file, runs):
-    sql = open(sql_file).read().encode()
+def timed(system, runs, run, **extra):
+    """Runs `run` once untimed (the files in the page cache), then RUNS
+    times; prints the median and a digest of the answer: (service, average
+    uptime, worst hour, degraded hours, status) rows, numbers rounded."""
+    run()
     times = []
     rows = None
     for _ in range(runs):
         start = time.perf_counter()
+        rows = run()
+        times.append(time.perf_counter() - start)
+    answer = sorted((str(r[0]), round(float(r[1]), 2), round(float(r[2]), 2), int(r[3]), str(r[4]))
+                    for r in rows)
+    digest = hashlib.sha256(repr(answer).encode()).hexdigest()[:16]
+    print(json.dumps({"system": system, "query": "reference", "runs": runs,
+                      "median_s": round(statistics.median(times), 4),
+                      "times_s": [round(t, 4) for t in times], "result_rows": len(rows),
+                      "answer_digest": digest, **extra}))
+
+
+def weir_query(http_url, sql_file, runs, now):
+    sql = open(sql_file).read().replace("NOW()", f"TIMESTAMP '{now}'").encode()
+
+    def run():
         req = urllib.request.Request(f"{http_url}/api/v1/sql", data=sql, headers={"accept": "application/json"})
         with urllib.request.urlopen(req) as r:
-            rows = json.loads(r.read())
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"system": "weir", "query": "reference", "runs": runs, "median_s": round(statistics.median(times), 4),
-                      "times_s": [round(t, 4) for t in times], "result_rows": len(rows)}))
+            columns = ("service_name", "avg_uptime_pct", "worst_hour_pct", "degraded_hours", "status")
+            return [[row[c] for c in columns] for row in json.loads(r.read())]
+
+    timed("weir", runs, run)
 
 
-def duckdb_query(parquet_glob, sql_file, runs):
+def duckdb_query(parquet_glob, sql_file, runs, now):
     import duckdb
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     con.execute(f"CREATE VIEW service_metrics AS SELECT * FROM read_parquet('{parquet_glob}')")
-    sql = open(sql_file).read()
-    times = []
-    rows = None
-    for _ in range(runs):
-        start = time.perf_counter()
-        rows = con.execute(sql).fetchall()
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"system": "duckdb", "query": "reference", "runs": runs, "median_s": round(statistics.median(times), 4),
-                      "times_s": [round(t, 4) for t in times], "result_rows": len(rows),
-                      "threads": con.execute("SELECT current_setting('threads')").fetchone()[0]}))
+    sql = open(sql_file).read().replace("NOW()", f"TIMESTAMPTZ '{now}'")
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    timed("duckdb", runs, lambda: con.execute(sql).fetchall(), threads=threads, version=duckdb.__version__)
+
+
+def chdb_query(parquet_glob, sql_file, runs, now):
+    import chdb
+    from chdb import session
+
+    # ClickHouse reads the same files through its `file()` table function;
+    # `toDateTime64(…, 9, 'UTC')` is the fixed instant at nanoseconds.
+    con = session.Session()
+    source = f"file('{parquet_glob}', Parquet)"
+    instant = now.replace("T", " ").rstrip("Z")
+    sql = (open(sql_file).read()
+           .replace("FROM service_metrics", f"FROM {source}")
+           .replace("NOW()", f"toDateTime64('{instant}', 9, 'UTC')"))
+
+    def run():
+        out = con.query(sql, "JSONCompact")
+        return json.loads(out.bytes())["data"]
+
+    timed("chdb", runs, run, version=chdb.__version__,
+          threads=json.loads(con.query("SELECT getSetting('max_threads')", "JSONCompact").bytes())["data"][0][0])
 
 
 if __name__ == "__main__":
@@ -136,8 +174,10 @@ if __name__ == "__main__":
     elif cmd == "postgres":
         postgres(args[0], args[1], int(args[2]), int(args[3]))
     elif cmd == "weir-query":
-        weir_query(args[0], args[1], int(args[2]))
+        weir_query(args[0], args[1], int(args[2]), args[3])
     elif cmd == "duckdb-query":
-        duckdb_query(args[0], args[1], int(args[2]))
+        duckdb_query(args[0], args[1], int(args[2]), args[3])
+    elif cmd == "chdb-query":
+        chdb_query(args[0], args[1], int(args[2]), args[3])
     else:
         sys.exit(f"unknown command {cmd}")

@@ -4,7 +4,11 @@ wire protocol (psycopg 3, text format, server-side statements).
 
 Usage: frontends.py http://host:port grpc://host:port pg-host:port reference.sql RUNS
 Prints one JSON line per front end and query: the median of RUNS timings,
-the rows, and for the large answer the Arrow bytes per second.
+the rows, the engine's own mean time for the same runs (from
+`weir_query_seconds` on `/metrics`: planning and execution, and for the
+streamed front ends the time their batches wait for the client), what the
+front end adds on top per 1,000 result rows, and for the large answer the
+Arrow bytes per second.
 """
 
 import json
@@ -55,16 +59,38 @@ def over_postgres(conn):
     return run
 
 
+def engine_seconds():
+    """(sum, count) of `weir_query_seconds`: the time queries spent in the
+    engine, whichever front end ran them."""
+    with urllib.request.urlopen(http_url + "/metrics") as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        for key in ("weir_query_seconds_sum", "weir_query_seconds_count"):
+            if line.startswith(key + " ") or line.startswith(key + "{"):
+                values[key] = float(line.rsplit(" ", 1)[1])
+    return values["weir_query_seconds_sum"], values["weir_query_seconds_count"]
+
+
 def measure(name, run, sql):
     run(sql)  # one untimed run first: the data in the page cache
     seconds, rows, nbytes = [], 0, None
+    sum_before, count_before = engine_seconds()
     for _ in range(runs):
         started = time.perf_counter()
         rows, nbytes = run(sql)
         seconds.append(time.perf_counter() - started)
+    sum_after, count_after = engine_seconds()
     median = statistics.median(seconds)
+    # Flight SQL plans at GetFlightInfo and runs at DoGet: count the runs,
+    # not the engine's calls.
+    in_engine = (sum_after - sum_before) / runs
     out = {"front_end": name, "rows": rows, "median_s": round(median, 4),
-           "runs_s": [round(s, 4) for s in seconds]}
+           "runs_s": [round(s, 4) for s in seconds],
+           "engine_mean_s": round(in_engine, 4),
+           "engine_calls_per_run": (count_after - count_before) / runs,
+           "front_end_overhead_s_per_1000_rows":
+               round((statistics.mean(seconds) - in_engine) / max(rows, 1) * 1000, 5)}
     if nbytes:
         out["arrow_mb_per_s"] = round(nbytes / median / 1e6, 1)
     return out

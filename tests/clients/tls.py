@@ -8,6 +8,9 @@ JSON object of what each client saw; errors are recorded, never raised.
 """
 
 import json
+import socket
+import ssl
+import struct
 import sys
 
 import adbc_driver_flightsql.dbapi as flight_sql
@@ -43,6 +46,31 @@ def pg(sslmode):
 
 out["pg_verify_full"] = pg("verify-full")
 out["pg_disable"] = pg("disable")
+
+
+def pg_stuffed():
+    """An SSLRequest with a startup packet sent behind it in the clear (the
+    attack of Postgres' CVE-2021-23222): those bytes must not be taken as
+    if they had come through TLS. What the server says over TLS is kept."""
+    body = struct.pack("!I", 196608) + b"user\0analyst\0database\0weir\0\0"
+    startup = struct.pack("!I", len(body) + 4) + body
+    ssl_request = struct.pack("!II", 8, 80877103)
+    with socket.create_connection(("localhost", int(pg_port)), timeout=10) as sock:
+        sock.sendall(ssl_request + startup)
+        if sock.recv(1) != b"S":
+            return {"error": "TLS refused"}
+        context = ssl.create_default_context(cafile=ca_path)
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            try:
+                return {"answer": tls.recv(1024).hex()}
+            except (ssl.SSLError, OSError) as e:
+                return {"answer": "", "closed": str(e)}
+
+
+try:
+    out["pg_stuffed"] = pg_stuffed()
+except Exception as e:
+    out["pg_stuffed"] = {"error": repr(e)}
 
 try:
     with flight_sql.connect(

@@ -242,8 +242,11 @@ impl QueryEngine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryStream> {
-        check_size(sql)?;
         self.metrics.queries.inc();
+        if let Err(e) = check_size(sql) {
+            self.metrics.failed.inc();
+            return Err(e);
+        }
         let planner = self.planner.clone();
         let metrics = self.metrics.clone();
         let sql = sql.to_string();
@@ -361,7 +364,9 @@ impl QueryEngine {
     }
 }
 
-fn check_size(sql: &str) -> Result<()> {
+/// Refuses SQL text over [`MAX_SQL_BYTES`]: every front end checks the
+/// text as it was received, before any parser reads it.
+pub fn check_size(sql: &str) -> Result<()> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(Error::TooLarge {
             bytes: sql.len(),

@@ -31,6 +31,7 @@ pub use complexity::{MAX_SQL_BYTES, MAX_SQL_DEPTH};
 pub use datafusion::common::ScalarValue;
 pub use engine::{
     Dialect, QueryConfig, QueryEngine, QueryMetrics, QueryResult, QueryStream, SystemTable,
+    check_size,
 };
 pub use error::{Error, Result};
 pub use table::WeirTable;

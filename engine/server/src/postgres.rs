@@ -12,9 +12,12 @@
 //! `SHOW`, `BEGIN`/`COMMIT`/`ROLLBACK`) — none of which reach the engine.
 //!
 //! Bounds: at most `max_connections` connections (more are told `53300`,
-//! as Postgres does); pgwire drops a connection that has not finished its
-//! startup within its startup timeout, caps message sizes, and stops
-//! reading a socket while its answer is not being read.
+//! as Postgres does); a connection that has not finished its startup and
+//! login within a minute is dropped; no message may be over
+//! [`connection::MAX_MESSAGE_BYTES`] (see [`connection`]); a socket is not
+//! read while its answer is not being read.
+
+mod connection;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -147,7 +150,7 @@ impl PgFrontEnd {
             let handlers = Arc::clone(&handlers);
             let tls = tls.clone();
             tokio::spawn(async move {
-                if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                if let Err(e) = connection::serve_connection(socket, tls, &*handlers).await {
                     debug!(%peer, error = %e, "Postgres connection ended");
                 }
                 drop(slot);
@@ -211,7 +214,10 @@ impl Statements {
         Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
 
+    /// `sql` read into statements, by the compatibility parser: the text
+    /// as the client sent it is held to the engine's size limit first.
     fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        weir_query::check_size(sql).map_err(|e| query_error(e.into()))?;
         self.parser
             .parse(sql)
             .map_err(|e| user_error("42601", &format!("invalid query: {e}")))

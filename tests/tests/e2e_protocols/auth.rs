@@ -157,21 +157,24 @@ fn psql(server: &WeirServer, password: Option<&str>, sql: &str) -> Result<Result
     })
 }
 
-/// Startup, a wrong password and a query in one write, as a client past
-/// any driver can send them; every byte the server answers until it closes.
-async fn pipelined_after_wrong_password(server: &WeirServer, sql: &str) -> Result<Vec<u8>> {
+/// A Postgres message: its type, then its length, then `body`.
+fn pg_message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut message = vec![tag];
+    message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    message.extend_from_slice(body);
+    message
+}
+
+/// A Postgres startup, then `after` in the same write, as a client past
+/// any driver can send them; every byte the server answers until it
+/// closes (5 s at most).
+async fn pg_raw(server: &WeirServer, after: &[u8]) -> Result<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let message = |tag: Option<u8>, body: &[u8]| {
-        let mut m: Vec<u8> = tag.into_iter().collect();
-        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        m.extend_from_slice(body);
-        m
-    };
     let mut startup = 196_608u32.to_be_bytes().to_vec();
     startup.extend_from_slice(b"user\0analyst\0database\0weir\0\0");
-    let mut bytes = message(None, &startup);
-    bytes.extend(message(Some(b'p'), b"weir_000000000000_wrong\0"));
-    bytes.extend(message(Some(b'Q'), format!("{sql}\0").as_bytes()));
+    let mut bytes = (startup.len() as u32 + 4).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&startup);
+    bytes.extend_from_slice(after);
     let mut socket = tokio::net::TcpStream::connect(&server.pg_addr).await?;
     socket.write_all(&bytes).await?;
     let mut answer = Vec::new();
@@ -330,8 +333,9 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
     ensure!(refused.contains("query scope"), "{refused}");
 
     // Queries pipelined behind a wrong password are not run.
-    let answer =
-        pipelined_after_wrong_password(&server, "SELECT count(*) FROM service_metrics").await?;
+    let wrong_password = pg_message(b'p', b"weir_000000000000_wrong\0");
+    let pipelined = pg_message(b'Q', b"SELECT count(*) FROM service_metrics\0");
+    let answer = pg_raw(&server, &[wrong_password, pipelined].concat()).await?;
     ensure!(
         answer.windows(5).any(|w| w == b"28P01"),
         "no 28P01 in {answer:?}"
@@ -339,6 +343,13 @@ async fn every_door_needs_a_token_with_the_right_scope() -> Result<()> {
     ensure!(
         !answer.windows(7).any(|w| w == b"SELECT "),
         "a query ran: {answer:?}"
+    );
+    // Nor is a message over the size limit buffered before a login: the
+    // header of a 1 GiB query is refused as soon as it arrives.
+    let answer = pg_raw(&server, &[b'Q', 0x40, 0, 0, 0]).await?;
+    ensure!(
+        answer.windows(5).any(|w| w == b"54000"),
+        "no 54000 in {answer:?}"
     );
 
     // psycopg, ADBC Flight SQL, pyarrow Flight DoPut.

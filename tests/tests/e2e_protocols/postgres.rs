@@ -337,6 +337,39 @@ async fn postgres_protocol_survives_hostile_clients() -> Result<()> {
         );
     }
 
+    // A message at the size limit (1 MiB, its length field included) is
+    // read, and answered: its statement is over the SQL limit, and the
+    // session goes on. One byte past it, the header alone is refused with
+    // `54000` and the connection closed, before any body is buffered.
+    const MESSAGE_LIMIT: usize = 1 << 20;
+    let mut at_limit = b"SELECT 7 ".to_vec();
+    at_limit.resize(MESSAGE_LIMIT - 4 - 1, b' ');
+    at_limit.push(0);
+    let mut socket = start_session(&addr).await?;
+    socket
+        .write_all(&[message(b'Q', &at_limit), message(b'Q', b"SELECT 8\0")].concat())
+        .await?;
+    let got = drain(&mut socket, wait).await;
+    ensure!(
+        got.first() == Some(&b'E'),
+        "no error for the oversized SQL: {got:?}"
+    );
+    ensure!(
+        got.windows(5).any(|w| w == [0, 0, 0, 1, b'8']),
+        "the session did not go on after a message at the limit: {got:?}"
+    );
+    let mut socket = start_session(&addr).await?;
+    let started = Instant::now();
+    socket.write_all(&[b'Q']).await?;
+    socket
+        .write_all(&(MESSAGE_LIMIT as u32 + 1).to_be_bytes())
+        .await?;
+    let got = drain(&mut socket, wait).await;
+    ensure!(
+        got.windows(5).any(|w| w == b"54000") && started.elapsed() < wait,
+        "a message past the limit was not refused at its header: {got:?}"
+    );
+
     // Random bytes and mutated sessions, for a bounded time.
     let seed: u64 = rand::random();
     eprintln!("pgwire fuzz seed {seed}");

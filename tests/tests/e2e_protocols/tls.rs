@@ -194,6 +194,8 @@ async fn every_listener_speaks_tls_and_reloads_its_certificate() -> Result<()> {
             .is_some_and(|e| e.contains("TLS connections only")),
         "{seen}"
     );
+    // Plaintext behind an SSLRequest: the TLS session is closed unanswered.
+    ensure!(seen["pg_stuffed"]["answer"] == "", "{seen}");
     ensure!(seen["adbc"]["n"] == 42, "{seen}");
     ensure!(
         seen["put"]["ack"]
