@@ -360,7 +360,7 @@ async fn postgres_protocol_survives_hostile_clients() -> Result<()> {
     );
     let mut socket = start_session(&addr).await?;
     let started = Instant::now();
-    socket.write_all(&[b'Q']).await?;
+    socket.write_all(b"Q").await?;
     socket
         .write_all(&(MESSAGE_LIMIT as u32 + 1).to_be_bytes())
         .await?;
