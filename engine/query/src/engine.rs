@@ -505,6 +505,7 @@ impl Planner {
             pg_catalog = Some(self.pg_catalog.schema(&self.tables)?);
         }
         let ctx = SessionContext::new_with_state(state.build());
+        ctx.register_udf(crate::date_trunc::UtcDateTrunc::udf());
         ctx.register_catalog(
             CATALOG,
             Arc::new(WeirCatalog {

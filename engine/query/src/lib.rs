@@ -21,6 +21,7 @@
 //! query text can overflow a stack and abort the process.
 
 mod complexity;
+mod date_trunc;
 mod engine;
 mod error;
 mod postgres;
