@@ -9,7 +9,7 @@
 #      (HTTP) vs DuckDB vs chDB (embedded ClickHouse), both over Weir's own
 #      Parquet files, median of QUERY_RUNS, with a digest of each answer;
 #   4. bytes on disk per row of that data set.
-# SKIP_INGEST=1 runs 2-4 only. Installs the peers from Debian and PyPI if
+# SKIP_INGEST=1 runs 2-4 only; BIN_DIR: prebuilt binaries instead of a build. Installs the peers from Debian and PyPI if
 # missing. Prints JSON lines.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,8 +33,12 @@ fi
 python3 -c 'import duckdb, psycopg, chdb' 2>/dev/null ||
   python3 -m pip install --quiet 'duckdb>=1.1,<2' 'psycopg[binary]>=3.1' 'chdb>=4,<5'
 
-cargo build --release -p weir -p weir-benches --bins >&2
-BIN=${CARGO_TARGET_DIR:-target}/release
+if [ -n "${BIN_DIR:-}" ]; then
+  BIN=$BIN_DIR # prebuilt `weir` and `loadgen`
+else
+  cargo build --release -p weir -p weir-benches --bins >&2
+  BIN=${CARGO_TARGET_DIR:-target}/release
+fi
 END_NS=$(date +%s%N)
 # The queries' NOW(): the end of the generated data, the same for every engine.
 NOW=$(date -u -d "@$((END_NS / 1000000000))" +%Y-%m-%dT%H:%M:%SZ)
