@@ -562,10 +562,10 @@ impl StartupHandler for Startup {
     }
 }
 
-/// Marks a session the startup handler admitted. pgwire goes on reading
-/// after a refused login (it only closes its writing side), so a client
-/// could pipeline queries behind a wrong password: every query path checks
-/// for this mark first.
+/// Marks a session the startup handler admitted. The connection loop ends
+/// a session at a refused login, before anything pipelined behind it is
+/// read; every query path checks for this mark too, so that no other way
+/// into the query handlers can skip the login.
 struct Admitted;
 
 fn admitted<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<()> {

@@ -9,6 +9,8 @@
 //!   most about that much, logged in or not.
 //! - pgwire ends a connection silently on a message it cannot decode; here
 //!   the client is told why (`FATAL`, as Postgres does) before it closes.
+//! - After a `FATAL` error (a refused login, say) the connection ends;
+//!   pgwire would go on reading what the client pipelined behind it.
 //! - Bytes a client sends in the clear behind its `SSLRequest`, pgwire
 //!   would hand on as if they had come through TLS (Postgres' own
 //!   CVE-2021-23222): such a connection is refused.
@@ -133,7 +135,20 @@ pub(super) async fn serve_connection<H: PgWireServerHandlers>(
         .await;
         if let Err(mut error) = processed {
             errors.on_error(&socket, &mut error);
-            process_error(&mut socket, error, extended_query).await?;
+            let info = ErrorInfo::from(error);
+            let fatal = info.is_fatal();
+            process_error(
+                &mut socket,
+                PgWireError::UserError(Box::new(info)),
+                extended_query,
+            )
+            .await?;
+            // pgwire closes its writing side after a `FATAL` (a refused
+            // login, say) but would go on reading: what the client
+            // pipelined behind it is not for this session.
+            if fatal {
+                return Ok(());
+            }
         }
     }
 }
