@@ -564,7 +564,7 @@ impl StartupHandler for Startup {
 
 /// Marks a session the startup handler admitted. The connection loop ends
 /// a session at a refused login, before anything pipelined behind it is
-/// read; every query path checks for this mark too, so that no other way
+/// run; every query path checks for this mark too, so that no other way
 /// into the query handlers can skip the login.
 struct Admitted;
 
