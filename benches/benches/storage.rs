@@ -50,6 +50,7 @@ fn open(dir: &std::path::Path, durability: Durability) -> Store {
         max_columns_per_table: 1_000,
         compaction_min_files: 8,
         file_delete_grace: Duration::from_secs(1),
+        rollups: Vec::new(),
     })
     .unwrap()
 }

@@ -639,6 +639,11 @@ impl std::fmt::Debug for WeirSchema {
 impl SchemaProvider for WeirSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.store.table_names();
+        for def in self.store.rollups() {
+            if !names.contains(&def.name) {
+                names.push(def.name.clone());
+            }
+        }
         names.extend(self.system_tables.iter().map(|t| t.name().to_string()));
         names
     }
@@ -655,11 +660,17 @@ impl SchemaProvider for WeirSchema {
             .store
             .snapshot(name)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        if let Some(def) = self.store.rollup(name) {
+            // A rollup with no rows yet is an empty table, not a missing one.
+            let snapshot = snapshot.unwrap_or_else(|| self.store.empty_rollup_snapshot(&def));
+            return crate::rollup::rollup_view(&def, snapshot).map(Some);
+        }
         Ok(snapshot.map(|s| Arc::new(WeirTable::new(s)) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         self.system_tables.iter().any(|t| t.name() == name)
             || self.store.table_schema(name).is_some()
+            || self.store.rollup(name).is_some()
     }
 }

@@ -25,6 +25,7 @@ mod date_trunc;
 mod engine;
 mod error;
 mod postgres;
+mod rollup;
 mod table;
 mod time_range;
 

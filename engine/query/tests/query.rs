@@ -4,3 +4,5 @@
 mod limits;
 #[path = "query/pruning.rs"]
 mod pruning;
+#[path = "query/rollup.rs"]
+mod rollup;

@@ -45,6 +45,10 @@ pub struct Catalog {
     pub next_table_id: u64,
     pub next_file_id: u64,
     pub tables: BTreeMap<String, TableEntry>,
+    /// Each rollup's table and the definition it was built under
+    /// ([`RollupDef::fingerprint`](crate::RollupDef::fingerprint)).
+    #[serde(default)]
+    pub rollups: BTreeMap<String, String>,
 }
 
 impl Default for Catalog {
@@ -55,6 +59,7 @@ impl Default for Catalog {
             next_table_id: 1,
             next_file_id: 1,
             tables: BTreeMap::new(),
+            rollups: BTreeMap::new(),
         }
     }
 }

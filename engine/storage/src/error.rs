@@ -17,6 +17,15 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A write the rollup over its table cannot aggregate (a column of the
+    /// wrong type): refused whole, so the rollup stays exact.
+    #[error("rollup {rollup:?}: {reason}")]
+    Rollup { rollup: String, reason: String },
+
+    /// A write from outside to a rollup's table, which Weir writes.
+    #[error("table {table:?} is a rollup of {source_table:?}; Weir writes it as rows arrive there")]
+    RollupTable { table: String, source_table: String },
+
     #[error("WAL I/O on {path}: {source}")]
     WalIo {
         path: PathBuf,
@@ -76,6 +85,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// The store's configuration cannot work (rollups that conflict).
+    #[error("storage configuration: {0}")]
+    Config(String),
 
     #[error("internal error: {0}")]
     Internal(String),

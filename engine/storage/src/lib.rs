@@ -31,6 +31,7 @@ mod error;
 mod fsutil;
 pub mod metrics;
 mod parquet_files;
+pub mod rollup;
 mod storage_order;
 mod store;
 mod wal;
@@ -40,6 +41,7 @@ pub use catalog::{Catalog, FileMeta};
 pub use error::{Error, Result};
 pub use metrics::StorageMetrics;
 pub use parquet_files::DAY_NS;
+pub use rollup::RollupDef;
 pub use store::{
     BufferLevel, DEFAULT_TIME_COLUMN, ParquetFile, PersistReport, Store, StoreConfig, TableOptions,
     TableSnapshot,

@@ -19,6 +19,7 @@ use crate::buffer::Buffer;
 use crate::catalog::{Catalog, FileMeta};
 use crate::metrics::StorageMetrics;
 use crate::parquet_files::{DAY_NS, read_file, write_partitioned};
+use crate::rollup::{RollupDef, Rollups, merge_partial_rows, partial_rows};
 use crate::wal::{self, Wal, WalConfig, WalSink, WalTable, encode_payload};
 use crate::{Error, Result};
 
@@ -49,6 +50,9 @@ pub struct StoreConfig {
     /// Files replaced by compaction or dropped by retention are deleted this
     /// long after they left the catalog, so queries already reading them finish.
     pub file_delete_grace: Duration,
+    /// Aggregates kept per time bucket as rows are written (see
+    /// [`rollup`](crate::rollup)).
+    pub rollups: Vec<RollupDef>,
 }
 
 /// What a query needs of one table, taken at one instant: the schema, the
@@ -86,6 +90,7 @@ struct State {
 
 struct Inner {
     config: StoreConfig,
+    rollups: Rollups,
     catalog_path: PathBuf,
     state: Arc<RwLock<State>>,
     wal: Wal,
@@ -167,6 +172,24 @@ impl BufferLevel {
     }
 }
 
+/// The partial rows every rollup of `table` keeps of `batch`.
+fn rollup_rows(rollups: &Rollups, table: &str, batch: &RecordBatch) -> Result<Vec<WalTable>> {
+    rollups
+        .of_source(table)
+        .iter()
+        .map(|def| {
+            let batch = partial_rows(def, batch).map_err(|reason| Error::Rollup {
+                rollup: def.name.clone(),
+                reason,
+            })?;
+            Ok(WalTable {
+                table: def.name.clone(),
+                batch,
+            })
+        })
+        .collect()
+}
+
 struct BufferSink {
     state: Arc<RwLock<State>>,
     level: Arc<BufferLevel>,
@@ -203,8 +226,10 @@ impl Store {
             source: std::io::Error::other("the data directory is in use by another weir process"),
         })?;
 
+        let rollups = Rollups::new(&config.rollups).map_err(Error::Config)?;
         let catalog_path = data_dir.join("catalog.json");
-        let catalog = Catalog::load(&catalog_path)?;
+        let mut catalog = Catalog::load(&catalog_path)?;
+        let (to_fill, mut catalog_changed) = reconcile_rollups(&mut catalog, &rollups)?;
         for (name, options) in &config.tables {
             if let (Some(entry), Some(configured)) =
                 (catalog.tables.get(name), &options.time_column)
@@ -233,11 +258,27 @@ impl Store {
             wal::replay(&wal_dir, persisted_through, &metrics, |tables| {
                 for t in tables {
                     apply_schema(&mut state.catalog, &t)?;
+                    let derived = rollup_rows(&rollups, &t.table, &t.batch)?;
                     state.buffer.append(&t.table, t.batch);
+                    for d in derived {
+                        apply_schema(&mut state.catalog, &d)?;
+                        state.buffer.append(&d.table, d.batch);
+                    }
                 }
                 Ok(())
             })?
         };
+        let mut next_file_id = next_file_id;
+        for def in to_fill {
+            let mut guard = write(&state);
+            fill_rollup(data_dir, &mut guard.catalog, &def, &mut next_file_id)?;
+            catalog_changed = true;
+        }
+        if catalog_changed {
+            let mut guard = write(&state);
+            guard.catalog.next_file_id = next_file_id;
+            guard.catalog.save(&catalog_path)?;
+        }
         {
             let state = read(&state);
             buffer_level.update(&state.buffer);
@@ -270,6 +311,7 @@ impl Store {
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
+                rollups,
                 catalog_path,
                 state,
                 wal,
@@ -339,6 +381,29 @@ impl Store {
         self.write_any(batches).await
     }
 
+    /// The rollup named `name`, if one is configured.
+    pub fn rollup(&self, name: &str) -> Option<Arc<RollupDef>> {
+        self.inner.rollups.get(name).cloned()
+    }
+
+    /// What a rollup with no rows yet looks like: its columns, no data.
+    pub fn empty_rollup_snapshot(&self, def: &RollupDef) -> TableSnapshot {
+        let time_column = self.time_column_for(&def.source);
+        let mut schema = TableSchema::new(&def.name, &time_column);
+        schema.add_columns(def.stored_columns());
+        TableSnapshot {
+            schema: schema.arrow_schema(),
+            time_column,
+            buffered: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Every configured rollup.
+    pub fn rollups(&self) -> Vec<Arc<RollupDef>> {
+        self.inner.rollups.all().cloned().collect()
+    }
+
     /// Like [`write`](Self::write), for the rows Weir writes to its own
     /// `weir_…` tables (dead letters, alerts).
     pub async fn write_system(&self, batches: Vec<TableBatch>) -> Result<u64> {
@@ -361,13 +426,34 @@ impl Store {
         if rows == 0 {
             return Ok(0);
         }
+        for tb in &batches {
+            if let Some(def) = self.inner.rollups.get(&tb.table) {
+                return Err(Error::RollupTable {
+                    table: tb.table.clone(),
+                    source_table: def.source.clone(),
+                });
+            }
+        }
         self.buffer_space().await;
+        // Aggregated outside the lock; refused before anything is applied.
+        let mut derived = Vec::new();
+        for tb in &batches {
+            derived.extend(
+                rollup_rows(&self.inner.rollups, &tb.table, &tb.batch)?
+                    .into_iter()
+                    .map(|t| TableBatch {
+                        table: t.table,
+                        batch: t.batch,
+                        first_rows: Vec::new(),
+                    }),
+            );
+        }
         {
             // Work under the lock is proportional to the request's columns
             // (bounded by the write limits), never to the table's.
             let mut state = write(&self.inner.state);
             let mut additions: Vec<Vec<ColumnDef>> = Vec::with_capacity(batches.len());
-            for tb in &batches {
+            for tb in batches.iter().chain(&derived) {
                 let (existing, new_columns) = match state.catalog.tables.get(&tb.table) {
                     Some(entry) => (
                         entry.schema.columns().len(),
@@ -391,7 +477,7 @@ impl Store {
                 }
                 additions.push(new_columns);
             }
-            for (tb, columns) in batches.iter().zip(additions) {
+            for (tb, columns) in batches.iter().chain(&derived).zip(additions) {
                 let time_column = tb.batch.schema().field(0).name().clone();
                 let entry = state.catalog.table_mut(&tb.table, &time_column);
                 if entry.schema.add_columns(columns) {
@@ -399,14 +485,19 @@ impl Store {
                 }
             }
         }
-        let tables: Vec<WalTable> = batches
+        let mut tables: Vec<WalTable> = batches
             .into_iter()
             .map(|tb| WalTable {
                 table: tb.table,
                 batch: tb.batch,
             })
             .collect();
+        // Partial rows are not logged: replay computes them again.
         let payload = encode_payload(&tables)?;
+        tables.extend(derived.into_iter().map(|tb| WalTable {
+            table: tb.table,
+            batch: tb.batch,
+        }));
         self.inner.wal.append(payload, tables).await?;
         if self.inner.buffer_level.bytes() as usize >= self.inner.config.persist_buffer_bytes {
             self.inner.persist_wanted.notify_one();
@@ -533,9 +624,10 @@ impl Store {
                                         "buffered table {name:?} is not in the catalog"
                                     ))
                                 })?;
-                                Ok((entry.id, entry.schema.clone(), batches.clone()))
+                                let rollup = self.inner.rollups.get(name).cloned();
+                                Ok((entry.id, entry.schema.clone(), batches.clone(), rollup))
                             })
-                            .collect::<Result<Vec<(u64, TableSchema, Vec<RecordBatch>)>>>()?;
+                            .collect::<Result<Vec<PersistTable>>>()?;
                         Some((
                             generation.id,
                             generation.through_segment.unwrap_or(0),
@@ -578,7 +670,13 @@ impl Store {
                         inner.persist_credit.store(credit, Ordering::Relaxed);
                         inner.space_freed.notify_waiters();
                     };
-                    for (table_id, schema, batches) in tables {
+                    for (table_id, schema, batches, rollup) in tables {
+                        // A rollup's partial rows of one generation merge
+                        // into one row per bucket and group.
+                        let batches = match rollup {
+                            Some(def) => vec![merged(&def, &batches, &schema.time_column)?],
+                            None => batches,
+                        };
                         let files = write_partitioned(
                             &data_dir,
                             table_id,
@@ -690,10 +788,14 @@ impl Store {
             let data_dir = self.inner.config.data_dir.clone();
             let inner = Arc::clone(&self.inner);
             let inputs = old_files.clone();
+            let rollup = self.inner.rollups.get(&table).cloned();
             let new_files = tokio::task::spawn_blocking(move || -> Result<Vec<FileMeta>> {
                 let mut batches = Vec::new();
                 for f in &inputs {
                     batches.extend(read_file(&data_dir.join(&f.path))?);
+                }
+                if let Some(def) = rollup {
+                    batches = vec![merged(&def, &batches, &schema.time_column)?];
                 }
                 write_partitioned(
                     &data_dir,
@@ -742,7 +844,16 @@ impl Store {
         let catalog = {
             let mut state = write(&self.inner.state);
             for (name, entry) in state.catalog.tables.iter_mut() {
-                let Some(ttl) = self.inner.config.tables.get(name).and_then(|t| t.retention) else {
+                // A rollup keeps what its source keeps: its day partitions
+                // go with the source's, so it never counts a dropped row.
+                let governing = self.inner.rollups.get(name).map_or(name, |def| &def.source);
+                let Some(ttl) = self
+                    .inner
+                    .config
+                    .tables
+                    .get(governing)
+                    .and_then(|t| t.retention)
+                else {
                     continue;
                 };
                 let cutoff = now_ns.saturating_sub(ttl.as_nanos().min(i64::MAX as u128) as i64);
@@ -819,6 +930,127 @@ impl Store {
         self.inner.wal.shutdown().await?;
         persisted.map(|_| ())
     }
+}
+
+/// What persistence takes of one buffered table: its id, schema, batches,
+/// and its definition if it is a rollup.
+type PersistTable = (u64, TableSchema, Vec<RecordBatch>, Option<Arc<RollupDef>>);
+
+/// A rollup's partial rows merged into one row per bucket and group.
+fn merged(def: &RollupDef, batches: &[RecordBatch], time_column: &str) -> Result<RecordBatch> {
+    merge_partial_rows(def, batches, time_column).map_err(|reason| Error::Rollup {
+        rollup: def.name.clone(),
+        reason,
+    })
+}
+
+/// Brings the catalog's rollup tables in line with the configured rollups.
+/// A rollup no longer configured, or configured differently, loses its
+/// table (its files are then orphans, removed at open). Returns the
+/// rollups to fill from their source's files, and whether the catalog
+/// changed.
+fn reconcile_rollups(
+    catalog: &mut Catalog,
+    rollups: &Rollups,
+) -> Result<(Vec<Arc<RollupDef>>, bool)> {
+    let mut changed = false;
+    let stale: Vec<String> = catalog
+        .rollups
+        .iter()
+        .filter(|(name, fingerprint)| {
+            rollups
+                .get(name)
+                .is_none_or(|def| def.fingerprint() != **fingerprint)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in stale {
+        info!(rollup = %name, "the rollup's definition changed or it is no longer configured; its table is dropped");
+        catalog.rollups.remove(&name);
+        catalog.tables.remove(&name);
+        changed = true;
+    }
+    let mut to_fill = Vec::new();
+    for def in rollups.all() {
+        if catalog.rollups.contains_key(&def.name) {
+            continue;
+        }
+        if catalog.tables.contains_key(&def.name) {
+            return Err(Error::Config(format!(
+                "rollup {:?}: a table of that name already holds rows written to it; \
+                 give the rollup a name of its own",
+                def.name
+            )));
+        }
+        catalog.rollups.insert(def.name.clone(), def.fingerprint());
+        to_fill.push(Arc::clone(def));
+        changed = true;
+    }
+    Ok((to_fill, changed))
+}
+
+/// Computes a new rollup from its source's Parquet files, one day
+/// partition at a time. (Its source's buffered rows were replayed into it.)
+fn fill_rollup(
+    data_dir: &Path,
+    catalog: &mut Catalog,
+    def: &RollupDef,
+    next_file_id: &mut u64,
+) -> Result<()> {
+    let Some(source) = catalog.tables.get(&def.source) else {
+        return Ok(());
+    };
+    let time_column = source.schema.time_column.clone();
+    let mut by_partition: std::collections::BTreeMap<i64, Vec<FileMeta>> = Default::default();
+    for f in &source.files {
+        by_partition.entry(f.partition).or_default().push(f.clone());
+    }
+    if by_partition.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let rollup_error = |reason| Error::Rollup {
+        rollup: def.name.clone(),
+        reason,
+    };
+    let mut rows = 0u64;
+    for (_, files) in by_partition {
+        let mut accumulator = crate::rollup::Accumulator::new(def);
+        for f in &files {
+            for batch in read_file(&data_dir.join(&f.path))? {
+                accumulator.add_raw(&batch).map_err(rollup_error)?;
+            }
+            rows += f.rows;
+        }
+        let partial = accumulator.finish(&time_column).map_err(rollup_error)?;
+        let entry = catalog.table_mut(&def.name, &time_column);
+        let columns = entry.schema.check_batch(&partial, &[])?;
+        entry.schema.add_columns(columns);
+        let (table_id, schema) = (entry.id, entry.schema.clone());
+        let written = write_partitioned(
+            data_dir,
+            table_id,
+            &schema,
+            &[partial],
+            &mut || {
+                *next_file_id += 1;
+                *next_file_id - 1
+            },
+            &mut |_| {},
+        )?;
+        catalog
+            .tables
+            .get_mut(&def.name)
+            .ok_or_else(|| Error::Internal("rollup table vanished while filling".into()))?
+            .files
+            .extend(written);
+    }
+    info!(
+        rollup = %def.name, source = %def.source, source_rows = rows,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "filled rollup from its source's files"
+    );
+    Ok(())
 }
 
 /// Adds a replayed batch's table and columns to the catalog.

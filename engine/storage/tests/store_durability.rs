@@ -21,6 +21,7 @@ fn config(dir: &std::path::Path, durability: Durability, max_buffer_bytes: usize
         max_columns_per_table: 1_000,
         compaction_min_files: 8,
         file_delete_grace: Duration::from_millis(10),
+        rollups: Vec::new(),
     }
 }
 

@@ -29,6 +29,7 @@ fn config(dir: &std::path::Path, retention: Option<Duration>) -> StoreConfig {
         max_columns_per_table: 1_000,
         compaction_min_files: 3,
         file_delete_grace: Duration::from_millis(10),
+        rollups: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) fn store(dir: &std::path::Path) -> Store {
             max_columns_per_table: 1_000,
             compaction_min_files: 8,
             file_delete_grace: Duration::from_secs(1),
+            rollups: Vec::new(),
         })
     })
     .unwrap()

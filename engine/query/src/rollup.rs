@@ -1,0 +1,64 @@
+//! A rollup as SQL sees it: its partial rows merged into one row per
+//! bucket and group (see `weir_storage::rollup`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::TableProvider;
+use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::catalog::view::ViewTable;
+use datafusion::common::{Column, Result};
+use datafusion::functions::expr_fn::nullif;
+use datafusion::functions_aggregate::expr_fn::{max, min, sum};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast, lit};
+use weir_storage::rollup::{Merge, Presented};
+use weir_storage::{RollupDef, TableSnapshot};
+
+use crate::WeirTable;
+
+/// The rollup `def` over `snapshot`, the rows of its table, as a view that
+/// groups by the bucket (the time column) and the tags and merges each
+/// stored column. Filters on the time column and the tags reach the scan
+/// below the grouping, so a time range still prunes files.
+///
+/// Beside each aggregate, an average's stored parts (`name__sum`,
+/// `name__count`) are columns too: averages over longer spans are
+/// `sum(name__sum) / sum(name__count)`, never an average of averages.
+pub fn rollup_view(def: &RollupDef, snapshot: TableSnapshot) -> Result<Arc<dyn TableProvider>> {
+    let column = |name: &str| Expr::Column(Column::new_unqualified(name));
+    let time_column = snapshot.time_column.clone();
+    let mut group = vec![column(&time_column)];
+    group.extend(def.group_by.iter().map(|t| column(t)));
+    let stored: Vec<(String, Merge)> = def.stored_merges();
+    let merged: Vec<Expr> = stored
+        .iter()
+        .map(|(name, merge)| {
+            let c = column(name);
+            match merge {
+                Merge::Sum => sum(c),
+                Merge::Min => min(c),
+                Merge::Max => max(c),
+            }
+            .alias(name)
+        })
+        .collect();
+    let mut presented = group.clone();
+    for (name, how) in def.merges() {
+        match how {
+            Presented::Column { .. } => presented.push(column(&name)),
+            Presented::Average => {
+                let (s, n) = def.average_parts(&name);
+                let count = cast(column(&n), DataType::Float64);
+                presented.push((column(&s) / nullif(count, lit(0.0))).alias(&name));
+                presented.push(column(&s));
+                presented.push(column(&n));
+            }
+        }
+    }
+    let source = provider_as_source(Arc::new(WeirTable::new(snapshot)));
+    let plan = LogicalPlanBuilder::scan(def.name.as_str(), source, None)?
+        .aggregate(group, merged)?
+        .project(presented)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
+}
