@@ -810,7 +810,15 @@ async fn compute_status(query: &QueryEngine, store: &weir_storage::Store) -> Res
     match store.table_schema(table) {
         Some(schema) => {
             let has_error = schema.column("error").is_some();
-            status::compute(query, table, &schema.time_column, has_error).await
+            let rollup = status::StatusRollup::find(&store.rollups(), table);
+            status::compute(
+                query,
+                table,
+                &schema.time_column,
+                has_error,
+                rollup.as_ref(),
+            )
+            .await
         }
         None => Ok(status::compute_empty(table)),
     }

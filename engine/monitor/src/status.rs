@@ -1,9 +1,9 @@
 //! The status page: each service's health now, its uptime over 24 h, 7 d
 //! and 30 d, a bar per hour coloured by that hour's uptime, and the active
-//! alerts. The services part is computed with two SQL queries over
-//! `service_metrics` (one pass for the summaries and last checks, one for
-//! the hours) and refreshed in the background; the alerts are added fresh
-//! on every request. Rendered as one self-contained HTML page (no scripts,
+//! alerts. The services part is computed with SQL over `service_metrics`
+//! — from an hourly (or finer) rollup of it where one is configured, which
+//! reads the raw rows of the edge buckets only — and refreshed in the
+//! background; the alerts are added fresh on every request. Rendered as one self-contained HTML page (no scripts,
 //! no external assets) or as JSON.
 
 use std::collections::BTreeMap;
@@ -13,6 +13,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampNanosecondType};
 use serde::Serialize;
 use weir_query::QueryEngine;
+use weir_storage::RollupDef;
+use weir_storage::rollup::{CmpOp, Condition, Function, Literal};
 
 use crate::alerts::{AlertSnapshot, AlertState};
 use crate::{Error, Result};
@@ -90,14 +92,166 @@ fn rfc3339(ns: i64) -> String {
     chrono::DateTime::from_timestamp_nanos(ns).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Computes the report over `table` (its time column `time_column`).
+/// A rollup of the status table the page can count from: grouped by
+/// `service_name` alone, buckets that divide an hour, with `count(*)` and
+/// `count_if(status = 'healthy')`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRollup {
+    pub table: String,
+    pub bucket_ns: i64,
+    pub checks: String,
+    pub healthy: String,
+}
+
+impl StatusRollup {
+    /// The first of `rollups` over `table` that fits, if any.
+    pub fn find(rollups: &[std::sync::Arc<RollupDef>], table: &str) -> Option<Self> {
+        rollups.iter().find_map(|def| {
+            if def.source != table
+                || def.group_by != ["service_name"]
+                || HOUR_NS % def.bucket_ns() != 0
+            {
+                return None;
+            }
+            let checks = def
+                .aggregates
+                .iter()
+                .find(|a| a.function == Function::Count)?;
+            let healthy = def.aggregates.iter().find(|a| {
+                a.function
+                    == Function::CountIf(Condition {
+                        column: "status".into(),
+                        op: CmpOp::Eq,
+                        value: Literal::String("healthy".into()),
+                    })
+            })?;
+            Some(Self {
+                table: def.name.clone(),
+                bucket_ns: def.bucket_ns(),
+                checks: checks.name.clone(),
+                healthy: healthy.name.clone(),
+            })
+        })
+    }
+}
+
+/// One service's line before the hours are added.
+struct Summary {
+    name: String,
+    uptime_24h: Option<f64>,
+    uptime_7d: Option<f64>,
+    uptime_30d: Option<f64>,
+    checks: i64,
+    last: Last,
+}
+
+/// A service's newest row in the window.
+#[derive(Default)]
+struct Last {
+    at: Option<i64>,
+    status: Option<String>,
+    response_ms: Option<f64>,
+    error: Option<String>,
+}
+
+/// Checks and healthy checks of one service in one hour.
+type Hours = BTreeMap<String, BTreeMap<i64, (i64, i64)>>;
+
+/// The uptimes windows, newest first: 24 h, 7 d, 30 d.
+const WINDOWS_NS: [i64; 3] = [24 * HOUR_NS, 7 * 24 * HOUR_NS, 30 * 24 * HOUR_NS];
+
+/// Percent of healthy checks, as `avg(CASE WHEN healthy THEN 100.0 ELSE
+/// 0.0 END)` computes it: a sum of 100.0s is exact, so this is the same
+/// float.
+fn percent(healthy: i64, checks: i64) -> Option<f64> {
+    (checks > 0).then(|| (100.0 * healthy as f64) / checks as f64)
+}
+
+/// Computes the report over `table` (its time column `time_column`), from
+/// `rollup` where one is configured.
 pub async fn compute(
     query: &QueryEngine,
     table: &str,
     time_column: &str,
     has_error_column: bool,
+    rollup: Option<&StatusRollup>,
 ) -> Result<StatusReport> {
-    let now_ns = weir_pipeline::now_ns();
+    compute_at(
+        query,
+        table,
+        time_column,
+        has_error_column,
+        rollup,
+        weir_pipeline::now_ns(),
+    )
+    .await
+}
+
+pub(crate) async fn compute_at(
+    query: &QueryEngine,
+    table: &str,
+    time_column: &str,
+    has_error_column: bool,
+    rollup: Option<&StatusRollup>,
+    now_ns: i64,
+) -> Result<StatusReport> {
+    let first_hour_ns = (now_ns.div_euclid(HOUR_NS) - (STATUS_HOURS - 1)) * HOUR_NS;
+    let (summaries, hours) = match rollup {
+        None => from_raw_rows(query, table, time_column, has_error_column, now_ns).await?,
+        Some(r) => from_rollup(query, table, time_column, has_error_column, r, now_ns).await?,
+    };
+    let services = summaries
+        .into_iter()
+        .map(|s| {
+            let by_hour = hours.get(&s.name);
+            let hourly = (0..STATUS_HOURS)
+                .map(|h| {
+                    let start = first_hour_ns + h * HOUR_NS;
+                    let seen = by_hour.and_then(|m| m.get(&start));
+                    HourBar {
+                        hour: rfc3339(start),
+                        uptime: seen.and_then(|&(checks, healthy)| percent(healthy, checks)),
+                        checks: seen.map_or(0, |s| s.0),
+                    }
+                })
+                .collect();
+            ServiceStatus {
+                status: s.last.status.clone().unwrap_or_else(|| "unknown".into()),
+                uptime_24h: s.uptime_24h,
+                uptime_7d: s.uptime_7d,
+                uptime_30d: s.uptime_30d,
+                checks_30d: s.checks,
+                last_check: s.last.at.map(|at| LastCheck {
+                    at: rfc3339(at),
+                    status: s.last.status.clone().unwrap_or_default(),
+                    response_ms: s.last.response_ms,
+                    error: s.last.error.clone(),
+                }),
+                hourly,
+                firing_alerts: 0,
+                name: s.name,
+            }
+        })
+        .collect();
+    Ok(StatusReport {
+        generated_at: rfc3339(now_ns),
+        table: table.to_string(),
+        hours: STATUS_HOURS,
+        services,
+        alerts: Vec::new(),
+        groups: Vec::new(),
+    })
+}
+
+/// Two passes over the raw rows: the summaries and last checks, then the
+/// hours.
+async fn from_raw_rows(
+    query: &QueryEngine,
+    table: &str,
+    time_column: &str,
+    has_error_column: bool,
+    now_ns: i64,
+) -> Result<(Vec<Summary>, Hours)> {
     let t = quote(time_column);
     let tbl = quote(table);
     let error = if has_error_column {
@@ -123,35 +277,17 @@ pub async fn compute(
     let hourly_sql = format!(
         "SELECT CAST(service_name AS VARCHAR) AS service_name,
            CAST(date_trunc('hour', {t}) AS BIGINT) AS hour,
-           avg({healthy}) AS uptime, count(*) AS checks
+           count(*) AS checks, count(*) FILTER (WHERE status = 'healthy') AS healthy
          FROM {tbl} WHERE {t} >= to_timestamp_nanos({first_hour_ns}) AND {t} <= {now}
          GROUP BY 1, 2"
     );
     let summary = query.sql(&summary_sql).await?;
     let hourly = query.sql(&hourly_sql).await?;
-
-    let mut hours: BTreeMap<String, BTreeMap<i64, (f64, i64)>> = BTreeMap::new();
-    for batch in &hourly.batches {
-        let names = strings(batch.column(0))?;
-        let hour = ints(batch.column(1))?;
-        let uptime = floats(batch.column(2))?;
-        let checks = ints(batch.column(3))?;
-        for i in 0..batch.num_rows() {
-            if let (Some(name), Some(hour)) = (&names[i], hour[i]) {
-                hours
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(hour, (uptime[i].unwrap_or(0.0), checks[i].unwrap_or(0)));
-            }
-        }
-    }
-    let mut services = Vec::new();
+    let mut hours = Hours::new();
+    add_hours(&mut hours, &hourly.batches)?;
+    let mut summaries = Vec::new();
     for batch in &summary.batches {
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| Error::Internal(format!("status query lost column {name}")))
-        };
+        let col = |name: &str| column(batch, name);
         let names = strings(col("service_name")?)?;
         let (u24, u7, u30) = (
             floats(col("uptime_24h")?)?,
@@ -159,56 +295,247 @@ pub async fn compute(
             floats(col("uptime_30d")?)?,
         );
         let checks = ints(col("checks")?)?;
-        let last_at = times(col("last_at")?)?;
-        let last_status = strings(col("last_status")?)?;
-        let last_ms = floats(col("last_response_ms")?)?;
-        let last_error = match batch.column_by_name("last_error") {
-            Some(c) => strings(c)?,
-            None => vec![None; batch.num_rows()],
-        };
+        let last = LastChecks::read(batch)?;
         for i in 0..batch.num_rows() {
             let Some(name) = names[i].clone() else {
                 continue;
             };
-            let by_hour = hours.get(&name);
-            let hourly = (0..STATUS_HOURS)
-                .map(|h| {
-                    let start = first_hour_ns + h * HOUR_NS;
-                    let seen = by_hour.and_then(|m| m.get(&start));
-                    HourBar {
-                        hour: rfc3339(start),
-                        uptime: seen.map(|s| s.0),
-                        checks: seen.map_or(0, |s| s.1),
-                    }
-                })
-                .collect();
-            let status = last_status[i].clone().unwrap_or_else(|| "unknown".into());
-            services.push(ServiceStatus {
-                status,
+            summaries.push(Summary {
+                name,
                 uptime_24h: u24[i],
                 uptime_7d: u7[i],
                 uptime_30d: u30[i],
-                checks_30d: checks[i].unwrap_or(0),
-                last_check: last_at[i].map(|at| LastCheck {
-                    at: rfc3339(at),
-                    status: last_status[i].clone().unwrap_or_default(),
-                    response_ms: last_ms[i],
-                    error: last_error[i].clone(),
-                }),
-                hourly,
-                firing_alerts: 0,
-                name,
+                checks: checks[i].unwrap_or(0),
+                last: last.row(i),
             });
         }
     }
-    Ok(StatusReport {
-        generated_at: rfc3339(now_ns),
-        table: table.to_string(),
-        hours: STATUS_HOURS,
-        services,
-        alerts: Vec::new(),
-        groups: Vec::new(),
-    })
+    Ok((summaries, hours))
+}
+
+/// The counts from the rollup's whole buckets inside each window, plus the
+/// raw rows of the buckets a window's edge cuts (at most one per window at
+/// its start, and the bucket holding `now`), which is exactly the raw
+/// rows' answer. The last checks are read from raw rows no older than the
+/// oldest of the services' last buckets: for services that report, the
+/// last hour or so.
+async fn from_rollup(
+    query: &QueryEngine,
+    table: &str,
+    time_column: &str,
+    has_error_column: bool,
+    rollup: &StatusRollup,
+    now_ns: i64,
+) -> Result<(Vec<Summary>, Hours)> {
+    let b = rollup.bucket_ns;
+    let t = quote(time_column);
+    let tbl = quote(table);
+    let rtbl = quote(&rollup.table);
+    let (c, h) = (quote(&rollup.checks), quote(&rollup.healthy));
+    let at = |ns: i64| format!("to_timestamp_nanos({ns})");
+    // Window w holds rows with lo < t <= now; its whole buckets start in
+    // [first_full, last_start).
+    let lo = WINDOWS_NS.map(|w| now_ns - w);
+    let first_full =
+        lo.map(|lo| (lo + 1).div_euclid(b) * b + if (lo + 1).rem_euclid(b) == 0 { 0 } else { b });
+    let last_start = (now_ns + 1).div_euclid(b) * b;
+
+    let mut rollup_sums = String::new();
+    let mut edge_counts = String::new();
+    let mut edges = Vec::new();
+    for (i, label) in ["24h", "7d", "30d"].iter().enumerate() {
+        let whole = format!("{t} >= {}", at(first_full[i]));
+        let _ = write!(
+            rollup_sums,
+            ", sum({c}) FILTER (WHERE {whole}) AS c{label}, sum({h}) FILTER (WHERE {whole}) AS h{label}"
+        );
+        let edge = format!(
+            "{t} > {} AND ({t} < {} OR {t} >= {})",
+            at(lo[i]),
+            at(first_full[i]),
+            at(last_start)
+        );
+        let _ = write!(
+            edge_counts,
+            ", count(*) FILTER (WHERE {edge}) AS c{label}, \
+             count(*) FILTER (WHERE {edge} AND status = 'healthy') AS h{label}"
+        );
+        edges.push(format!(
+            "({t} > {} AND {t} < {})",
+            at(lo[i]),
+            at(first_full[i])
+        ));
+    }
+    let rollup_sql = format!(
+        "SELECT CAST(service_name AS VARCHAR) AS service_name{rollup_sums}, max({t}) AS last_bucket
+         FROM {rtbl} WHERE {t} >= {} AND {t} < {} GROUP BY 1",
+        at(first_full[2]),
+        at(last_start)
+    );
+    let edge_sql = format!(
+        "SELECT CAST(service_name AS VARCHAR) AS service_name{edge_counts}
+         FROM {tbl} WHERE {t} <= {} AND ({} OR {t} >= {}) GROUP BY 1",
+        at(now_ns),
+        edges.join(" OR "),
+        at(last_start)
+    );
+    // name → [checks, healthy] per window, and the service's last bucket.
+    let mut counts: BTreeMap<String, ([i64; 6], Option<i64>)> = BTreeMap::new();
+    for (sql, from_rollup) in [(&rollup_sql, true), (&edge_sql, false)] {
+        for batch in &query.sql(sql).await?.batches {
+            let names = strings(column(batch, "service_name")?)?;
+            let mut columns = Vec::new();
+            for label in ["24h", "7d", "30d"] {
+                columns.push(ints(column(batch, &format!("c{label}"))?)?);
+                columns.push(ints(column(batch, &format!("h{label}"))?)?);
+            }
+            let last = if from_rollup {
+                times(column(batch, "last_bucket")?)?
+            } else {
+                vec![None; batch.num_rows()]
+            };
+            for i in 0..batch.num_rows() {
+                let Some(name) = names[i].clone() else {
+                    continue;
+                };
+                let entry = counts.entry(name).or_insert(([0; 6], None));
+                for (k, col) in columns.iter().enumerate() {
+                    entry.0[k] += col[i].unwrap_or(0);
+                }
+                entry.1 = entry.1.max(last[i]);
+            }
+        }
+    }
+
+    // Every service's newest row is in or after its last whole bucket, or
+    // in an edge (a service with no whole bucket: read from the window's
+    // start).
+    let newest_from = counts
+        .values()
+        .map(|(_, last)| last.unwrap_or(lo[2] + 1))
+        .min()
+        .unwrap_or(last_start);
+    let error = if has_error_column {
+        format!(", last_value(error ORDER BY {t}) AS last_error")
+    } else {
+        String::new()
+    };
+    let last_sql = format!(
+        "SELECT CAST(service_name AS VARCHAR) AS service_name, max({t}) AS last_at,
+           last_value(status ORDER BY {t}) AS last_status,
+           last_value(response_ms ORDER BY {t}) AS last_response_ms{error}
+         FROM {tbl} WHERE {t} >= {} AND {t} > {} AND {t} <= {} GROUP BY 1",
+        at(newest_from),
+        at(lo[2]),
+        at(now_ns)
+    );
+    let mut last_checks: BTreeMap<String, Last> = BTreeMap::new();
+    for batch in &query.sql(&last_sql).await?.batches {
+        let names = strings(column(batch, "service_name")?)?;
+        let last = LastChecks::read(batch)?;
+        for (i, name) in names.into_iter().enumerate() {
+            if let Some(name) = name {
+                last_checks.insert(name, last.row(i));
+            }
+        }
+    }
+
+    let first_hour_ns = (now_ns.div_euclid(HOUR_NS) - (STATUS_HOURS - 1)) * HOUR_NS;
+    let hourly_rollup = format!(
+        "SELECT CAST(service_name AS VARCHAR) AS service_name,
+           CAST(date_trunc('hour', {t}) AS BIGINT) AS hour, sum({c}) AS checks, sum({h}) AS healthy
+         FROM {rtbl} WHERE {t} >= {} AND {t} < {} GROUP BY 1, 2",
+        at(first_hour_ns),
+        at(last_start)
+    );
+    let hourly_edge = format!(
+        "SELECT CAST(service_name AS VARCHAR) AS service_name,
+           CAST(date_trunc('hour', {t}) AS BIGINT) AS hour,
+           count(*) AS checks, count(*) FILTER (WHERE status = 'healthy') AS healthy
+         FROM {tbl} WHERE {t} >= {} AND {t} <= {} GROUP BY 1, 2",
+        at(last_start.max(first_hour_ns)),
+        at(now_ns)
+    );
+    let mut hours = Hours::new();
+    add_hours(&mut hours, &query.sql(&hourly_rollup).await?.batches)?;
+    add_hours(&mut hours, &query.sql(&hourly_edge).await?.batches)?;
+
+    let summaries = counts
+        .into_iter()
+        .filter(|(_, (n, _))| n[4] > 0)
+        .map(|(name, (n, _))| {
+            let last = last_checks.remove(&name).unwrap_or_default();
+            Summary {
+                uptime_24h: percent(n[1], n[0]),
+                uptime_7d: percent(n[3], n[2]),
+                uptime_30d: percent(n[5], n[4]),
+                checks: n[4],
+                last,
+                name,
+            }
+        })
+        .collect();
+    Ok((summaries, hours))
+}
+
+/// Adds rows of (service_name, hour, checks, healthy) to `hours`.
+fn add_hours(hours: &mut Hours, batches: &[arrow::record_batch::RecordBatch]) -> Result<()> {
+    for batch in batches {
+        let names = strings(column(batch, "service_name")?)?;
+        let hour = ints(column(batch, "hour")?)?;
+        let checks = ints(column(batch, "checks")?)?;
+        let healthy = ints(column(batch, "healthy")?)?;
+        for i in 0..batch.num_rows() {
+            if let (Some(name), Some(hour)) = (&names[i], hour[i]) {
+                let entry = hours
+                    .entry(name.clone())
+                    .or_default()
+                    .entry(hour)
+                    .or_insert((0, 0));
+                entry.0 += checks[i].unwrap_or(0);
+                entry.1 += healthy[i].unwrap_or(0);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The last-check columns of a result.
+struct LastChecks {
+    at: Vec<Option<i64>>,
+    status: Vec<Option<String>>,
+    response_ms: Vec<Option<f64>>,
+    error: Vec<Option<String>>,
+}
+
+impl LastChecks {
+    fn row(&self, i: usize) -> Last {
+        Last {
+            at: self.at[i],
+            status: self.status[i].clone(),
+            response_ms: self.response_ms[i],
+            error: self.error[i].clone(),
+        }
+    }
+
+    fn read(batch: &arrow::record_batch::RecordBatch) -> Result<Self> {
+        Ok(Self {
+            at: times(column(batch, "last_at")?)?,
+            status: strings(column(batch, "last_status")?)?,
+            response_ms: floats(column(batch, "last_response_ms")?)?,
+            error: match batch.column_by_name("last_error") {
+                Some(c) => strings(c)?,
+                None => vec![None; batch.num_rows()],
+            },
+        })
+    }
+}
+
+fn column<'b>(batch: &'b arrow::record_batch::RecordBatch, name: &str) -> Result<&'b dyn Array> {
+    batch
+        .column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| Error::Internal(format!("status query lost column {name}")))
 }
 
 /// `report` with the alerts as they are now.
@@ -534,4 +861,141 @@ pub fn render_status_html(report: &StatusReport) -> String {
         escape(&report.generated_at)
     );
     html
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use weir_model::{ColumnType, Value, WriteBatchBuilder};
+    use weir_query::QueryConfig;
+    use weir_storage::{Durability, Store, StoreConfig, WalConfig};
+
+    use super::*;
+
+    fn rollup(bucket_secs: u64) -> RollupDef {
+        let aggregates = [
+            ("n".to_string(), "count(*)".to_string()),
+            ("ok".to_string(), "count_if(status = 'healthy')".to_string()),
+        ];
+        RollupDef::new(
+            "service_metrics_r",
+            "service_metrics",
+            Duration::from_secs(bucket_secs),
+            vec!["service_name".into()],
+            &aggregates,
+        )
+        .unwrap()
+    }
+
+    /// The page from the rollup is the page from the raw rows, at instants
+    /// that cut buckets, with rows older than 30 days, rows stamped after
+    /// now, a service silent for days, and errors.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_page_from_a_rollup_is_the_page_from_raw_rows() {
+        for bucket_secs in [3600, 600] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = tokio::task::block_in_place(|| {
+                Store::open(StoreConfig {
+                    data_dir: dir.path().to_path_buf(),
+                    wal: WalConfig {
+                        durability: Durability::None,
+                        segment_bytes: 64 << 20,
+                        queue_depth: 16,
+                        max_group_bytes: 1 << 20,
+                    },
+                    persist_buffer_bytes: 1 << 30,
+                    max_buffer_bytes: 1 << 30,
+                    tables: Default::default(),
+                    max_columns_per_table: 1_000,
+                    compaction_min_files: 8,
+                    file_delete_grace: Duration::from_millis(10),
+                    rollups: vec![rollup(bucket_secs)],
+                })
+            })
+            .unwrap();
+            let now_ns = 1_790_000_000_000_000_000 + 1_234_567_891;
+            let mut rng = StdRng::seed_from_u64(bucket_secs);
+            for round in 0..4 {
+                let mut b = WriteBatchBuilder::new(1);
+                let t = b.table("service_metrics", "recorded_at").unwrap();
+                let service = b.column(t, "service_name", ColumnType::Tag, 0).unwrap();
+                let status = b.column(t, "status", ColumnType::String, 0).unwrap();
+                let ms = b.column(t, "response_ms", ColumnType::F64, 0).unwrap();
+                let error = b.column(t, "error", ColumnType::String, 0).unwrap();
+                for row in 0..3_000 {
+                    let svc = rng.random_range(0..6);
+                    // svc-5 went silent 10 days ago.
+                    let oldest = if svc == 5 { 10 * 24 } else { 0 };
+                    let ago = rng.random_range(oldest * HOUR_NS..33 * 24 * HOUR_NS);
+                    let mut at = now_ns - ago + rng.random_range(-HOUR_NS / 2..HOUR_NS / 60);
+                    if row % 50 == 0 {
+                        // Stamped after now, in now's bucket and later.
+                        at = now_ns + rng.random_range(1..2 * HOUR_NS);
+                    }
+                    b.begin_point(t, row, at).unwrap();
+                    b.set(t, service, row, Value::Tag(&format!("svc-{svc}")))
+                        .unwrap();
+                    let healthy = rng.random_bool(0.8);
+                    let s = if healthy { "healthy" } else { "unhealthy" };
+                    b.set(t, status, row, Value::String(s)).unwrap();
+                    b.set(t, ms, row, Value::F64(rng.random_range(1.0..900.0)))
+                        .unwrap();
+                    if !healthy {
+                        b.set(t, error, row, Value::String("timeout")).unwrap();
+                    }
+                }
+                store.write(b.finish().unwrap()).await.unwrap();
+                if round < 2 {
+                    store.persist().await.unwrap();
+                }
+            }
+            let query = QueryEngine::new(
+                store.clone(),
+                QueryConfig {
+                    memory_limit: 256 << 20,
+                    timeout: Duration::from_secs(30),
+                    target_partitions: 2,
+                    max_result_bytes: 64 << 20,
+                },
+            )
+            .unwrap();
+            let found = StatusRollup::find(&store.rollups(), "service_metrics").unwrap();
+            assert_eq!(found.bucket_ns, bucket_secs as i64 * 1_000_000_000);
+            for shift in [0, HOUR_NS / 3, HOUR_NS - 1] {
+                let at = now_ns + shift;
+                let compute =
+                    |rollup| compute_at(&query, "service_metrics", "recorded_at", true, rollup, at);
+                let raw = serde_json::to_value(compute(None).await.unwrap()).unwrap();
+                let rolled = serde_json::to_value(compute(Some(&found)).await.unwrap()).unwrap();
+                assert_eq!(raw["services"].as_array().unwrap().len(), 6);
+                assert_eq!(raw, rolled, "bucket {bucket_secs}s, now + {shift}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_a_fitting_rollup_is_used() {
+        let fits = std::sync::Arc::new(rollup(3600));
+        assert!(StatusRollup::find(std::slice::from_ref(&fits), "service_metrics").is_some());
+        assert!(StatusRollup::find(&[fits], "other").is_none());
+        let day = std::sync::Arc::new(rollup(86_400));
+        assert!(StatusRollup::find(&[day], "service_metrics").is_none());
+        let other_status = RollupDef::new(
+            "r",
+            "service_metrics",
+            Duration::from_secs(60),
+            vec!["service_name".into()],
+            &[
+                ("n".into(), "count(*)".into()),
+                ("ok".into(), "count_if(status = 'up')".into()),
+            ],
+        )
+        .unwrap();
+        assert!(
+            StatusRollup::find(&[std::sync::Arc::new(other_status)], "service_metrics").is_none()
+        );
+    }
 }

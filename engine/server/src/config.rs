@@ -76,6 +76,30 @@ pub struct TableSection {
     pub retention: Option<String>,
 }
 
+/// A rollup in the TOML file: `[rollups.NAME]`.
+///
+/// ```toml
+/// [rollups.service_metrics_1h]
+/// source = "service_metrics"
+/// bucket = "1h"
+/// group_by = ["service_name"]
+/// aggregates = { checks = "count(*)", healthy = "count_if(status = 'healthy')" }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupSection {
+    /// The table whose rows are rolled up.
+    pub source: String,
+    /// The time bucket: a duration dividing a day (`1m`, `5m`, `1h`, `1d`).
+    pub bucket: String,
+    /// Tags to group by within a bucket.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Column name → `count(*)`, `count_if(col op value)`, `min(col)`,
+    /// `max(col)`, `sum(col)` or `avg(col)`.
+    pub aggregates: BTreeMap<String, String>,
+}
+
 /// A plugin stage in the TOML file: `[[pipelines.TABLE.stages]]`, or a
 /// source's adapter, `[sources.NAME]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -306,6 +330,11 @@ pub struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     pub tables: BTreeMap<String, TableSection>,
+
+    /// `[rollups.NAME]`: aggregates per time bucket kept as rows arrive.
+    #[arg(skip)]
+    #[serde(default)]
+    pub rollups: BTreeMap<String, RollupSection>,
 
     /// Default per-call deadline of a plugin. Default `1s`.
     #[arg(long, env = "WEIR_PLUGIN_TIMEOUT", value_name = "DURATION")]
@@ -561,6 +590,7 @@ impl ServeArgs {
                     time_columns: self.time_columns,
                     retention: self.retention,
                     tables: file.tables,
+                    rollups: file.rollups,
                     pipelines: file.pipelines,
                     sources: file.sources,
                     probes: file.probes,
@@ -651,6 +681,26 @@ impl ServeArgs {
             }
         }
 
+        let mut rollups = Vec::with_capacity(self.rollups.len());
+        for (name, section) in &self.rollups {
+            let setting = format!("rollups.{name}");
+            let bucket = duration(&format!("{setting}.bucket"), &section.bucket)?;
+            let aggregates: Vec<(String, String)> = section
+                .aggregates
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let def = weir_storage::RollupDef::new(
+                name,
+                &section.source,
+                bucket,
+                section.group_by.clone(),
+                &aggregates,
+            )
+            .map_err(|e| Error::Config(format!("{setting}: {e}")))?;
+            rollups.push(def);
+        }
+
         let sync_interval = duration(
             "wal_sync_interval",
             self.wal_sync_interval.as_deref().unwrap_or("100ms"),
@@ -696,6 +746,7 @@ impl ServeArgs {
             persist_buffer_bytes,
             max_buffer_bytes,
             tables,
+            rollups,
             max_columns_per_table: positive(
                 "max_columns_per_table",
                 self.max_columns_per_table.unwrap_or(1_000),
@@ -1177,6 +1228,22 @@ mod tests {
             ("no_such_key = 1", "unknown field"),
             ("[tables.m]\nretention = \"0s\"", "longer than zero"),
             (
+                "[rollups.r]\nsource = \"m\"\nbucket = \"7m\"\naggregates = { n = \"count(*)\" }",
+                "dividing a day",
+            ),
+            (
+                "[rollups.r]\nsource = \"m\"\nbucket = \"1h\"\naggregates = { n = \"median(x)\" }",
+                "unknown aggregate",
+            ),
+            (
+                "[rollups.r]\nsource = \"m\"\nbucket = \"1h\"\naggregates = { n = \"count(*)\" }\nwhere = 1",
+                "unknown field",
+            ),
+            (
+                "[rollups.weir_r]\nsource = \"m\"\nbucket = \"1h\"\naggregates = { n = \"count(*)\" }",
+                "reserved",
+            ),
+            (
                 "persist_buffer_size = \"2GiB\"\nmax_buffer_size = \"1GiB\"",
                 "must be at least",
             ),
@@ -1339,6 +1406,8 @@ name = "nagios"
             "[tables.\"\"]\ntime_column = \"\"\n",
             "[tables.m]\nretention = \"-1s\"\n",
             "[tables.weir_x]\ntime_column = \"t\"\n",
+            "[rollups.r]\nsource = \"m\"\nbucket = \"1h\"\naggregates = { n = \"count_if(s = 'a')\" }\n",
+            "[rollups.r]\nsource = \"r\"\nbucket = \"0s\"\ngroup_by = [\"\"]\naggregates = {}\n",
             "[pipelines.m]\non_failure = \"maybe\"\n",
             "[[pipelines.m.stages]]\nwasm = \"/nonexistent.wasm\"\ntimeout = \"0s\"\n",
             "[sources.s]\nwasm = \"\"\nconfig = { a = [1, 2] }\n",

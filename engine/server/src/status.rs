@@ -37,9 +37,10 @@ impl Error {
         match self {
             Error::Decode(_) | Error::InvalidWrite(_) => K::InvalidInput,
             Error::Storage(e) => match e {
-                weir_storage::Error::InvalidWrite(_) | weir_storage::Error::TableTooWide { .. } => {
-                    K::InvalidInput
-                }
+                weir_storage::Error::InvalidWrite(_)
+                | weir_storage::Error::TableTooWide { .. }
+                | weir_storage::Error::Rollup { .. }
+                | weir_storage::Error::RollupTable { .. } => K::InvalidInput,
                 weir_storage::Error::WalFailed(_) | weir_storage::Error::WalClosed => {
                     K::Unavailable
                 }

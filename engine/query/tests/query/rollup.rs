@@ -11,9 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use weir_model::{ColumnType, Value, WriteBatchBuilder};
 use weir_query::{QueryConfig, QueryEngine};
-use weir_storage::{
-    DAY_NS, Durability, RollupDef, Store, StoreConfig, TableOptions, WalConfig,
-};
+use weir_storage::{DAY_NS, Durability, RollupDef, Store, StoreConfig, TableOptions, WalConfig};
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 /// 2024-10-04T00:00:00Z.
@@ -116,7 +114,8 @@ async fn write_random(store: &Store, rng: &mut StdRng, rows: usize) {
             let v = (rng.random_range(0..500_000) as f64) / 1000.0;
             b.set(t, ms, row, Value::F64(v)).unwrap();
         }
-        b.set(t, up, row, Value::Bool(rng.random_bool(0.8))).unwrap();
+        b.set(t, up, row, Value::Bool(rng.random_bool(0.8)))
+            .unwrap();
     }
     store.write(b.finish().unwrap()).await.unwrap();
 }
@@ -184,7 +183,10 @@ fn assert_same(raw: &[Row], rolled: &[Row], when: &str) {
         for (i, (x, y)) in a.2.iter().zip(&b.2).enumerate() {
             match (x, y) {
                 (Some(x), Some(y)) if i >= 5 => {
-                    assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{when}: {a:?} vs {b:?}")
+                    assert!(
+                        (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                        "{when}: {a:?} vs {b:?}"
+                    )
                 }
                 _ => assert_eq!(x, y, "{when}: column {i} of {a:?} vs {b:?}"),
             }
@@ -340,7 +342,9 @@ async fn writes_a_rollup_cannot_keep_exactly_are_refused_whole() {
     // could not sum it: the whole request is refused, `other` included.
     let mut b = WriteBatchBuilder::new(1);
     let other = b.table("other", "time").unwrap();
-    let v = b.column(other, "response_ms", ColumnType::String, 0).unwrap();
+    let v = b
+        .column(other, "response_ms", ColumnType::String, 0)
+        .unwrap();
     b.begin_point(other, 0, 1).unwrap();
     b.set(other, v, 0, Value::String("12")).unwrap();
     let t = b.table("m2", "recorded_at").unwrap();

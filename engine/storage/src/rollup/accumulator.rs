@@ -194,10 +194,11 @@ impl<'a> Accumulator<'a> {
                 None => {
                     let g = self.groups.len();
                     self.groups.insert(key.clone().into_boxed_slice(), g);
-                    self.cells.extend(self.slots.iter().map(|(_, slot, _)| match slot {
-                        Slot::Count => Cell::Count(0),
-                        Slot::Float(_) => Cell::Float(None),
-                    }));
+                    self.cells
+                        .extend(self.slots.iter().map(|(_, slot, _)| match slot {
+                            Slot::Count => Cell::Count(0),
+                            Slot::Float(_) => Cell::Float(None),
+                        }));
                     g
                 }
             };
@@ -259,7 +260,8 @@ impl<'a> Accumulator<'a> {
         let times: TimestampNanosecondArray = keys.iter().map(|(k, _)| Some(k[0] as i64)).collect();
         columns.push(Arc::new(times.with_timezone(weir_model::TIME_ZONE)));
         for (i, values) in self.values.iter().enumerate() {
-            let mut builder = StringDictionaryBuilder::<Int32Type>::with_capacity(n, values.len(), 0);
+            let mut builder =
+                StringDictionaryBuilder::<Int32Type>::with_capacity(n, values.len(), 0);
             for (k, _) in &keys {
                 match k[1 + i] {
                     NULL_ID => builder.append_null(),
@@ -271,20 +273,21 @@ impl<'a> Accumulator<'a> {
         let width = self.slots.len();
         for (slot, (_, kind, _)) in self.slots.iter().enumerate() {
             let cell = |g: usize| self.cells[g * width + slot];
-            let column: ArrayRef = match kind {
-                Slot::Count => Arc::new(Int64Array::from_iter_values(keys.iter().map(|(_, g)| {
-                    match cell(*g) {
-                        Cell::Count(n) => n,
-                        Cell::Float(_) => 0,
-                    }
-                }))),
-                Slot::Float(_) => Arc::new(Float64Array::from_iter(keys.iter().map(
-                    |(_, g)| match cell(*g) {
-                        Cell::Float(v) => v,
-                        Cell::Count(_) => None,
-                    },
-                ))),
-            };
+            let column: ArrayRef =
+                match kind {
+                    Slot::Count => Arc::new(Int64Array::from_iter_values(keys.iter().map(
+                        |(_, g)| match cell(*g) {
+                            Cell::Count(n) => n,
+                            Cell::Float(_) => 0,
+                        },
+                    ))),
+                    Slot::Float(_) => Arc::new(Float64Array::from_iter(keys.iter().map(
+                        |(_, g)| match cell(*g) {
+                            Cell::Float(v) => v,
+                            Cell::Count(_) => None,
+                        },
+                    ))),
+                };
             columns.push(column);
         }
         RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
@@ -408,7 +411,8 @@ impl Stored {
 fn numbers(name: &str, array: &ArrayRef) -> Result<Float64Array, String> {
     match array.data_type() {
         DataType::Float64 | DataType::Int64 | DataType::UInt64 => {
-            let cast = arrow::compute::cast(array, &DataType::Float64).map_err(|e| e.to_string())?;
+            let cast =
+                arrow::compute::cast(array, &DataType::Float64).map_err(|e| e.to_string())?;
             Ok(cast.as_primitive::<Float64Type>().clone())
         }
         other => Err(format!(

@@ -617,7 +617,10 @@ mod tests {
         assert!(def(&[("checks", "count(*)")]).is_ok());
         assert!(def(&[]).is_err());
         assert!(def(&[("a__b", "count(*)")]).is_err());
-        assert!(def(&[("service", "count(*)")]).is_err(), "collides with a tag");
+        assert!(
+            def(&[("service", "count(*)")]).is_err(),
+            "collides with a tag"
+        );
         assert!(def(&[("ms", "avg(ms)"), ("ms__sum", "count(*)")]).is_err());
         let many: Vec<(String, String)> = (0..=MAX_AGGREGATES)
             .map(|i| (format!("a{i}"), "count(*)".to_string()))
@@ -634,7 +637,9 @@ mod tests {
             assert_eq!(r.is_ok(), ok, "{secs}s");
         }
         assert!(RollupDef::new("r", "m", Duration::from_millis(500), vec![], &checks).is_err());
-        assert!(RollupDef::new("r", "m", Duration::from_secs(2 * 86_400), vec![], &checks).is_err());
+        assert!(
+            RollupDef::new("r", "m", Duration::from_secs(2 * 86_400), vec![], &checks).is_err()
+        );
         assert!(RollupDef::new("weir_r", "m", Duration::from_secs(60), vec![], &checks).is_err());
         assert!(RollupDef::new("m", "m", Duration::from_secs(60), vec![], &checks).is_err());
         let tags = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>();
@@ -642,8 +647,14 @@ mod tests {
         assert!(r(MAX_GROUP_BY).is_ok());
         assert!(r(MAX_GROUP_BY + 1).is_err());
         assert!(
-            RollupDef::new("r", "m", Duration::from_secs(60), vec!["a".into(), "a".into()], &checks)
-                .is_err()
+            RollupDef::new(
+                "r",
+                "m",
+                Duration::from_secs(60),
+                vec!["a".into(), "a".into()],
+                &checks
+            )
+            .is_err()
         );
     }
 }
