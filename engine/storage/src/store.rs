@@ -229,6 +229,23 @@ impl Store {
         let rollups = Rollups::new(&config.rollups).map_err(Error::Config)?;
         let catalog_path = data_dir.join("catalog.json");
         let mut catalog = Catalog::load(&catalog_path)?;
+        for def in rollups.all() {
+            let time_column = match catalog.tables.get(&def.source) {
+                Some(entry) => entry.schema.time_column.clone(),
+                None => config
+                    .tables
+                    .get(&def.source)
+                    .and_then(|t| t.time_column.clone())
+                    .unwrap_or_else(|| DEFAULT_TIME_COLUMN.to_string()),
+            };
+            if def.stored_columns().iter().any(|c| c.name == time_column) {
+                return Err(Error::Config(format!(
+                    "rollup {:?}: {time_column:?} is its time column (its source's); \
+                     name the tag or aggregate otherwise",
+                    def.name
+                )));
+            }
+        }
         let (to_fill, mut catalog_changed) = reconcile_rollups(&mut catalog, &rollups)?;
         for (name, options) in &config.tables {
             if let (Some(entry), Some(configured)) =

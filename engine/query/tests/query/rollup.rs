@@ -312,6 +312,20 @@ async fn the_reference_query_over_the_rollup_equals_it_over_raw_rows() {
     let rolled = text(engine.sql(&rolled).await.unwrap());
     assert!(raw.lines().count() > 6, "{raw}");
     assert_eq!(raw, rolled);
+    // A filter on a tag is answered as over the raw rows.
+    let one = |table: &str| {
+        format!(
+            "SELECT count(*) AS n FROM {table} WHERE service_name = 'svc-3' AND recorded_at >= {now_sql} - INTERVAL '24 hours'"
+        )
+    };
+    let raw_one = text(engine.sql(&one("m")).await.unwrap());
+    let rolled_one = text(
+        engine
+            .sql(&one("m_1h").replace("count(*) AS", "sum(checks) AS"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(raw_one.lines().nth(3), rolled_one.lines().nth(3));
     // The time filter reaches the rollup's files.
     let plan = text(
         engine
@@ -394,4 +408,15 @@ async fn writes_a_rollup_cannot_keep_exactly_are_refused_whole() {
     .unwrap();
     let e = open(dir.path(), vec![clash]).err().unwrap();
     assert!(e.to_string().contains("other"), "{e}");
+    // Nor one whose aggregate takes its time column's name.
+    let clash = RollupDef::new(
+        "m_1m",
+        "m",
+        Duration::from_secs(60),
+        vec![],
+        &[("recorded_at".into(), "count(*)".into())],
+    )
+    .unwrap();
+    let e = open(dir.path(), vec![clash]).err().unwrap();
+    assert!(e.to_string().contains("time column"), "{e}");
 }

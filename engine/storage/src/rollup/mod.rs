@@ -196,12 +196,12 @@ impl RollupDef {
             aggregates: parsed,
         };
         let mut seen = std::collections::HashSet::new();
-        for column in def.group_by.iter().cloned().chain(
-            def.stored_columns()
-                .into_iter()
-                .map(|c| c.name)
-                .filter(|n| !def.group_by.contains(n)),
-        ) {
+        let slots = def
+            .aggregates
+            .iter()
+            .flat_map(|a| a.slots())
+            .map(|(n, _)| n);
+        for column in def.group_by.iter().cloned().chain(slots) {
             if !seen.insert(column.clone()) {
                 return Err(format!("the column name {column:?} is used twice"));
             }
