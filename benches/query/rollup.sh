@@ -9,6 +9,8 @@
 #   2. then HISTORY_ROWS more rows spread over the YEAR before (by default
 #      one check per service per hour, which fills every hourly bucket of
 #      every service, as denser data would), persisted: both queries again.
+#   3. ingest cost: INGEST_ROWS rows into a fresh server with the rollup
+#      and into one without, alternating, INGEST_RUNS times each.
 #
 # NOW is fixed at an hour boundary at the data's end, so both queries read
 # the same whole hours and their answer digests must match.
@@ -21,6 +23,8 @@ cd "$(dirname "$0")/../.."
 ROWS=${ROWS:-10000000}
 HISTORY_ROWS=${HISTORY_ROWS:-8760000}
 QUERY_RUNS=${QUERY_RUNS:-5}
+INGEST_ROWS=${INGEST_ROWS:-4000000}
+INGEST_RUNS=${INGEST_RUNS:-3}
 WRITERS=${WRITERS:-4}
 WORK=$(mktemp -d /tmp/weir-rollup.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 1; rm -rf "$WORK"' EXIT
@@ -45,10 +49,16 @@ bucket = "1h"
 group_by = ["service_name"]
 aggregates = { checks = "count(*)", healthy = "count_if(status = 'healthy')" }
 TOML
-"$BIN/weir" serve --config "$WORK/weir.toml" --data-dir "$WORK/data" --grpc-listen 127.0.0.1:50551 \
-  --http-listen 127.0.0.1:58086 --persist-interval 1h --log-filter warn >"$WORK/weir.out" 2>"$WORK/weir.log" &
-for _ in $(seq 100); do curl -sf http://127.0.0.1:58086/health/ready >/dev/null && break; sleep 0.1; done
-curl -sf http://127.0.0.1:58086/health/ready >/dev/null || { cat "$WORK/weir.log" >&2; exit 1; }
+printf '[tables.service_metrics]\ntime_column = "recorded_at"\n' >"$WORK/plain.toml"
+start_weir() { # config, data dir
+  "$BIN/weir" serve --config "$1" --data-dir "$2" --grpc-listen 127.0.0.1:50551 \
+    --http-listen 127.0.0.1:58086 --persist-interval 1h --log-filter warn >"$2.out" 2>"$2.log" &
+  WEIR_PID=$!
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:58086/health/ready >/dev/null && return; sleep 0.1; done
+  cat "$2.log" >&2; exit 1
+}
+stop_weir() { kill -TERM "$WEIR_PID"; wait "$WEIR_PID" || true; }
+start_weir "$WORK/weir.toml" "$WORK/data"
 
 queries() { # label
   echo "{\"dataset\": \"$1\", \"query\": \"raw\"}"
@@ -75,4 +85,14 @@ queries "day: $ROWS rows"
 echo "{\"load\": \"year before\", \"result\": $($LOADGEN --rows "$HISTORY_ROWS" --span-hours 8760 --end-ns $((END_NS - 24 * HOUR_NS)) --grpc http://127.0.0.1:50551)}"
 curl -sf -X POST http://127.0.0.1:58086/api/v1/persist >/dev/null
 queries "day + year: $((ROWS + HISTORY_ROWS)) rows"
-grep -i "rollup\|error" "$WORK/weir.log" | head -5 || true
+grep -i "rollup\|error" "$WORK/data.log" | head -5 || true
+stop_weir
+
+for run in $(seq "$INGEST_RUNS"); do
+  for variant in plain weir; do
+    start_weir "$WORK/$variant.toml" "$WORK/ingest-$variant-$run"
+    echo "{\"ingest\": \"$variant\", \"run\": $run, \"result\": $($LOADGEN --rows "$INGEST_ROWS" --span-hours 24 --end-ns "$END_NS" --grpc http://127.0.0.1:50551)}"
+    stop_weir
+    rm -rf "$WORK/ingest-$variant-$run"
+  done
+done

@@ -12,7 +12,7 @@ use datafusion::functions::expr_fn::nullif;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder, cast, lit};
 use weir_storage::rollup::{Merge, Presented};
-use weir_storage::{RollupDef, TableSnapshot};
+use weir_storage::{DAY_NS, RollupDef, TableSnapshot};
 
 use crate::WeirTable;
 
@@ -64,10 +64,28 @@ pub fn rollup_view(def: &RollupDef, snapshot: TableSnapshot) -> Result<Arc<dyn T
             }
         }
     }
+    // Persistence keeps one row per bucket and group in a rollup's files,
+    // one file per day: with nothing buffered (and no older data directory
+    // with several files a day), the rows are already merged.
+    let mut days: Vec<i64> = snapshot
+        .files
+        .iter()
+        .map(|f| f.min_time.div_euclid(DAY_NS))
+        .collect();
+    days.sort_unstable();
+    let files = days.len();
+    days.dedup();
+    let merged_already = snapshot.buffered.is_empty() && days.len() == files;
     let source = provider_as_source(Arc::new(WeirTable::new(snapshot)));
-    let plan = LogicalPlanBuilder::scan(def.name.as_str(), source, None)?
-        .aggregate(group, merged)?
-        .project(presented)?
-        .build()?;
+    let mut plan = LogicalPlanBuilder::scan(def.name.as_str(), source, None)?;
+    if merged_already {
+        // The same types either way: tags as plain strings.
+        for (tag, expr) in def.group_by.iter().zip(presented.iter_mut().skip(1)) {
+            *expr = cast(column(tag), DataType::Utf8).alias(tag);
+        }
+    } else {
+        plan = plan.aggregate(group, merged)?;
+    }
+    let plan = plan.project(presented)?.build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
 }

@@ -641,7 +641,12 @@ impl Store {
                                         "buffered table {name:?} is not in the catalog"
                                     ))
                                 })?;
-                                let rollup = self.inner.rollups.get(name).cloned();
+                                // A rollup's files, which its new rows merge into.
+                                let rollup = self
+                                    .inner
+                                    .rollups
+                                    .get(name)
+                                    .map(|def| (Arc::clone(def), entry.files.clone()));
                                 Ok((entry.id, entry.schema.clone(), batches.clone(), rollup))
                             })
                             .collect::<Result<Vec<PersistTable>>>()?;
@@ -674,41 +679,40 @@ impl Store {
             let (generation, through_segment, tables, (generation_bytes, generation_rows)) = frozen;
             let data_dir = self.inner.config.data_dir.clone();
             let inner = Arc::clone(&self.inner);
-            let written =
-                tokio::task::spawn_blocking(move || -> Result<Vec<(String, Vec<FileMeta>)>> {
-                    let mut out = Vec::with_capacity(tables.len());
-                    let mut rows_done = 0u64;
-                    let mut progress = |rows: usize| {
-                        rows_done += rows as u64;
-                        // At most persist_buffer_bytes: the buffer stays under
-                        // max_buffer_bytes + persist_buffer_bytes.
-                        let credit = (generation_bytes.saturating_mul(rows_done) / generation_rows)
-                            .min(inner.config.persist_buffer_bytes as u64);
-                        inner.persist_credit.store(credit, Ordering::Relaxed);
-                        inner.space_freed.notify_waiters();
+            let written = tokio::task::spawn_blocking(move || -> Result<Vec<Persisted>> {
+                let mut out = Vec::with_capacity(tables.len());
+                let mut rows_done = 0u64;
+                let mut progress = |rows: usize| {
+                    rows_done += rows as u64;
+                    // At most persist_buffer_bytes: the buffer stays under
+                    // max_buffer_bytes + persist_buffer_bytes.
+                    let credit = (generation_bytes.saturating_mul(rows_done) / generation_rows)
+                        .min(inner.config.persist_buffer_bytes as u64);
+                    inner.persist_credit.store(credit, Ordering::Relaxed);
+                    inner.space_freed.notify_waiters();
+                };
+                for (table_id, schema, batches, rollup) in tables {
+                    let (batches, replaced) = match rollup {
+                        Some((def, files)) => {
+                            merge_into_rollup_files(&data_dir, &def, &schema, &batches, files)?
+                        }
+                        None => (batches, Vec::new()),
                     };
-                    for (table_id, schema, batches, rollup) in tables {
-                        // A rollup's partial rows of one generation merge
-                        // into one row per bucket and group.
-                        let batches = match rollup {
-                            Some(def) => vec![merged(&def, &batches, &schema.time_column)?],
-                            None => batches,
-                        };
-                        let files = write_partitioned(
-                            &data_dir,
-                            table_id,
-                            &schema,
-                            &batches,
-                            &mut || inner.allocate_file_id(),
-                            &mut progress,
-                        )?;
-                        out.push((schema.name, files));
-                    }
-                    Ok(out)
-                })
-                .await
-                .map_err(|e| Error::Internal(format!("persist task: {e}")))
-                .and_then(|written| written);
+                    let files = write_partitioned(
+                        &data_dir,
+                        table_id,
+                        &schema,
+                        &batches,
+                        &mut || inner.allocate_file_id(),
+                        &mut progress,
+                    )?;
+                    out.push((schema.name, files, replaced));
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("persist task: {e}")))
+            .and_then(|written| written);
             let written = match written {
                 Ok(written) => written,
                 Err(e) => {
@@ -720,10 +724,13 @@ impl Store {
 
             let catalog = {
                 let mut state = write(&self.inner.state);
-                for (table, files) in &written {
+                for (table, files, replaced) in &written {
                     report.files += files.len();
                     report.rows += files.iter().map(|f| f.rows).sum::<u64>();
                     if let Some(entry) = state.catalog.tables.get_mut(table) {
+                        entry
+                            .files
+                            .retain(|f| !replaced.iter().any(|r| r.id == f.id));
                         entry.files.extend(files.iter().cloned());
                     }
                 }
@@ -736,6 +743,9 @@ impl Store {
             // Writers waiting for space go on as soon as each generation is out.
             self.inner.space_freed.notify_waiters();
             self.save_catalog(catalog).await?;
+            for (_, _, replaced) in &written {
+                self.delete_later(replaced);
+            }
             // The generation's memory is free; give it back to the system.
             let _ = tokio::task::spawn_blocking(return_free_memory).await;
             let removed = self.inner.wal.remove_segments_through(through_segment)?;
@@ -951,7 +961,55 @@ impl Store {
 
 /// What persistence takes of one buffered table: its id, schema, batches,
 /// and its definition if it is a rollup.
-type PersistTable = (u64, TableSchema, Vec<RecordBatch>, Option<Arc<RollupDef>>);
+/// and, for a rollup, its definition and files.
+type PersistTable = (
+    u64,
+    TableSchema,
+    Vec<RecordBatch>,
+    Option<(Arc<RollupDef>, Vec<FileMeta>)>,
+);
+
+/// What persistence wrote of one table: its new files, and the files they
+/// replace.
+type Persisted = (String, Vec<FileMeta>, Vec<FileMeta>);
+
+/// A rollup's partial rows of one generation, merged with the rollup's
+/// files of the days they touch into one row per bucket and group: what
+/// to write, and the files it replaces. So a rollup keeps one file per
+/// day, and a query over it with nothing buffered needs no merge at all
+/// (see `weir_query`'s rollup view). Its files are small (a day of an
+/// hourly rollup of 1,000 services is 24,000 rows, ~10 KB).
+fn merge_into_rollup_files(
+    data_dir: &Path,
+    def: &RollupDef,
+    schema: &TableSchema,
+    batches: &[RecordBatch],
+    files: Vec<FileMeta>,
+) -> Result<(Vec<RecordBatch>, Vec<FileMeta>)> {
+    let new_rows = merged(def, batches, &schema.time_column)?;
+    let times = new_rows
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+        .ok_or_else(|| Error::Internal("a rollup's time column is not a timestamp".into()))?;
+    let days: std::collections::HashSet<i64> = times
+        .values()
+        .iter()
+        .map(|t| t.div_euclid(DAY_NS))
+        .collect();
+    let replaced: Vec<FileMeta> = files
+        .into_iter()
+        .filter(|f| days.contains(&f.partition))
+        .collect();
+    if replaced.is_empty() {
+        return Ok((vec![new_rows], replaced));
+    }
+    let mut inputs = vec![new_rows];
+    for f in &replaced {
+        inputs.extend(read_file(&data_dir.join(&f.path))?);
+    }
+    Ok((vec![merged(def, &inputs, &schema.time_column)?], replaced))
+}
 
 /// A rollup's partial rows merged into one row per bucket and group.
 fn merged(def: &RollupDef, batches: &[RecordBatch], time_column: &str) -> Result<RecordBatch> {
