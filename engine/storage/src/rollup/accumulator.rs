@@ -175,7 +175,15 @@ impl<'a> Accumulator<'a> {
                     TagColumn::Missing => NULL_ID,
                     TagColumn::Dictionary { keys, ids } => {
                         if keys.is_valid(row) {
-                            ids[keys.value(row) as usize]
+                            // Arrow validates keys when a batch is built or
+                            // decoded; a bad one is still an error, not a
+                            // panic.
+                            *ids.get(keys.value(row) as usize).ok_or_else(|| {
+                                format!(
+                                    "tag column {:?}: a dictionary key is out of range",
+                                    self.def.group_by[i]
+                                )
+                            })?
                         } else {
                             NULL_ID
                         }
@@ -455,7 +463,10 @@ fn evaluate(condition: &Condition, batch: &RecordBatch) -> Result<BooleanArray, 
                 .collect();
             let keys = dictionary.keys();
             (0..rows)
-                .map(|r| Some(keys.is_valid(r) && by_value[keys.value(r) as usize]))
+                .map(|r| {
+                    let holds = by_value.get(keys.value(r) as usize).copied();
+                    Some(keys.is_valid(r) && holds.unwrap_or(false))
+                })
                 .collect()
         }
         (Literal::String(s), DataType::Utf8) => {
