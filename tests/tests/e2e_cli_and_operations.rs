@@ -726,3 +726,49 @@ async fn import_rejects_exactly_the_rows_that_cannot_be_written() {
     );
     assert!(!stdout(&down).contains("rejected"), "{}", stdout(&down));
 }
+
+/// `/proc/PID/task/*/stat` as (thread name, nice value). The name is in
+/// parentheses and may hold spaces; nice is the 17th field after it.
+fn thread_nice_values(pid: u32) -> Vec<(String, i64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let name = stat[open + 1..close].to_string();
+        let nice = stat[close + 2..].split(' ').nth(16).unwrap().parse().unwrap();
+        threads.push((name, nice));
+    }
+    threads
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_threads_yield_the_cpu_to_query_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = WeirServer::start(&dir.path().join("data"), &["--ingest-nice", "7"]).unwrap();
+    // A write and a query, so the WAL thread and the blocking pools exist.
+    let mut rows = RequestBuilder::default();
+    rows.metric(&MetricRow {
+        service_name: "api".to_string(),
+        status: "healthy",
+        response_ms: Some(12.0),
+        status_code: Some(200),
+        recorded_at_ns: now_ns(),
+    });
+    server.client().await.unwrap().write(rows.build(1)).await.unwrap();
+    assert_eq!(server.count("SELECT count(*) FROM service_metrics").await.unwrap(), 1);
+
+    let threads = thread_nice_values(server.pid().unwrap());
+    for expected in ["weir-query", "tokio-rt-worker", "weir-wal"] {
+        let exists = threads.iter().any(|(name, _)| name == expected);
+        assert!(exists, "no {expected} thread: {threads:?}");
+    }
+    // Query threads keep the process's priority (as does the main thread,
+    // which only polls the listeners); every other thread yields.
+    for (name, nice) in &threads {
+        let expected = if name == "weir-query" || name == "weir" { 0 } else { 7 };
+        assert_eq!(*nice, expected, "{name}: {threads:?}");
+    }
+}

@@ -13,7 +13,7 @@ mod token;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use weir_server::{LogFormat, ServeArgs};
+use weir_server::{LogFormat, ServeArgs, ServerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,13 @@ struct Cli {
 enum Command {
     /// Run the server (gRPC ingest, HTTP SQL/health/metrics).
     Serve(Box<ServeArgs>),
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// The commands besides `serve`: they share a plain runtime.
+#[derive(Subcommand)]
+enum ClientCommand {
     /// Run a SQL query against a running server.
     Sql(sql::SqlArgs),
     /// Stream a CSV, JSON-lines or Parquet file into a running server.
@@ -68,28 +75,13 @@ fn return_freed_memory() {
 
 fn main() -> ExitCode {
     return_freed_memory();
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("weir: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(*args)),
-        Command::Sql(args) => runtime.block_on(sql::run(args)),
-        Command::Import(args) => runtime.block_on(import::run(args)),
-        Command::Plugin(args) => runtime.block_on(plugin::run(args)),
-        Command::Status(args) => runtime.block_on(monitor::status(args)),
-        Command::Alerts(args) => runtime.block_on(monitor::alerts(args)),
-        Command::Probes(args) => runtime.block_on(monitor::probes(args)),
-        Command::Rules(args) => runtime.block_on(monitor::rules(args)),
-        Command::Suppress(args) => runtime.block_on(suppress::run(args)),
-        Command::Token(args) => token::run(args),
+    let result = match Cli::parse().command {
+        Command::Serve(args) => serve(*args),
+        Command::Client(command) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
+            .and_then(|runtime| runtime.block_on(run(command))),
     };
     match result {
         Ok(code) => code,
@@ -100,8 +92,53 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClientCommand::Sql(args) => sql::run(args).await,
+        ClientCommand::Import(args) => import::run(args).await,
+        ClientCommand::Plugin(args) => plugin::run(args).await,
+        ClientCommand::Status(args) => monitor::status(args).await,
+        ClientCommand::Alerts(args) => monitor::alerts(args).await,
+        ClientCommand::Probes(args) => monitor::probes(args).await,
+        ClientCommand::Rules(args) => monitor::rules(args).await,
+        ClientCommand::Suppress(args) => suppress::run(args).await,
+        ClientCommand::Token(args) => token::run(args),
+    }
+}
+
+/// `weir serve`. The runtime's threads take writes, log, persist and compact,
+/// so they run at `ingest_nice`. Queries run on the query engine's own
+/// threads, which the query engine starts from this (the main) thread while
+/// it polls `serve`; a new thread inherits its creator's nice value, so
+/// theirs stays the process's own and a query takes the CPU first.
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve()?;
+    let ingest_nice = config.ingest_nice;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || lower_this_thread_priority(ingest_nice))
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
+    runtime.block_on(serve_on_runtime(config))
+}
+
+/// Raises the calling thread's nice value to `nice` (Linux sets it per
+/// thread). Lowering a priority needs no privilege; a failure leaves the
+/// thread as it was, which only costs queries their head start.
+fn lower_this_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    if nice > 0 {
+        // SAFETY: setpriority reads no memory; `who` 0 names the calling
+        // thread on Linux.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
+async fn serve_on_runtime(config: ServerConfig) -> anyhow::Result<ExitCode> {
     init_logging(config.log_format, &config.log_filter)?;
     weir_server::serve(config, shutdown_signal(), |addrs| {
         // Printed (not logged) so scripts and tests can read the ports.

@@ -297,6 +297,13 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
 
+    /// The nice value (0–19) of the threads that take writes, log, persist
+    /// and compact; query threads keep the process's own. While a query
+    /// runs, ingest yields it the CPU and clients wait for acks a little
+    /// longer; 0 shares the CPU evenly. Linux only. Default 10.
+    #[arg(long, env = "WEIR_INGEST_NICE", value_name = "N")]
+    pub ingest_nice: Option<i32>,
+
     /// Log format. Default `text`.
     #[arg(long, env = "WEIR_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -491,6 +498,9 @@ pub struct ServerConfig {
     pub max_write_inflight_bytes: usize,
     pub max_message_bytes: usize,
     pub shutdown_grace: Duration,
+    /// See [`ServeArgs::ingest_nice`]; applied by whoever starts the
+    /// runtime `serve` runs on.
+    pub ingest_nice: i32,
     pub log_format: LogFormat,
     pub log_filter: String,
     pub plugins: PluginsConfig,
@@ -633,6 +643,7 @@ impl ServeArgs {
             max_write_inflight_size,
             max_message_size,
             shutdown_grace,
+            ingest_nice,
             log_format,
             log_filter,
             plugin_timeout,
@@ -911,6 +922,7 @@ impl ServeArgs {
                 "shutdown_grace",
                 self.shutdown_grace.as_deref().unwrap_or("10s"),
             )?,
+            ingest_nice: nice("ingest_nice", self.ingest_nice.unwrap_or(10))?,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             log_filter: self.log_filter.unwrap_or_else(|| "info".to_string()),
             plugins,
@@ -1097,6 +1109,17 @@ fn duration(setting: &str, text: &str) -> Result<Duration> {
     Ok(d)
 }
 
+/// A nice value a thread may take without privileges: 0 (the default
+/// priority) to 19 (the lowest).
+fn nice(setting: &str, n: i32) -> Result<i32> {
+    if !(0..=19).contains(&n) {
+        return Err(Error::Config(format!(
+            "{setting}: {n} is not a nice value from 0 to 19"
+        )));
+    }
+    Ok(n)
+}
+
 fn positive(setting: &str, n: usize) -> Result<usize> {
     if n == 0 {
         return Err(Error::Config(format!("{setting}: must be at least 1")));
@@ -1226,6 +1249,8 @@ mod tests {
             ("query_timeout = \"soon\"", "not a duration"),
             ("max_message_size = \"lots\"", "not a size"),
             ("no_such_key = 1", "unknown field"),
+            ("ingest_nice = 20", "not a nice value from 0 to 19"),
+            ("ingest_nice = -1", "not a nice value from 0 to 19"),
             ("[tables.m]\nretention = \"0s\"", "longer than zero"),
             (
                 "[rollups.r]\nsource = \"m\"\nbucket = \"7m\"\naggregates = { n = \"count(*)\" }",
