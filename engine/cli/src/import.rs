@@ -131,7 +131,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 ColumnType::F64 => TextType::Float,
                 ColumnType::I64 | ColumnType::U64 => TextType::Int,
                 ColumnType::Bool => TextType::Bool,
-                ColumnType::Tag | ColumnType::String | ColumnType::Time => TextType::Text,
+                // A binary column is a rollup's, whose table takes no imports.
+                ColumnType::Tag | ColumnType::String | ColumnType::Time | ColumnType::Binary => {
+                    TextType::Text
+                }
             };
             (name.clone(), t)
         })

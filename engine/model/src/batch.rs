@@ -7,7 +7,7 @@ use arrow::array::{
     ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, StringDictionaryBuilder,
     TimestampNanosecondArray, UInt64Builder,
 };
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
 use crate::column::TagKey;
@@ -323,6 +323,13 @@ impl TableBuilder {
     fn new_column(&mut self, name: &str, column_type: ColumnType, row: usize) -> Result<ColumnId> {
         validate_name(NameKind::Column, name)?;
         let Some(data) = ColumnData::new(column_type) else {
+            if column_type == ColumnType::Binary {
+                return Err(Error::UnsupportedType {
+                    table: self.name.clone(),
+                    column: name.to_string(),
+                    data_type: DataType::Binary.to_string(),
+                });
+            }
             // The time column is the point's timestamp, never a tag or field.
             return Err(Error::TimeColumnReused {
                 table: self.name.clone(),
@@ -509,10 +516,11 @@ enum ColumnData {
 }
 
 impl ColumnData {
-    /// `None` for [`ColumnType::Time`]: timestamps are not a column value.
+    /// `None` for [`ColumnType::Time`] (timestamps are not a column value)
+    /// and [`ColumnType::Binary`] (Weir's own; no point carries one).
     fn new(column_type: ColumnType) -> Option<Self> {
         Some(match column_type {
-            ColumnType::Time => return None,
+            ColumnType::Time | ColumnType::Binary => return None,
             ColumnType::Tag => ColumnData::Tag(StringDictionaryBuilder::new()),
             ColumnType::F64 => ColumnData::F64(Float64Builder::new()),
             ColumnType::I64 => ColumnData::I64(Int64Builder::new()),

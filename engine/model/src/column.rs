@@ -15,7 +15,9 @@ pub fn time_data_type() -> DataType {
 }
 
 /// The type of a column, as the catalog records it. A tag is a string that
-/// identifies a series; it is stored dictionary-encoded.
+/// identifies a series; it is stored dictionary-encoded. `Binary` holds
+/// opaque bytes Weir writes itself (a rollup's quantile sketches); no write
+/// from outside may create one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColumnType {
@@ -26,6 +28,7 @@ pub enum ColumnType {
     U64,
     Bool,
     String,
+    Binary,
 }
 
 impl ColumnType {
@@ -40,6 +43,7 @@ impl ColumnType {
             ColumnType::U64 => DataType::UInt64,
             ColumnType::Bool => DataType::Boolean,
             ColumnType::String => DataType::Utf8,
+            ColumnType::Binary => DataType::Binary,
         }
     }
 
@@ -57,6 +61,7 @@ impl ColumnType {
             DataType::UInt64 => ColumnType::U64,
             DataType::Boolean => ColumnType::Bool,
             DataType::Utf8 => ColumnType::String,
+            DataType::Binary => ColumnType::Binary,
             _ => return None,
         })
     }
@@ -76,6 +81,7 @@ impl fmt::Display for ColumnType {
             ColumnType::U64 => "u64",
             ColumnType::Bool => "bool",
             ColumnType::String => "string",
+            ColumnType::Binary => "binary",
         })
     }
 }

@@ -195,7 +195,7 @@ pub(crate) async fn compute_at(
     rollup: Option<&StatusRollup>,
     now_ns: i64,
 ) -> Result<StatusReport> {
-    let first_hour_ns = (now_ns.div_euclid(HOUR_NS) - (STATUS_HOURS - 1)) * HOUR_NS;
+    let first_hour_ns = first_hour_ns(now_ns);
     let (summaries, hours) = match rollup {
         None => from_raw_rows(query, table, time_column, has_error_column, now_ns).await?,
         Some(r) => from_rollup(query, table, time_column, has_error_column, r, now_ns).await?,
@@ -243,6 +243,21 @@ pub(crate) async fn compute_at(
     })
 }
 
+/// The start of the page's first hourly bar.
+fn first_hour_ns(now_ns: i64) -> i64 {
+    (now_ns.div_euclid(HOUR_NS) - (STATUS_HOURS - 1)) * HOUR_NS
+}
+
+/// The last-check query's error column, when the table has one; `t` is the
+/// quoted time column.
+fn last_error(has_error_column: bool, t: &str) -> String {
+    if has_error_column {
+        format!(", last_value(error ORDER BY {t}) AS last_error")
+    } else {
+        String::new()
+    }
+}
+
 /// Two passes over the raw rows: the summaries and last checks, then the
 /// hours.
 async fn from_raw_rows(
@@ -254,11 +269,7 @@ async fn from_raw_rows(
 ) -> Result<(Vec<Summary>, Hours)> {
     let t = quote(time_column);
     let tbl = quote(table);
-    let error = if has_error_column {
-        format!(", last_value(error ORDER BY {t}) AS last_error")
-    } else {
-        String::new()
-    };
+    let error = last_error(has_error_column, &t);
     let healthy = "CASE WHEN status = 'healthy' THEN 100.0 ELSE 0.0 END";
     let now = format!("to_timestamp_nanos({now_ns})");
     let summary_sql = format!(
@@ -273,7 +284,7 @@ async fn from_raw_rows(
          FROM {tbl} WHERE {t} > {now} - INTERVAL '30 days' AND {t} <= {now}
          GROUP BY 1 ORDER BY 1"
     );
-    let first_hour_ns = (now_ns.div_euclid(HOUR_NS) - (STATUS_HOURS - 1)) * HOUR_NS;
+    let first_hour_ns = first_hour_ns(now_ns);
     let hourly_sql = format!(
         "SELECT CAST(service_name AS VARCHAR) AS service_name,
            CAST(date_trunc('hour', {t}) AS BIGINT) AS hour,
@@ -415,11 +426,7 @@ async fn from_rollup(
         .map(|(_, last)| last.unwrap_or(lo[2] + 1))
         .min()
         .unwrap_or(last_start);
-    let error = if has_error_column {
-        format!(", last_value(error ORDER BY {t}) AS last_error")
-    } else {
-        String::new()
-    };
+    let error = last_error(has_error_column, &t);
     let last_sql = format!(
         "SELECT CAST(service_name AS VARCHAR) AS service_name, max({t}) AS last_at,
            last_value(status ORDER BY {t}) AS last_status,
@@ -440,7 +447,7 @@ async fn from_rollup(
         }
     }
 
-    let first_hour_ns = (now_ns.div_euclid(HOUR_NS) - (STATUS_HOURS - 1)) * HOUR_NS;
+    let first_hour_ns = first_hour_ns(now_ns);
     let hourly_rollup = format!(
         "SELECT CAST(service_name AS VARCHAR) AS service_name,
            CAST(date_trunc('hour', {t}) AS BIGINT) AS hour, sum({c}) AS checks, sum({h}) AS healthy

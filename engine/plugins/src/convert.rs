@@ -324,7 +324,9 @@ fn arrow_value(array: &ArrayRef, column_type: ColumnType, row: usize) -> Option<
         ColumnType::U64 => Value::U64(array.as_primitive::<UInt64Type>().value(row)),
         ColumnType::Bool => Value::Bool(array.as_boolean().value(row)),
         ColumnType::String => Value::String(array.as_string::<i32>().value(row)),
-        ColumnType::Time => return None,
+        // Time is the row's timestamp; binary columns are Weir's own
+        // (rollup sketches) and never reach a plugin.
+        ColumnType::Time | ColumnType::Binary => return None,
     })
 }
 

@@ -506,6 +506,12 @@ impl Planner {
         }
         let ctx = SessionContext::new_with_state(state.build());
         ctx.register_udf(crate::date_trunc::UtcDateTrunc::udf());
+        for function in crate::sketch::scalar_functions() {
+            ctx.register_udf(function);
+        }
+        for function in crate::sketch::aggregate_functions() {
+            ctx.register_udaf(function);
+        }
         ctx.register_catalog(
             CATALOG,
             Arc::new(WeirCatalog {

@@ -26,6 +26,7 @@ mod engine;
 mod error;
 mod postgres;
 mod rollup;
+mod sketch;
 mod table;
 mod time_range;
 

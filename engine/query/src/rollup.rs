@@ -24,7 +24,9 @@ use crate::WeirTable;
 ///
 /// Beside each aggregate, an average's stored parts (`name__sum`,
 /// `name__count`) are columns too: averages over longer spans are
-/// `sum(name__sum) / sum(name__count)`, never an average of averages.
+/// `sum(name__sum) / sum(name__count)`, never an average of averages. A
+/// quantile sketch is presented as it is stored, a binary sketch: longer
+/// spans merge with `sketch_merge`, and `sketch_quantile` reads it.
 pub fn rollup_view(def: &RollupDef, snapshot: TableSnapshot) -> Result<Arc<dyn TableProvider>> {
     let column = |name: &str| Expr::Column(Column::new_unqualified(name));
     let time_column = snapshot.time_column.clone();
@@ -47,6 +49,7 @@ pub fn rollup_view(def: &RollupDef, snapshot: TableSnapshot) -> Result<Arc<dyn T
                 Merge::Sum => sum(c),
                 Merge::Min => min(c),
                 Merge::Max => max(c),
+                Merge::Sketch => crate::sketch::sketch_merge().call(vec![c]),
             }
             .alias(name)
         })

@@ -16,7 +16,7 @@ use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use weir_model::{TableSchema, conform};
+use weir_model::{ColumnType, TableSchema, conform};
 
 use crate::catalog::FileMeta;
 use crate::fsutil::sync_dir;
@@ -96,7 +96,7 @@ fn writer_properties(schema: &TableSchema, arrow_schema: &SchemaRef) -> WriterPr
             nulls_first: true,
         })
         .collect();
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         // zstd(3): most of zstd's ratio at a fraction of the high levels' cost.
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -104,8 +104,21 @@ fn writer_properties(schema: &TableSchema, arrow_schema: &SchemaRef) -> WriterPr
         // Sorted timestamps are near-arithmetic sequences: deltas pack to a
         // few bits, where a dictionary of distinct instants would not help.
         .set_column_dictionary_enabled(time.clone(), false)
-        .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED)
-        .build()
+        .set_column_encoding(time, Encoding::DELTA_BINARY_PACKED);
+    // Binary columns hold rollup sketches: opaque bytes no filter prunes
+    // on (their min and max would only bloat the page index), and seldom
+    // two alike.
+    let binary = schema
+        .columns()
+        .iter()
+        .filter(|c| c.column_type == ColumnType::Binary);
+    for column in binary {
+        let path = ColumnPath::from(column.name.as_str());
+        builder = builder
+            .set_column_statistics_enabled(path.clone(), EnabledStatistics::None)
+            .set_column_dictionary_enabled(path, false);
+    }
+    builder.build()
 }
 
 /// Writes sorted `chunks` as one file at `relative` (under `data_dir`), durably.

@@ -230,14 +230,7 @@ impl Store {
         let catalog_path = data_dir.join("catalog.json");
         let mut catalog = Catalog::load(&catalog_path)?;
         for def in rollups.all() {
-            let time_column = match catalog.tables.get(&def.source) {
-                Some(entry) => entry.schema.time_column.clone(),
-                None => config
-                    .tables
-                    .get(&def.source)
-                    .and_then(|t| t.time_column.clone())
-                    .unwrap_or_else(|| DEFAULT_TIME_COLUMN.to_string()),
-            };
+            let time_column = time_column_of(&catalog, &config, &def.source);
             if def.stored_columns().iter().any(|c| c.name == time_column) {
                 return Err(Error::Config(format!(
                     "rollup {:?}: {time_column:?} is its time column (its source's); \
@@ -373,15 +366,7 @@ impl Store {
 
     /// The time column `table` has, or will have if created now.
     pub fn time_column_for(&self, table: &str) -> String {
-        if let Some(entry) = read(&self.inner.state).catalog.tables.get(table) {
-            return entry.schema.time_column.clone();
-        }
-        self.inner
-            .config
-            .tables
-            .get(table)
-            .and_then(|t| t.time_column.clone())
-            .unwrap_or_else(|| DEFAULT_TIME_COLUMN.to_string())
+        time_column_of(&read(&self.inner.state).catalog, &self.inner.config, table)
     }
 
     /// Writes one request's batches atomically: either every table's rows are
@@ -449,6 +434,16 @@ impl Store {
                     table: tb.table.clone(),
                     source_table: def.source.clone(),
                 });
+            }
+            // Binary columns hold what Weir writes itself (rollup sketches).
+            let schema = tb.batch.schema_ref();
+            if let Some(field) = schema.fields().iter().find(|f| f.data_type().is_binary()) {
+                return Err(weir_model::Error::UnsupportedType {
+                    table: tb.table.clone(),
+                    column: field.name().clone(),
+                    data_type: field.data_type().to_string(),
+                }
+                .into());
             }
         }
         self.buffer_space().await;
@@ -973,6 +968,19 @@ type PersistTable = (
 /// replace.
 type Persisted = (String, Vec<FileMeta>, Vec<FileMeta>);
 
+/// The time column `table` has in `catalog`, else the configured one, else
+/// the default.
+fn time_column_of(catalog: &Catalog, config: &StoreConfig, table: &str) -> String {
+    if let Some(entry) = catalog.tables.get(table) {
+        return entry.schema.time_column.clone();
+    }
+    config
+        .tables
+        .get(table)
+        .and_then(|t| t.time_column.clone())
+        .unwrap_or_else(|| DEFAULT_TIME_COLUMN.to_string())
+}
+
 /// A rollup's partial rows of one generation, merged with the rollup's
 /// files of the days they touch into one row per bucket and group: what
 /// to write, and the files it replaces. So a rollup keeps one file per
@@ -986,25 +994,22 @@ fn merge_into_rollup_files(
     batches: &[RecordBatch],
     files: Vec<FileMeta>,
 ) -> Result<(Vec<RecordBatch>, Vec<FileMeta>)> {
-    let new_rows = merged(def, batches, &schema.time_column)?;
-    let times = new_rows
-        .column(0)
-        .as_any()
-        .downcast_ref::<arrow::array::TimestampNanosecondArray>()
-        .ok_or_else(|| Error::Internal("a rollup's time column is not a timestamp".into()))?;
-    let days: std::collections::HashSet<i64> = times
-        .values()
-        .iter()
-        .map(|t| t.div_euclid(DAY_NS))
-        .collect();
+    // The days the partial rows touch, read from their time column (the
+    // first); their files and the rows merge once.
+    let mut days = std::collections::HashSet::new();
+    for batch in batches {
+        let times = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+            .ok_or_else(|| Error::Internal("a rollup's time column is not a timestamp".into()))?;
+        days.extend(times.values().iter().map(|t| t.div_euclid(DAY_NS)));
+    }
     let replaced: Vec<FileMeta> = files
         .into_iter()
         .filter(|f| days.contains(&f.partition))
         .collect();
-    if replaced.is_empty() {
-        return Ok((vec![new_rows], replaced));
-    }
-    let mut inputs = vec![new_rows];
+    let mut inputs = batches.to_vec();
     for f in &replaced {
         inputs.extend(read_file(&data_dir.join(&f.path))?);
     }

@@ -5,28 +5,10 @@ use std::time::Duration;
 
 use weir_model::{ColumnType, Value, WriteBatchBuilder};
 use weir_query::{QueryConfig, QueryEngine};
-use weir_storage::{DAY_NS, Durability, Store, StoreConfig, WalConfig};
+use weir_storage::{DAY_NS, Store};
 
 pub(crate) fn store(dir: &std::path::Path) -> Store {
-    tokio::task::block_in_place(|| {
-        Store::open(StoreConfig {
-            data_dir: dir.to_path_buf(),
-            wal: WalConfig {
-                durability: Durability::None,
-                segment_bytes: 64 << 20,
-                queue_depth: 16,
-                max_group_bytes: 1 << 20,
-            },
-            persist_buffer_bytes: 1 << 30,
-            max_buffer_bytes: 1 << 30,
-            tables: Default::default(),
-            max_columns_per_table: 1_000,
-            compaction_min_files: 8,
-            file_delete_grace: Duration::from_secs(1),
-            rollups: Vec::new(),
-        })
-    })
-    .unwrap()
+    tokio::task::block_in_place(|| Store::open(crate::store_config(dir))).unwrap()
 }
 
 async fn write_day(store: &Store, day: i64, rows: i64) {

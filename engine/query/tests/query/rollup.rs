@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use weir_model::{ColumnType, Value, WriteBatchBuilder};
 use weir_query::{QueryConfig, QueryEngine};
-use weir_storage::{DAY_NS, Durability, RollupDef, Store, StoreConfig, TableOptions, WalConfig};
+use weir_storage::{DAY_NS, RollupDef, Store, StoreConfig, TableOptions};
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 /// 2024-10-04T00:00:00Z.
@@ -27,6 +27,7 @@ fn aggregates(extra: bool) -> Vec<(String, String)> {
         ("ms_max", "max(response_ms)"),
         ("ms_sum", "sum(response_ms)"),
         ("ms", "avg(response_ms)"),
+        ("ms_sketch", "quantile_sketch(response_ms)"),
     ];
     if extra {
         a.push(("up", "count_if(up = true)"));
@@ -58,20 +59,11 @@ fn open(dir: &std::path::Path, rollups: Vec<RollupDef>) -> weir_storage::Result<
     );
     tokio::task::block_in_place(|| {
         Store::open(StoreConfig {
-            data_dir: dir.to_path_buf(),
-            wal: WalConfig {
-                durability: Durability::None,
-                segment_bytes: 64 << 20,
-                queue_depth: 16,
-                max_group_bytes: 1 << 20,
-            },
-            persist_buffer_bytes: 1 << 30,
-            max_buffer_bytes: 1 << 30,
             tables,
-            max_columns_per_table: 1_000,
             compaction_min_files: 2,
             file_delete_grace: Duration::from_millis(10),
             rollups,
+            ..crate::store_config(dir)
         })
     })
 }
@@ -127,13 +119,27 @@ const RAW: &str = "SELECT date_trunc('hour', recorded_at) AS bucket,
         count(*) FILTER (WHERE status = 'healthy') AS healthy,
         count(*) FILTER (WHERE response_ms >= 250) AS slow,
         min(response_ms) AS ms_min, max(response_ms) AS ms_max,
-        sum(response_ms) AS ms_sum, avg(response_ms) AS ms
+        sum(response_ms) AS ms_sum, avg(response_ms) AS ms,
+        sketch_quantile(quantile_sketch(response_ms), 0.5) AS p50,
+        sketch_quantile(quantile_sketch(response_ms), 0.99) AS p99,
+        sketch_count(quantile_sketch(response_ms)) AS sketched
     FROM m GROUP BY 1, 2 ORDER BY 1, 2";
 
 /// The same from the rollup.
 const ROLLUP: &str = "SELECT recorded_at AS bucket, CAST(service_name AS VARCHAR) AS service,
-        checks, healthy, slow, ms_min, ms_max, ms_sum, ms
+        checks, healthy, slow, ms_min, ms_max, ms_sum, ms,
+        sketch_quantile(ms_sketch, 0.5), sketch_quantile(ms_sketch, 0.99), sketch_count(ms_sketch)
     FROM m_1h ORDER BY 1, 2";
+
+/// Groups whose raw rows' sketch and rollup sketch differ by a byte (or
+/// that only one side has): none, as merging sketches is exact.
+const SKETCHES_DIFFER: &str = "SELECT count(*) FROM
+    (SELECT date_trunc('hour', recorded_at) AS b, CAST(service_name AS VARCHAR) AS s,
+            quantile_sketch(response_ms) AS q FROM m GROUP BY 1, 2) raw
+    FULL JOIN (SELECT recorded_at AS b, CAST(service_name AS VARCHAR) AS s, ms_sketch AS q
+               FROM m_1h) rolled
+    ON raw.b = rolled.b AND raw.s IS NOT DISTINCT FROM rolled.s
+    WHERE raw.q IS DISTINCT FROM rolled.q";
 
 type Row = (i64, Option<String>, Vec<Option<f64>>);
 
@@ -172,9 +178,9 @@ fn decode(batch: &RecordBatch) -> Vec<Row> {
         .collect()
 }
 
-/// Counts, minimums and maximums are equal; sums and averages are equal up
-/// to the order floats were added in, which differs between any two plans
-/// over the raw rows too.
+/// Counts, minimums, maximums and sketch quantiles are equal; sums and
+/// averages are equal up to the order floats were added in, which differs
+/// between any two plans over the raw rows too.
 fn assert_same(raw: &[Row], rolled: &[Row], when: &str) {
     assert_eq!(raw.len(), rolled.len(), "{when}: groups");
     assert!(!raw.is_empty(), "{when}: nothing to compare");
@@ -182,7 +188,7 @@ fn assert_same(raw: &[Row], rolled: &[Row], when: &str) {
         assert_eq!((a.0, &a.1), (b.0, &b.1), "{when}: group keys");
         for (i, (x, y)) in a.2.iter().zip(&b.2).enumerate() {
             match (x, y) {
-                (Some(x), Some(y)) if i >= 5 => {
+                (Some(x), Some(y)) if matches!(i, 5 | 6) => {
                     assert!(
                         (x - y).abs() <= 1e-9 * x.abs().max(1.0),
                         "{when}: {a:?} vs {b:?}"
@@ -199,6 +205,9 @@ async fn check(store: &Store, when: &str) -> usize {
     let raw = rows(&engine, RAW).await;
     let rolled = rows(&engine, ROLLUP).await;
     assert_same(&raw, &rolled, when);
+    let differ = engine.sql(SKETCHES_DIFFER).await.unwrap();
+    let differ = differ.batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(differ, 0, "{when}: sketches differ");
     raw.len()
 }
 
@@ -437,4 +446,76 @@ async fn writes_a_rollup_cannot_keep_exactly_are_refused_whole() {
     .unwrap();
     let e = open(dir.path(), vec![clash]).err().unwrap();
     assert!(e.to_string().contains("time column"), "{e}");
+}
+
+/// The first column of the first row as `f64`, `None` if null.
+async fn first_f64(engine: &QueryEngine, sql: &str) -> Option<f64> {
+    let result = engine.sql(sql).await.unwrap();
+    let column = arrow::compute::cast(result.batches[0].column(0), &DataType::Float64).unwrap();
+    let column = column.as_primitive::<Float64Type>();
+    column.is_valid(0).then(|| column.value(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sketch_functions_answer_within_one_percent_and_refuse_what_is_not_a_sketch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), vec![]).unwrap();
+    let engine = engine(&store);
+    // Integers coerce; nulls are skipped; rank floor(q · (n − 1)).
+    let values = "FROM (VALUES (1), (2), (3), (1000), (NULL)) t(v)";
+    let of_values = |select: &str| format!("SELECT {select} {values}");
+    let median = first_f64(&engine, &of_values("sketch_quantile(quantile_sketch(v), 0.5)")).await;
+    assert!((median.unwrap() - 2.0).abs() <= 0.01 * 2.0, "{median:?}");
+    let top = first_f64(&engine, &of_values("sketch_quantile(quantile_sketch(v), 1)")).await;
+    assert!((top.unwrap() - 1000.0).abs() <= 0.01 * 1000.0, "{top:?}");
+    let counted = first_f64(&engine, &of_values("sketch_count(quantile_sketch(v))")).await;
+    assert_eq!(counted, Some(4.0));
+    // Of nothing: null, as other aggregates of nothing are.
+    let none = "SELECT sketch_quantile(quantile_sketch(v), 0.5) FROM (VALUES (CAST(NULL AS DOUBLE))) t(v)";
+    assert_eq!(first_f64(&engine, none).await, None);
+
+    for (sql, expect) in [
+        ("SELECT sketch_quantile(X'00', 0.5)", "sketch_quantile: quantile sketch format 0"),
+        ("SELECT sketch_count(X'0100')", "sketch_count: quantile sketch is cut short"),
+        ("SELECT sketch_merge(s) FROM (VALUES (X'010000'), (X'01')) t(s)", "sketch_merge"),
+        (
+            "SELECT sketch_quantile(quantile_sketch(v), 1.5) FROM (VALUES (1.0)) t(v)",
+            "not between 0 and 1",
+        ),
+        (
+            "SELECT sketch_quantile(quantile_sketch(v), CAST('NaN' AS DOUBLE)) FROM (VALUES (1.0)) t(v)",
+            "not between 0 and 1",
+        ),
+    ] {
+        let e = engine.sql(sql).await.unwrap_err().to_string();
+        assert!(e.contains(expect), "{sql}: {e}");
+    }
+    assert!(engine.sql("SELECT quantile_sketch(true)").await.is_err());
+
+    // A binary column is Weir's own: no write from outside brings one.
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("time", weir_model::time_data_type(), false),
+        arrow::datatypes::Field::new("blob", DataType::Binary, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            std::sync::Arc::new(
+                arrow::array::TimestampNanosecondArray::from(vec![1])
+                    .with_timezone(weir_model::TIME_ZONE),
+            ),
+            std::sync::Arc::new(arrow::array::BinaryArray::from(vec![b"\x01\x00\x00\x00".as_ref()])),
+        ],
+    )
+    .unwrap();
+    let e = store
+        .write(vec![weir_model::TableBatch {
+            table: "blobs".into(),
+            batch,
+            first_rows: vec![0, 0],
+        }])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("blob"), "{e}");
+    assert!(store.table_schema("blobs").is_none());
 }

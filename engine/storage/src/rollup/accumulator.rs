@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, StringDictionaryBuilder,
-    TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Float64Array, Int64Array,
+    StringDictionaryBuilder, TimestampNanosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Float64Type, Int32Type, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use weir_model::{ColumnType, time_data_type};
 
-use super::{CmpOp, Condition, Function, Literal, Merge, RollupDef, Slot};
+use super::{CmpOp, Condition, FloatMerge, Function, Literal, QuantileSketch, RollupDef, Slot};
 
 /// The id of a null tag value.
 const NULL_ID: u64 = u64::MAX;
@@ -30,10 +30,11 @@ enum Input {
     NonNull(String),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Cell {
     Count(i64),
     Float(Option<f64>),
+    Sketch(Box<QuantileSketch>),
 }
 
 /// Folds raw rows ([`add_raw`](Self::add_raw)) or partial rows
@@ -69,9 +70,10 @@ impl<'a> Accumulator<'a> {
             let inputs = match &a.function {
                 Function::Count => vec![Input::Row],
                 Function::CountIf(c) => vec![Input::If(c.clone())],
-                Function::Min(c) | Function::Max(c) | Function::Sum(c) => {
-                    vec![Input::Value(c.clone())]
-                }
+                Function::Min(c)
+                | Function::Max(c)
+                | Function::Sum(c)
+                | Function::QuantileSketch(c) => vec![Input::Value(c.clone())],
                 Function::Avg(c) => vec![Input::Value(c.clone()), Input::NonNull(c.clone())],
             };
             for ((name, slot), input) in a.slots().into_iter().zip(inputs) {
@@ -88,23 +90,20 @@ impl<'a> Accumulator<'a> {
         }
     }
 
-    pub fn groups(&self) -> usize {
-        self.groups.len()
-    }
-
     /// Folds in rows of the source table; its time column is column 0.
     pub fn add_raw(&mut self, batch: &RecordBatch) -> Result<(), String> {
         let rows = batch.num_rows();
         if rows == 0 {
             return Ok(());
         }
-        let contributions: Vec<(Contribution, Merge)> = self
+        let contributions: Vec<(Contribution, FloatMerge)> = self
             .slots
             .iter()
             .map(|(_, slot, input)| {
                 let how = match slot {
                     Slot::Float(how) => *how,
-                    Slot::Count => Merge::Sum,
+                    // Not a float: unused.
+                    Slot::Count | Slot::Sketch => FloatMerge::Sum,
                 };
                 Ok((Contribution::of(input, batch)?, how))
             })
@@ -116,6 +115,11 @@ impl<'a> Accumulator<'a> {
                 Cell::Float(v) => {
                     if let Some(x) = contribution.value(row) {
                         *v = Some(merge(*v, x, *how));
+                    }
+                }
+                Cell::Sketch(sketch) => {
+                    if let Some(x) = contribution.value(row) {
+                        sketch.add(x);
                     }
                 }
             }
@@ -136,6 +140,11 @@ impl<'a> Accumulator<'a> {
             (Cell::Count(n), Stored::Count(Some(a))) if a.is_valid(row) => *n += a.value(row),
             (Cell::Float(v), Stored::Float(Some(a), m)) if a.is_valid(row) => {
                 *v = Some(merge(*v, a.value(row), *m));
+            }
+            (Cell::Sketch(sketch), Stored::Sketch(sketches)) => {
+                if let Some(Some(partial)) = sketches.get(row) {
+                    sketch.merge(partial);
+                }
             }
             _ => {}
         })
@@ -206,6 +215,7 @@ impl<'a> Accumulator<'a> {
                         .extend(self.slots.iter().map(|(_, slot, _)| match slot {
                             Slot::Count => Cell::Count(0),
                             Slot::Float(_) => Cell::Float(None),
+                            Slot::Sketch => Cell::Sketch(Box::default()),
                         }));
                     g
                 }
@@ -280,22 +290,22 @@ impl<'a> Accumulator<'a> {
         }
         let width = self.slots.len();
         for (slot, (_, kind, _)) in self.slots.iter().enumerate() {
-            let cell = |g: usize| self.cells[g * width + slot];
-            let column: ArrayRef =
-                match kind {
-                    Slot::Count => Arc::new(Int64Array::from_iter_values(keys.iter().map(
-                        |(_, g)| match cell(*g) {
-                            Cell::Count(n) => n,
-                            Cell::Float(_) => 0,
-                        },
-                    ))),
-                    Slot::Float(_) => Arc::new(Float64Array::from_iter(keys.iter().map(
-                        |(_, g)| match cell(*g) {
-                            Cell::Float(v) => v,
-                            Cell::Count(_) => None,
-                        },
-                    ))),
-                };
+            let cells = keys.iter().map(|(_, g)| &self.cells[g * width + slot]);
+            let column: ArrayRef = match kind {
+                Slot::Count => Arc::new(Int64Array::from_iter_values(cells.map(|c| match c {
+                    Cell::Count(n) => *n,
+                    _ => 0,
+                }))),
+                Slot::Float(_) => Arc::new(Float64Array::from_iter(cells.map(|c| match c {
+                    Cell::Float(v) => *v,
+                    _ => None,
+                }))),
+                // A sketch of no values is null, as a sum of none is.
+                Slot::Sketch => Arc::new(BinaryArray::from_iter(cells.map(|c| match c {
+                    Cell::Sketch(s) if s.count() > 0 => Some(s.to_bytes()),
+                    _ => None,
+                }))),
+            };
             columns.push(column);
         }
         RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
@@ -326,18 +336,18 @@ fn intern(ids: &mut HashMap<String, u64>, values: &mut Vec<String>, value: &str)
 /// The merged value of `current` and `x`. Minimum and maximum follow
 /// Arrow's total order of floats (NaN above everything), as DataFusion's
 /// `min` and `max` do.
-fn merge(current: Option<f64>, x: f64, how: Merge) -> f64 {
+fn merge(current: Option<f64>, x: f64, how: FloatMerge) -> f64 {
     match (current, how) {
         (None, _) => x,
-        (Some(v), Merge::Sum) => v + x,
-        (Some(v), Merge::Min) => {
+        (Some(v), FloatMerge::Sum) => v + x,
+        (Some(v), FloatMerge::Min) => {
             if x.total_cmp(&v).is_lt() {
                 x
             } else {
                 v
             }
         }
-        (Some(v), Merge::Max) => {
+        (Some(v), FloatMerge::Max) => {
             if x.total_cmp(&v).is_gt() {
                 x
             } else {
@@ -388,7 +398,9 @@ impl Contribution {
 /// A stored column of partial rows.
 enum Stored {
     Count(Option<Int64Array>),
-    Float(Option<Float64Array>, Merge),
+    Float(Option<Float64Array>, FloatMerge),
+    /// Each row's sketch, decoded (and so checked) before any is merged.
+    Sketch(Vec<Option<QuantileSketch>>),
 }
 
 impl Stored {
@@ -411,6 +423,17 @@ impl Stored {
                 },
                 m,
             ),
+            Slot::Sketch => Stored::Sketch(match column {
+                None => Vec::new(),
+                Some(c) => {
+                    let bytes = c.as_binary_opt::<i32>().ok_or_else(|| wrong(c))?;
+                    bytes
+                        .iter()
+                        .map(|b| b.map(QuantileSketch::from_bytes).transpose())
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("stored column {name:?}: {e}"))?
+                }
+            }),
         })
     }
 }
@@ -424,7 +447,7 @@ fn numbers(name: &str, array: &ArrayRef) -> Result<Float64Array, String> {
             Ok(cast.as_primitive::<Float64Type>().clone())
         }
         other => Err(format!(
-            "column {name:?} is {}; min, max, sum and avg need numbers",
+            "column {name:?} is {}; min, max, sum, avg and quantile_sketch need numbers",
             describe(other)
         )),
     }

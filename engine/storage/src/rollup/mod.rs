@@ -5,7 +5,8 @@
 //! keeps it as a table of its own whose rows are *partial* aggregates: one
 //! row per (bucket, group) per slice of writes. Every aggregate is mergeable
 //! (counts and sums add, minimums and maximums take the extreme, an average
-//! is a sum and a count), so any number of partial rows of a group merge
+//! is a sum and a count, quantile sketches add their buckets' counts — see
+//! [`QuantileSketch`]), so any number of partial rows of a group merge
 //! into the one row the raw rows would give — which is what makes a rollup
 //! exact under late and out-of-order writes: a late row adds one more
 //! partial row for its old bucket.
@@ -34,6 +35,7 @@
 //! file.
 
 mod accumulator;
+mod sketch;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -41,6 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use accumulator::Accumulator;
+pub use sketch::{QuantileSketch, RELATIVE_ACCURACY};
 use arrow::record_batch::RecordBatch;
 use weir_model::{ColumnDef, ColumnType, NameKind, validate_name};
 
@@ -85,6 +88,9 @@ pub enum Function {
     Sum(String),
     /// Kept as a sum and a count of the non-null values.
     Avg(String),
+    /// `quantile_sketch(col)`: the distribution of the non-null values, as
+    /// a [`QuantileSketch`] (a binary column).
+    QuantileSketch(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +120,16 @@ pub enum Literal {
 /// How the query engine merges one stored column's partial values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merge {
+    Sum,
+    Min,
+    Max,
+    /// `sketch_merge`: add the sketches' bucket counts.
+    Sketch,
+}
+
+/// How partial values of a float column merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FloatMerge {
     Sum,
     Min,
     Max,
@@ -261,8 +277,10 @@ impl RollupDef {
             .flat_map(|a| a.slots())
             .map(|(name, slot)| {
                 let merge = match slot {
-                    Slot::Count => Merge::Sum,
-                    Slot::Float(merge) => merge,
+                    Slot::Count | Slot::Float(FloatMerge::Sum) => Merge::Sum,
+                    Slot::Float(FloatMerge::Min) => Merge::Min,
+                    Slot::Float(FloatMerge::Max) => Merge::Max,
+                    Slot::Sketch => Merge::Sketch,
                 };
                 (name, merge)
             })
@@ -372,7 +390,9 @@ pub(crate) enum Slot {
     /// An `i64` count.
     Count,
     /// A nullable `f64`.
-    Float(Merge),
+    Float(FloatMerge),
+    /// A nullable serialized [`QuantileSketch`].
+    Sketch,
 }
 
 impl Slot {
@@ -380,6 +400,7 @@ impl Slot {
         match self {
             Slot::Count => ColumnType::I64,
             Slot::Float(_) => ColumnType::F64,
+            Slot::Sketch => ColumnType::Binary,
         }
     }
 }
@@ -389,13 +410,14 @@ impl Aggregate {
     pub(crate) fn slots(&self) -> Vec<(String, Slot)> {
         match &self.function {
             Function::Count | Function::CountIf(_) => vec![(self.name.clone(), Slot::Count)],
-            Function::Min(_) => vec![(self.name.clone(), Slot::Float(Merge::Min))],
-            Function::Max(_) => vec![(self.name.clone(), Slot::Float(Merge::Max))],
-            Function::Sum(_) => vec![(self.name.clone(), Slot::Float(Merge::Sum))],
+            Function::Min(_) => vec![(self.name.clone(), Slot::Float(FloatMerge::Min))],
+            Function::Max(_) => vec![(self.name.clone(), Slot::Float(FloatMerge::Max))],
+            Function::Sum(_) => vec![(self.name.clone(), Slot::Float(FloatMerge::Sum))],
+            Function::QuantileSketch(_) => vec![(self.name.clone(), Slot::Sketch)],
             Function::Avg(_) => vec![
                 (
                     format!("{}{AVG_SUM_SUFFIX}", self.name),
-                    Slot::Float(Merge::Sum),
+                    Slot::Float(FloatMerge::Sum),
                 ),
                 (format!("{}{AVG_COUNT_SUFFIX}", self.name), Slot::Count),
             ],
@@ -405,8 +427,9 @@ impl Aggregate {
 
 impl Function {
     /// Parses `count(*)`, `count_if(col op literal)`, `min(col)`,
-    /// `max(col)`, `sum(col)` or `avg(col)`. Column names may be
-    /// double-quoted; string literals are single-quoted (`''` is a quote).
+    /// `max(col)`, `sum(col)`, `avg(col)` or `quantile_sketch(col)`. Column
+    /// names may be double-quoted; string literals are single-quoted (`''`
+    /// is a quote).
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let open = text
@@ -428,10 +451,11 @@ impl Function {
             "max" => Function::Max(column()?),
             "sum" => Function::Sum(column()?),
             "avg" => Function::Avg(column()?),
+            "quantile_sketch" => Function::QuantileSketch(column()?),
             other => {
                 return Err(format!(
                     "unknown aggregate {other:?}; known: count(*), count_if(col op value), \
-                     min, max, sum, avg"
+                     min, max, sum, avg, quantile_sketch"
                 ));
             }
         })
@@ -517,6 +541,7 @@ impl fmt::Display for Function {
             Function::Max(c) => write!(f, "max({})", quote(c)),
             Function::Sum(c) => write!(f, "sum({})", quote(c)),
             Function::Avg(c) => write!(f, "avg({})", quote(c)),
+            Function::QuantileSketch(c) => write!(f, "quantile_sketch({})", quote(c)),
         }
     }
 }
@@ -579,6 +604,7 @@ mod tests {
             "max(\"ms\")",
             "sum(\"ms\")",
             "avg(\"ms\")",
+            "quantile_sketch(\"ms\")",
         ] {
             let parsed = Function::parse(text).unwrap();
             assert_eq!(parsed.to_string(), text);
@@ -606,6 +632,7 @@ mod tests {
             "count_if(status = 'a'b')",
             "count_if(x = NaN)",
             "min(\"\")",
+            "quantile_sketch(*)",
         ] {
             assert!(Function::parse(bad).is_err(), "{bad} parsed");
         }
