@@ -737,7 +737,12 @@ fn thread_nice_values(pid: u32) -> Vec<(String, i64)> {
         };
         let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
         let name = stat[open + 1..close].to_string();
-        let nice = stat[close + 2..].split(' ').nth(16).unwrap().parse().unwrap();
+        let nice = stat[close + 2..]
+            .split(' ')
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
         threads.push((name, nice));
     }
     threads
@@ -757,8 +762,20 @@ async fn ingest_threads_yield_the_cpu_to_query_threads() {
         status_code: Some(200),
         recorded_at_ns: now_ns(),
     });
-    server.client().await.unwrap().write(rows.build(1)).await.unwrap();
-    assert_eq!(server.count("SELECT count(*) FROM service_metrics").await.unwrap(), 1);
+    server
+        .client()
+        .await
+        .unwrap()
+        .write(rows.build(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        server
+            .count("SELECT count(*) FROM service_metrics")
+            .await
+            .unwrap(),
+        1
+    );
 
     let threads = thread_nice_values(server.pid().unwrap());
     for expected in ["weir-query", "tokio-rt-worker", "weir-wal"] {
@@ -768,7 +785,11 @@ async fn ingest_threads_yield_the_cpu_to_query_threads() {
     // Query threads keep the process's priority (as does the main thread,
     // which only polls the listeners); every other thread yields.
     for (name, nice) in &threads {
-        let expected = if name == "weir-query" || name == "weir" { 0 } else { 7 };
+        let expected = if name == "weir-query" || name == "weir" {
+            0
+        } else {
+            7
+        };
         assert_eq!(*nice, expected, "{name}: {threads:?}");
     }
 }

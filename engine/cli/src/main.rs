@@ -31,7 +31,7 @@ enum Command {
     /// Run the server (gRPC ingest, HTTP SQL/health/metrics).
     Serve(Box<ServeArgs>),
     #[command(flatten)]
-    Client(ClientCommand),
+    Client(Box<ClientCommand>),
 }
 
 /// The commands besides `serve`: they share a plain runtime.
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))
-            .and_then(|runtime| runtime.block_on(run(command))),
+            .and_then(|runtime| runtime.block_on(run(*command))),
     };
     match result {
         Ok(code) => code,

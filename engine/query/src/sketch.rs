@@ -55,7 +55,7 @@ pub(crate) fn quantile_sketch() -> AggregateUDF {
         vec![DataType::Float64],
         Arc::new(DataType::Binary),
         Volatility::Immutable,
-        Arc::new(|_| Ok(Box::new(SketchAccumulator::new(Input::Values)))),
+        Arc::new(|_| Ok(Box::new(SketchAccumulator::new(Input::Values)) as Box<dyn Accumulator>)),
         Arc::new(vec![DataType::Binary]),
     )
 }
@@ -67,7 +67,7 @@ pub(crate) fn sketch_merge() -> AggregateUDF {
         vec![DataType::Binary],
         Arc::new(DataType::Binary),
         Volatility::Immutable,
-        Arc::new(|_| Ok(Box::new(SketchAccumulator::new(Input::Sketches)))),
+        Arc::new(|_| Ok(Box::new(SketchAccumulator::new(Input::Sketches)) as Box<dyn Accumulator>)),
         Arc::new(vec![DataType::Binary]),
     )
 }
@@ -95,10 +95,7 @@ impl SketchAccumulator {
     }
 
     fn merge_serialized(&mut self, sketches: &ArrayRef, function: &str) -> Result<()> {
-        let Some(sketches) = sketches.as_binary_opt::<i32>() else {
-            return exec_err!("{function}: expected a binary sketch, got {}", sketches.data_type());
-        };
-        for bytes in sketches.iter().flatten() {
+        for bytes in binary(sketches, function)?.iter().flatten() {
             self.sketch.merge(&decode(bytes, function)?);
         }
         Ok(())
@@ -143,6 +140,17 @@ impl Accumulator for SketchAccumulator {
     }
 }
 
+/// `array` as binary values; the signature coerces to it, this checks.
+fn binary<'a>(array: &'a ArrayRef, function: &str) -> Result<&'a BinaryArray> {
+    match array.as_binary_opt::<i32>() {
+        Some(binary) => Ok(binary),
+        None => exec_err!(
+            "{function}: expected a binary sketch, got {}",
+            array.data_type()
+        ),
+    }
+}
+
 fn decode(bytes: &[u8], function: &str) -> Result<QuantileSketch> {
     QuantileSketch::from_bytes(bytes).or_else(|e| exec_err!("{function}: {e}"))
 }
@@ -151,7 +159,10 @@ fn decode(bytes: &[u8], function: &str) -> Result<QuantileSketch> {
 fn sketch_quantile(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let rows = rows_of(args);
     let arrays = ColumnarValue::values_to_arrays(args)?;
-    let (sketches, quantiles) = (arrays[0].as_binary::<i32>(), arrays[1].as_primitive::<Float64Type>());
+    let sketches = binary(&arrays[0], "sketch_quantile")?;
+    let Some(quantiles) = arrays[1].as_primitive_opt::<Float64Type>() else {
+        return exec_err!("sketch_quantile: the quantile is {}", arrays[1].data_type());
+    };
     let mut out = Vec::with_capacity(rows);
     for row in 0..rows {
         if sketches.is_null(row) || quantiles.is_null(row) {
@@ -170,7 +181,7 @@ fn sketch_quantile(args: &[ColumnarValue]) -> Result<ColumnarValue> {
 /// `sketch_count(s)`.
 fn sketch_count(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let arrays = ColumnarValue::values_to_arrays(args)?;
-    let sketches: &BinaryArray = arrays[0].as_binary::<i32>();
+    let sketches = binary(&arrays[0], "sketch_count")?;
     let counts = sketches
         .iter()
         .map(|bytes| {
@@ -198,7 +209,9 @@ fn rows_of(args: &[ColumnarValue]) -> usize {
 /// The answer as a scalar when every argument was one.
 fn scalar_or_array(args: &[ColumnarValue], answer: ArrayRef) -> Result<ColumnarValue> {
     if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&answer, 0)?))
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &answer, 0,
+        )?))
     } else {
         Ok(ColumnarValue::Array(answer))
     }

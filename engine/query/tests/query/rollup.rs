@@ -206,7 +206,10 @@ async fn check(store: &Store, when: &str) -> usize {
     let rolled = rows(&engine, ROLLUP).await;
     assert_same(&raw, &rolled, when);
     let differ = engine.sql(SKETCHES_DIFFER).await.unwrap();
-    let differ = differ.batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    let differ = differ.batches[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0);
     assert_eq!(differ, 0, "{when}: sketches differ");
     raw.len()
 }
@@ -464,20 +467,38 @@ async fn sketch_functions_answer_within_one_percent_and_refuse_what_is_not_a_ske
     // Integers coerce; nulls are skipped; rank floor(q · (n − 1)).
     let values = "FROM (VALUES (1), (2), (3), (1000), (NULL)) t(v)";
     let of_values = |select: &str| format!("SELECT {select} {values}");
-    let median = first_f64(&engine, &of_values("sketch_quantile(quantile_sketch(v), 0.5)")).await;
+    let median = first_f64(
+        &engine,
+        &of_values("sketch_quantile(quantile_sketch(v), 0.5)"),
+    )
+    .await;
     assert!((median.unwrap() - 2.0).abs() <= 0.01 * 2.0, "{median:?}");
-    let top = first_f64(&engine, &of_values("sketch_quantile(quantile_sketch(v), 1)")).await;
+    let top = first_f64(
+        &engine,
+        &of_values("sketch_quantile(quantile_sketch(v), 1)"),
+    )
+    .await;
     assert!((top.unwrap() - 1000.0).abs() <= 0.01 * 1000.0, "{top:?}");
     let counted = first_f64(&engine, &of_values("sketch_count(quantile_sketch(v))")).await;
     assert_eq!(counted, Some(4.0));
     // Of nothing: null, as other aggregates of nothing are.
-    let none = "SELECT sketch_quantile(quantile_sketch(v), 0.5) FROM (VALUES (CAST(NULL AS DOUBLE))) t(v)";
+    let none =
+        "SELECT sketch_quantile(quantile_sketch(v), 0.5) FROM (VALUES (CAST(NULL AS DOUBLE))) t(v)";
     assert_eq!(first_f64(&engine, none).await, None);
 
     for (sql, expect) in [
-        ("SELECT sketch_quantile(X'00', 0.5)", "sketch_quantile: quantile sketch format 0"),
-        ("SELECT sketch_count(X'0100')", "sketch_count: quantile sketch is cut short"),
-        ("SELECT sketch_merge(s) FROM (VALUES (X'010000'), (X'01')) t(s)", "sketch_merge"),
+        (
+            "SELECT sketch_quantile(X'00', 0.5)",
+            "sketch_quantile: quantile sketch format 0",
+        ),
+        (
+            "SELECT sketch_count(X'0100')",
+            "sketch_count: quantile sketch is cut short",
+        ),
+        (
+            "SELECT sketch_merge(s) FROM (VALUES (X'010000'), (X'01')) t(s)",
+            "sketch_merge",
+        ),
         (
             "SELECT sketch_quantile(quantile_sketch(v), 1.5) FROM (VALUES (1.0)) t(v)",
             "not between 0 and 1",
@@ -504,7 +525,9 @@ async fn sketch_functions_answer_within_one_percent_and_refuse_what_is_not_a_ske
                 arrow::array::TimestampNanosecondArray::from(vec![1])
                     .with_timezone(weir_model::TIME_ZONE),
             ),
-            std::sync::Arc::new(arrow::array::BinaryArray::from(vec![b"\x01\x00\x00\x00".as_ref()])),
+            std::sync::Arc::new(arrow::array::BinaryArray::from(vec![
+                b"\x01\x00\x00\x00".as_ref(),
+            ])),
         ],
     )
     .unwrap();

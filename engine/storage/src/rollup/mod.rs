@@ -43,8 +43,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use accumulator::Accumulator;
-pub use sketch::{QuantileSketch, RELATIVE_ACCURACY};
 use arrow::record_batch::RecordBatch;
+pub use sketch::{QuantileSketch, RELATIVE_ACCURACY};
 use weir_model::{ColumnDef, ColumnType, NameKind, validate_name};
 
 use crate::parquet_files::DAY_NS;

@@ -136,7 +136,11 @@ impl QuantileSketch {
             .rev()
             .map(|(&index, &n)| (-representative(index), n))
             .chain(std::iter::once((0.0, self.zero)))
-            .chain(self.positive.iter().map(|(&index, &n)| (representative(index), n)));
+            .chain(
+                self.positive
+                    .iter()
+                    .map(|(&index, &n)| (representative(index), n)),
+            );
         let mut seen = 0u64;
         for (value, n) in ascending {
             seen = seen.saturating_add(n);
@@ -349,7 +353,16 @@ mod tests {
     #[test]
     fn extremes_are_counted_in_the_edge_buckets() {
         let mut sketch = QuantileSketch::new();
-        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e300, -1e300, 1e-300, 0.0, -0.0] {
+        for x in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -1e300,
+            1e-300,
+            0.0,
+            -0.0,
+        ] {
             sketch.add(x);
         }
         // NaN is not counted; the rest are.
@@ -371,11 +384,18 @@ mod tests {
         let good = sketch.to_bytes();
         // Every truncation, and every byte after the end.
         for cut in 0..good.len() {
-            assert!(QuantileSketch::from_bytes(&good[..cut]).is_err(), "cut {cut}");
+            assert!(
+                QuantileSketch::from_bytes(&good[..cut]).is_err(),
+                "cut {cut}"
+            );
         }
         let mut long = good.clone();
         long.push(0);
-        assert!(QuantileSketch::from_bytes(&long).unwrap_err().contains("after its end"));
+        assert!(
+            QuantileSketch::from_bytes(&long)
+                .unwrap_err()
+                .contains("after its end")
+        );
         // Every single-byte change decodes to an error or to some valid
         // sketch; it never panics.
         for at in 0..good.len() {
@@ -391,7 +411,12 @@ mod tests {
             (&[1, 0, 2, 2, 1, 0, 1, 0], "out of order or out of range"),
             (&[1, 0, 1, 2, 0, 0], "empty bucket"),
             (&[1, 0, 0xff, 0xff, 0x03, 0], "buckets; at most"),
-            (&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], "overflows"),
+            (
+                &[
+                    1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+                ],
+                "overflows",
+            ),
         ];
         for (bytes, expect) in cases {
             let err = QuantileSketch::from_bytes(bytes).unwrap_err();
