@@ -10,8 +10,10 @@
 #      IN_FLIGHT each) for LOAD_SECONDS, writing rows stamped days before
 #      the query's window, so the query reads the same rows as idle (files
 #      and buffered batches outside the window are pruned); after WARMUP
-#      seconds of load, the query again. Prints both medians, their ratio
-#      and the acked rows/s of the load.
+#      seconds of load, the query again. Prints both medians, their ratio,
+#      each run's time, whether the answers matched, and the load's acked
+#      rows/s and longest ack gap. NICES may repeat a value ("10 19 10 19")
+#      to see the spread between server runs.
 #
 # loadgen shares the two cores with the server here, as remote clients
 # would not; CLIENT_NICE (default 0) runs it at another nice value.
@@ -53,9 +55,11 @@ start_weir() { # nice
   cat "$WORK/weir.log" >&2; exit 1
 }
 stop_weir() { kill -TERM "$WEIR_PID"; wait "$WEIR_PID" || true; }
-median() { # -> the query's median seconds
-  python3 benches/compare/peers.py weir-query "$HTTP" tests/sql/reference_uptime.sql "$QUERY_RUNS" "$NOW" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["median_s"])'
+query() { # -> peers.py's JSON line: median_s and each run's times_s
+  python3 benches/compare/peers.py weir-query "$HTTP" tests/sql/reference_uptime.sql "$QUERY_RUNS" "$NOW"
+}
+field() { # json, key
+  python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1])[sys.argv[2]]))' "$1" "$2"
 }
 
 start_weir 0
@@ -65,19 +69,19 @@ stop_weir
 
 for nice in $NICES; do
   start_weir "$nice"
-  median >/dev/null # untimed: warms the page cache and the catalog
-  idle=$(median)
+  query >/dev/null # untimed: warms the page cache and the catalog
+  idle=$(query)
   # Rows three days before the window, so the query's rows stay the same.
   nice -n "$CLIENT_NICE" "$BIN/loadgen" --grpc "$GRPC" --streams "$STREAMS" --batch-rows "$BATCH_ROWS" \
     --in-flight "$IN_FLIGHT" --rows 10000000000 --seconds "$LOAD_SECONDS" --span-hours 24 \
     --end-ns $((END_NS - 72 * HOUR_NS)) >"$WORK/load.json" &
   client=$!
   sleep "$WARMUP"
-  busy=$(median)
+  busy=$(query)
   wait "$client"
-  rows_per_sec=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["rows_per_sec"])' "$WORK/load.json")
-  gap_ms=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["longest_ack_gap_ms"])' "$WORK/load.json")
-  echo "{\"ingest_nice\": $nice, \"client_nice\": $CLIENT_NICE, \"query_idle_s\": $idle, \"query_during_ingest_s\": $busy, \"ratio\": $(awk -v a="$busy" -v b="$idle" 'BEGIN {printf "%.2f", a / b}'), \"ingest_rows_per_sec\": $rows_per_sec, \"longest_ack_gap_ms\": $gap_ms}"
+  load=$(cat "$WORK/load.json")
+  idle_s=$(field "$idle" median_s) busy_s=$(field "$busy" median_s)
+  echo "{\"ingest_nice\": $nice, \"client_nice\": $CLIENT_NICE, \"query_idle_s\": $idle_s, \"query_during_ingest_s\": $busy_s, \"ratio\": $(awk -v a="$busy_s" -v b="$idle_s" 'BEGIN {printf "%.2f", a / b}'), \"idle_runs_s\": $(field "$idle" times_s), \"during_ingest_runs_s\": $(field "$busy" times_s), \"answers_match\": $([ "$(field "$idle" answer_digest)" = "$(field "$busy" answer_digest)" ] && echo true || echo false), \"ingest_rows_per_sec\": $(field "$load" rows_per_sec), \"longest_ack_gap_ms\": $(field "$load" longest_ack_gap_ms)}"
   stop_weir
 done
 grep -E 'WARN|ERROR' "$WORK/weir.log" | head -5 || true

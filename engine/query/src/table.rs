@@ -34,17 +34,26 @@ impl WeirTable {
     fn buffer_plan(
         &self,
         projection: Option<&Vec<usize>>,
+        range: TimeRange,
         partitions: usize,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        if self.snapshot.buffered.is_empty() {
+        // Batches outside the queried time range are skipped, as files are:
+        // under ingest the buffer holds the newest writes, often not the
+        // rows a query asks for.
+        let batches: Vec<_> = self
+            .snapshot
+            .buffered
+            .iter()
+            .filter(|b| range.overlaps(b.min_time, b.max_time))
+            .collect();
+        if batches.is_empty() {
             return Ok(None);
         }
         // Spread batches round-robin so aggregation runs on every core.
-        let mut parts: Vec<Vec<_>> =
-            vec![Vec::new(); partitions.max(1).min(self.snapshot.buffered.len())];
-        for (i, batch) in self.snapshot.buffered.iter().enumerate() {
+        let mut parts: Vec<Vec<_>> = vec![Vec::new(); partitions.max(1).min(batches.len())];
+        for (i, buffered) in batches.into_iter().enumerate() {
             let n = parts.len();
-            parts[i % n].push(batch.clone());
+            parts[i % n].push(buffered.batch.clone());
         }
         let exec = MemorySourceConfig::try_new_exec(
             &parts,
@@ -134,7 +143,7 @@ impl TableProvider for WeirTable {
         {
             inputs.push(plan);
         }
-        if let Some(plan) = self.buffer_plan(projection, partitions)? {
+        if let Some(plan) = self.buffer_plan(projection, range, partitions)? {
             inputs.push(plan);
         }
         if inputs.is_empty() {

@@ -9,14 +9,15 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use arrow::record_batch::RecordBatch;
+use crate::wal::WalTable;
 
 #[derive(Debug, Default)]
 pub(crate) struct Generation {
     pub id: u64,
     /// Set when frozen: the last WAL segment whose records are in here.
     pub through_segment: Option<u64>,
-    pub tables: HashMap<String, Vec<RecordBatch>>,
+    /// Per table, its batches with their time spans.
+    pub tables: HashMap<String, Vec<WalTable>>,
     pub bytes: usize,
     pub rows: usize,
 }
@@ -29,14 +30,14 @@ pub(crate) struct Buffer {
 }
 
 impl Buffer {
-    pub fn append(&mut self, table: &str, batch: RecordBatch) {
+    pub fn append(&mut self, rows: WalTable) {
         let active = &mut self.active;
-        active.bytes += batch.get_array_memory_size();
-        active.rows += batch.num_rows();
-        match active.tables.get_mut(table) {
-            Some(batches) => batches.push(batch),
+        active.bytes += rows.batch.get_array_memory_size();
+        active.rows += rows.batch.num_rows();
+        match active.tables.get_mut(&rows.table) {
+            Some(batches) => batches.push(rows),
             None => {
-                active.tables.insert(table.to_string(), vec![batch]);
+                active.tables.insert(rows.table.clone(), vec![rows]);
             }
         }
     }
@@ -70,7 +71,7 @@ impl Buffer {
     }
 
     /// Every buffered batch of `table`, oldest first.
-    pub fn batches(&self, table: &str) -> Vec<RecordBatch> {
+    pub fn batches(&self, table: &str) -> Vec<WalTable> {
         self.generations()
             .filter_map(|g| g.tables.get(table))
             .flatten()

@@ -43,7 +43,7 @@ pub use metrics::StorageMetrics;
 pub use parquet_files::DAY_NS;
 pub use rollup::RollupDef;
 pub use store::{
-    BufferLevel, DEFAULT_TIME_COLUMN, ParquetFile, PersistReport, Store, StoreConfig, TableOptions,
-    TableSnapshot,
+    BufferLevel, BufferedBatch, DEFAULT_TIME_COLUMN, ParquetFile, PersistReport, Store,
+    StoreConfig, TableOptions, TableSnapshot,
 };
 pub use wal::{Durability, WalConfig};

@@ -63,8 +63,17 @@ pub struct TableSnapshot {
     pub schema: SchemaRef,
     pub time_column: String,
     /// Conformed to `schema`.
-    pub buffered: Vec<RecordBatch>,
+    pub buffered: Vec<BufferedBatch>,
     pub files: Vec<ParquetFile>,
+}
+
+/// A buffered batch and the span of its times, so a query can skip it as
+/// it skips a file.
+#[derive(Debug, Clone)]
+pub struct BufferedBatch {
+    pub batch: RecordBatch,
+    pub min_time: i64,
+    pub max_time: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -182,10 +191,7 @@ fn rollup_rows(rollups: &Rollups, table: &str, batch: &RecordBatch) -> Result<Ve
                 rollup: def.name.clone(),
                 reason,
             })?;
-            Ok(WalTable {
-                table: def.name.clone(),
-                batch,
-            })
+            Ok(WalTable::new(def.name.clone(), batch))
         })
         .collect()
 }
@@ -200,7 +206,7 @@ impl WalSink for BufferSink {
         let mut state = write(&self.state);
         for tables in records {
             for t in tables {
-                state.buffer.append(&t.table, t.batch);
+                state.buffer.append(t);
             }
         }
         self.level.update(&state.buffer);
@@ -269,10 +275,10 @@ impl Store {
                 for t in tables {
                     apply_schema(&mut state.catalog, &t)?;
                     let derived = rollup_rows(&rollups, &t.table, &t.batch)?;
-                    state.buffer.append(&t.table, t.batch);
+                    state.buffer.append(t);
                     for d in derived {
                         apply_schema(&mut state.catalog, &d)?;
-                        state.buffer.append(&d.table, d.batch);
+                        state.buffer.append(d);
                     }
                 }
                 Ok(())
@@ -499,17 +505,15 @@ impl Store {
         }
         let mut tables: Vec<WalTable> = batches
             .into_iter()
-            .map(|tb| WalTable {
-                table: tb.table,
-                batch: tb.batch,
-            })
+            .map(|tb| WalTable::new(tb.table, tb.batch))
             .collect();
         // Partial rows are not logged: replay computes them again.
         let payload = encode_payload(&tables)?;
-        tables.extend(derived.into_iter().map(|tb| WalTable {
-            table: tb.table,
-            batch: tb.batch,
-        }));
+        tables.extend(
+            derived
+                .into_iter()
+                .map(|tb| WalTable::new(tb.table, tb.batch)),
+        );
         self.inner.wal.append(payload, tables).await?;
         if self.inner.buffer_level.bytes() as usize >= self.inner.config.persist_buffer_bytes {
             self.inner.persist_wanted.notify_one();
@@ -585,8 +589,14 @@ impl Store {
         };
         let arrow_schema = schema.arrow_schema();
         let buffered = buffered
-            .iter()
-            .map(|b| conform(b, &arrow_schema))
+            .into_iter()
+            .map(|b| {
+                Ok(BufferedBatch {
+                    batch: conform(&b.batch, &arrow_schema)?,
+                    min_time: b.min_time,
+                    max_time: b.max_time,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| Error::Arrange {
                 table: table.to_string(),
@@ -642,7 +652,8 @@ impl Store {
                                     .rollups
                                     .get(name)
                                     .map(|def| (Arc::clone(def), entry.files.clone()));
-                                Ok((entry.id, entry.schema.clone(), batches.clone(), rollup))
+                                let batches = batches.iter().map(|b| b.batch.clone()).collect();
+                                Ok((entry.id, entry.schema.clone(), batches, rollup))
                             })
                             .collect::<Result<Vec<PersistTable>>>()?;
                         Some((

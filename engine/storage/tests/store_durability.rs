@@ -116,7 +116,7 @@ async fn a_full_buffer_holds_writes_back_until_persistence_frees_it() {
     // which the same run persists too (it is over persist_buffer_bytes).
     let snapshot = store.snapshot("m").unwrap().unwrap();
     let in_files: u64 = snapshot.files.iter().map(|f| f.rows).sum();
-    let buffered: usize = snapshot.buffered.iter().map(|b| b.num_rows()).sum();
+    let buffered: usize = snapshot.buffered.iter().map(|b| b.batch.num_rows()).sum();
     assert_eq!(in_files + buffered as u64, 200);
     assert!(in_files >= 100, "{in_files}");
 }

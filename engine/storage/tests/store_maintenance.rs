@@ -57,7 +57,8 @@ fn values(store: &Store) -> Vec<i64> {
     let snapshot = store.snapshot("m").unwrap().unwrap();
     let mut out: Vec<i64> = Vec::new();
     for batch in &snapshot.buffered {
-        out.extend(batch.column(2).as_primitive::<Int64Type>().values().iter());
+        let column = batch.batch.column(2);
+        out.extend(column.as_primitive::<Int64Type>().values().iter());
     }
     for file in &snapshot.files {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(

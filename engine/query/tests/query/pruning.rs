@@ -30,13 +30,14 @@ async fn text(engine: &QueryEngine, sql: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn time_filters_prune_parquet_files() {
+async fn time_filters_prune_parquet_files_and_buffered_batches() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
     write_day(&store, 20_000, 10).await;
     write_day(&store, 20_001, 20).await;
     store.persist().await.unwrap();
     write_day(&store, 20_002, 5).await; // stays in the buffer
+    write_day(&store, 20_003, 3).await; // a second buffered batch
     let engine = QueryEngine::new(
         store.clone(),
         QueryConfig {
@@ -55,6 +56,7 @@ async fn time_filters_prune_parquet_files() {
 | 20000 | 10 |
 | 20001 | 20 |
 | 20002 | 5  |
+| 20003 | 3  |
 +-------+----+";
     assert_eq!(text(&engine, all).await, expected);
 
@@ -69,8 +71,23 @@ async fn time_filters_prune_parquet_files() {
     );
     assert!(plan.contains("2024-10-05"), "{plan}");
 
+    // Buffered batches are skipped by the same range: 2024-10-06 is one
+    // buffered batch, no file.
+    let buffered_day = "SELECT COUNT(*) AS n FROM m WHERE time >= '2024-10-06T00:00:00Z' AND time < '2024-10-07T00:00:00Z'";
+    assert!(text(&engine, buffered_day).await.contains("| 5 |"));
+    let plan = text(&engine, &format!("EXPLAIN {buffered_day}")).await;
+    assert_eq!(plan.matches(".parquet").count(), 0, "{plan}");
+    assert!(
+        plan.contains("partition_sizes=[1]"),
+        "one buffered batch:\n{plan}"
+    );
+
     let none = "SELECT COUNT(*) AS n FROM m WHERE time < '1990-01-01T00:00:00Z'";
     let plan = text(&engine, &format!("EXPLAIN {none}")).await;
     assert_eq!(plan.matches(".parquet").count(), 0, "{plan}");
+    assert!(
+        !plan.contains("partition_sizes"),
+        "no buffered batch:\n{plan}"
+    );
     assert!(text(&engine, none).await.contains("| 0 |"));
 }

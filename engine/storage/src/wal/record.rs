@@ -15,6 +15,8 @@
 
 use std::io::Cursor;
 
+use arrow::array::AsArray;
+use arrow::datatypes::TimestampNanosecondType;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
@@ -26,11 +28,34 @@ pub(crate) const FRAME_HEADER_BYTES: usize = 8;
 /// No single write request comes near this; a larger length is corruption.
 pub(crate) const MAX_FRAME_BYTES: usize = 1 << 30;
 
-/// One table's rows within a WAL record.
+/// One table's rows within a WAL record, with the span of their times
+/// (what lets a query skip the batch while it is buffered).
 #[derive(Debug, Clone)]
 pub struct WalTable {
     pub table: String,
     pub batch: RecordBatch,
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+impl WalTable {
+    /// `batch`'s time column is its first. Computed here, before the rows
+    /// reach the buffer's lock. A batch without a readable time column
+    /// spans all time, so nothing ever skips it.
+    pub fn new(table: String, batch: RecordBatch) -> Self {
+        let times = batch
+            .column(0)
+            .as_primitive_opt::<TimestampNanosecondType>();
+        let (min_time, max_time) = times
+            .and_then(|t| Some((arrow::compute::min(t)?, arrow::compute::max(t)?)))
+            .unwrap_or((i64::MIN, i64::MAX));
+        Self {
+            table,
+            batch,
+            min_time,
+            max_time,
+        }
+    }
 }
 
 /// Encodes a write as a frame payload.
@@ -93,10 +118,7 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<Vec<WalTable>, String> {
             .map_err(|e| format!("table {table:?}: Arrow IPC: {e}"))?;
         for batch in reader {
             let batch = batch.map_err(|e| format!("table {table:?}: Arrow IPC: {e}"))?;
-            tables.push(WalTable {
-                table: table.clone(),
-                batch,
-            });
+            tables.push(WalTable::new(table.clone(), batch));
         }
     }
     if !rest.is_empty() {
@@ -192,10 +214,7 @@ mod tests {
         b.finish()
             .unwrap()
             .into_iter()
-            .map(|tb| WalTable {
-                table: tb.table,
-                batch: tb.batch,
-            })
+            .map(|tb| WalTable::new(tb.table, tb.batch))
             .collect()
     }
 
