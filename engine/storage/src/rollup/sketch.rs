@@ -24,8 +24,6 @@
 //! literal that does not decode is an error, never a panic or a wrong
 //! answer.
 
-use std::collections::BTreeMap;
-
 /// α: a quantile answer `v` for a true value `x` has `|v − x| ≤ α·|x|`.
 pub const RELATIVE_ACCURACY: f64 = 0.01;
 /// Smaller magnitudes count as zero.
@@ -61,9 +59,73 @@ pub const MAX_BUCKETS: usize = 2_500;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuantileSketch {
     zero: u64,
-    positive: BTreeMap<i32, u64>,
-    negative: BTreeMap<i32, u64>,
+    positive: Buckets,
+    negative: Buckets,
 }
+
+/// One sign's bucket counts, dense from the lowest index seen to the
+/// highest: adding a value or merging a sketch is array arithmetic, and
+/// the index range bounds it (at most [`MAX_BUCKETS`] counts).
+#[derive(Debug, Clone, Default)]
+struct Buckets {
+    /// The index of `counts[0]`.
+    offset: i32,
+    counts: Vec<u64>,
+}
+
+impl Buckets {
+    fn add(&mut self, index: i32, n: u64) {
+        if self.counts.is_empty() {
+            self.offset = index;
+            self.counts.push(0);
+        } else if index < self.offset {
+            let grow = (self.offset - index) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = index;
+        } else if (index - self.offset) as usize >= self.counts.len() {
+            self.counts.resize((index - self.offset) as usize + 1, 0);
+        }
+        let count = &mut self.counts[(index - self.offset) as usize];
+        *count = count.saturating_add(n);
+    }
+
+    /// The buckets that counted something, by ascending index.
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (i32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (self.offset + k as i32, *n))
+    }
+
+    fn len(&self) -> usize {
+        self.counts.iter().filter(|n| **n > 0).count()
+    }
+
+    fn merge(&mut self, other: &Buckets) {
+        let Some((low, _)) = other.iter().next() else {
+            return;
+        };
+        let (high, _) = other.iter().next_back().unwrap_or((low, 0));
+        // Grow once to cover `other`, then add count by count.
+        self.add(low, 0);
+        self.add(high, 0);
+        for (index, n) in other.iter() {
+            let count = &mut self.counts[(index - self.offset) as usize];
+            *count = count.saturating_add(n);
+        }
+    }
+}
+
+/// Equal when the same buckets counted the same: how the dense range
+/// grew does not matter.
+impl PartialEq for Buckets {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Buckets {}
 
 impl QuantileSketch {
     pub fn new() -> Self {
@@ -86,37 +148,29 @@ impl QuantileSketch {
         } else {
             &mut self.negative
         };
-        let count = store.entry(index_of(magnitude)).or_insert(0);
-        *count = count.saturating_add(1);
+        store.add(index_of(magnitude), 1);
     }
 
     /// Adds `other`'s counts to this sketch's. Counts saturate at
     /// `u64::MAX` rather than wrap (only crafted sketches come near it).
     pub fn merge(&mut self, other: &QuantileSketch) {
         self.zero = self.zero.saturating_add(other.zero);
-        for (store, from) in [
-            (&mut self.positive, &other.positive),
-            (&mut self.negative, &other.negative),
-        ] {
-            for (&index, &count) in from {
-                let total = store.entry(index).or_insert(0);
-                *total = total.saturating_add(count);
-            }
-        }
+        self.positive.merge(&other.positive);
+        self.negative.merge(&other.negative);
     }
 
     /// How many values were counted.
     pub fn count(&self) -> u64 {
         self.positive
-            .values()
-            .chain(self.negative.values())
+            .counts
+            .iter()
+            .chain(&self.negative.counts)
             .fold(self.zero, |total, &n| total.saturating_add(n))
     }
 
-    /// Bytes the buckets take on the heap, roughly (a B-tree entry with
-    /// its share of a node).
+    /// Bytes the buckets take on the heap.
     pub fn heap_size(&self) -> usize {
-        (self.positive.len() + self.negative.len()) * 32
+        (self.positive.counts.capacity() + self.negative.counts.capacity()) * size_of::<u64>()
     }
 
     /// The value at quantile `q` (0 ≤ q ≤ 1): the value of rank
@@ -134,12 +188,12 @@ impl QuantileSketch {
             .negative
             .iter()
             .rev()
-            .map(|(&index, &n)| (-representative(index), n))
+            .map(|(index, n)| (-representative(index), n))
             .chain(std::iter::once((0.0, self.zero)))
             .chain(
                 self.positive
                     .iter()
-                    .map(|(&index, &n)| (representative(index), n)),
+                    .map(|(index, n)| (representative(index), n)),
             );
         let mut seen = 0u64;
         for (value, n) in ascending {
@@ -161,7 +215,7 @@ impl QuantileSketch {
         for store in [&self.positive, &self.negative] {
             put_varint(&mut out, store.len() as u64);
             let mut previous = 0i64;
-            for (&index, &count) in store {
+            for (index, count) in store.iter() {
                 put_varint(&mut out, zigzag(i64::from(index) - previous));
                 put_varint(&mut out, count);
                 previous = i64::from(index);
@@ -194,7 +248,7 @@ impl QuantileSketch {
                     "quantile sketch has {buckets} buckets; at most {MAX_BUCKETS}"
                 ));
             }
-            let mut store = BTreeMap::new();
+            let mut store = Buckets::default();
             let mut previous = 0i64;
             for b in 0..buckets {
                 let index = previous.saturating_add(unzigzag(reader.varint()?));
@@ -211,7 +265,7 @@ impl QuantileSketch {
                 total = total
                     .checked_add(count)
                     .ok_or("quantile sketch counts overflow")?;
-                store.insert(index as i32, count);
+                store.add(index as i32, count);
                 previous = index;
             }
             if sign == 0 {
