@@ -9,10 +9,10 @@
 //! [`TableSnapshot`](weir_storage::TableSnapshot) from the store (buffered
 //! batches + Parquet files, every acknowledged row exactly once) and scans the
 //! union of both. Files and buffered batches are pruned by the time range
-//! the query's filters imply, projections reach the Parquet reader, and the filters are handed to
-//! it as a predicate for row-group and page pruning. DataFusion still
-//! applies every filter above the scan, so pruning only ever skips data that
-//! cannot match.
+//! the query's filters imply, projections reach the Parquet reader, and the
+//! filters are handed to it as a predicate for row-group and page pruning.
+//! DataFusion still applies every filter above the scan, so pruning only
+//! ever skips data that cannot match.
 //!
 //! Queries are read-only (no DDL, DML or `SET`), and each runs in its own
 //! session with a memory pool of `memory_limit` bytes, a cap on its answer
