@@ -19,8 +19,9 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Float64Array, Int64Array};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::functions::utils::make_scalar_function;
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, ColumnarValue, ScalarUDF, Volatility, create_udaf, create_udf,
+    Accumulator, AggregateUDF, ScalarUDF, Volatility, create_udaf, create_udf,
 };
 use weir_storage::rollup::QuantileSketch;
 
@@ -36,14 +37,14 @@ pub(crate) fn scalar_functions() -> [ScalarUDF; 2] {
             vec![DataType::Binary, DataType::Float64],
             DataType::Float64,
             Volatility::Immutable,
-            Arc::new(sketch_quantile),
+            Arc::new(make_scalar_function(sketch_quantile, Vec::new())),
         ),
         create_udf(
             "sketch_count",
             vec![DataType::Binary],
             DataType::Int64,
             Volatility::Immutable,
-            Arc::new(sketch_count),
+            Arc::new(make_scalar_function(sketch_count, Vec::new())),
         ),
     ]
 }
@@ -155,10 +156,10 @@ fn decode(bytes: &[u8], function: &str) -> Result<QuantileSketch> {
     QuantileSketch::from_bytes(bytes).or_else(|e| exec_err!("{function}: {e}"))
 }
 
-/// `sketch_quantile(s, q)`.
-fn sketch_quantile(args: &[ColumnarValue]) -> Result<ColumnarValue> {
-    let rows = rows_of(args);
-    let arrays = ColumnarValue::values_to_arrays(args)?;
+/// `sketch_quantile(s, q)`, over arrays of one length (scalars expanded
+/// by `make_scalar_function`).
+fn sketch_quantile(arrays: &[ArrayRef]) -> Result<ArrayRef> {
+    let rows = arrays[0].len();
     let sketches = binary(&arrays[0], "sketch_quantile")?;
     let Some(quantiles) = arrays[1].as_primitive_opt::<Float64Type>() else {
         return exec_err!("sketch_quantile: the quantile is {}", arrays[1].data_type());
@@ -175,12 +176,11 @@ fn sketch_quantile(args: &[ColumnarValue]) -> Result<ColumnarValue> {
         }
         out.push(decode(sketches.value(row), "sketch_quantile")?.quantile(q));
     }
-    scalar_or_array(args, Arc::new(Float64Array::from(out)))
+    Ok(Arc::new(Float64Array::from(out)))
 }
 
 /// `sketch_count(s)`.
-fn sketch_count(args: &[ColumnarValue]) -> Result<ColumnarValue> {
-    let arrays = ColumnarValue::values_to_arrays(args)?;
+fn sketch_count(arrays: &[ArrayRef]) -> Result<ArrayRef> {
     let sketches = binary(&arrays[0], "sketch_count")?;
     let counts = sketches
         .iter()
@@ -193,26 +193,5 @@ fn sketch_count(args: &[ColumnarValue]) -> Result<ColumnarValue> {
                 .transpose()
         })
         .collect::<Result<Int64Array>>()?;
-    scalar_or_array(args, Arc::new(counts))
-}
-
-/// Rows in the call: an array argument's length, else one.
-fn rows_of(args: &[ColumnarValue]) -> usize {
-    args.iter()
-        .find_map(|a| match a {
-            ColumnarValue::Array(array) => Some(array.len()),
-            ColumnarValue::Scalar(_) => None,
-        })
-        .unwrap_or(1)
-}
-
-/// The answer as a scalar when every argument was one.
-fn scalar_or_array(args: &[ColumnarValue], answer: ArrayRef) -> Result<ColumnarValue> {
-    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-            &answer, 0,
-        )?))
-    } else {
-        Ok(ColumnarValue::Array(answer))
-    }
+    Ok(Arc::new(counts))
 }
