@@ -3,8 +3,8 @@
 //! alerts. The services part is computed with SQL over `service_metrics`
 //! — from an hourly (or finer) rollup of it where one is configured, which
 //! reads the raw rows of the edge buckets only — and refreshed in the
-//! background; the alerts are added fresh on every request. Rendered as one self-contained HTML page (no scripts,
-//! no external assets) or as JSON.
+//! background; the alerts are added fresh on every request. Rendered as one
+//! self-contained HTML page (no scripts, no external assets) or as JSON.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -284,14 +284,7 @@ async fn from_raw_rows(
          FROM {tbl} WHERE {t} > {now} - INTERVAL '30 days' AND {t} <= {now}
          GROUP BY 1 ORDER BY 1"
     );
-    let first_hour_ns = first_hour_ns(now_ns);
-    let hourly_sql = format!(
-        "SELECT CAST(service_name AS VARCHAR) AS service_name,
-           CAST(date_trunc('hour', {t}) AS BIGINT) AS hour,
-           count(*) AS checks, count(*) FILTER (WHERE status = 'healthy') AS healthy
-         FROM {tbl} WHERE {t} >= to_timestamp_nanos({first_hour_ns}) AND {t} <= {now}
-         GROUP BY 1, 2"
-    );
+    let hourly_sql = raw_hours_sql(&tbl, &t, first_hour_ns(now_ns), now_ns);
     let summary = query.sql(&summary_sql).await?;
     let hourly = query.sql(&hourly_sql).await?;
     let mut hours = Hours::new();
@@ -455,14 +448,7 @@ async fn from_rollup(
         at(first_hour_ns),
         at(last_start)
     );
-    let hourly_edge = format!(
-        "SELECT CAST(service_name AS VARCHAR) AS service_name,
-           CAST(date_trunc('hour', {t}) AS BIGINT) AS hour,
-           count(*) AS checks, count(*) FILTER (WHERE status = 'healthy') AS healthy
-         FROM {tbl} WHERE {t} >= {} AND {t} <= {} GROUP BY 1, 2",
-        at(last_start.max(first_hour_ns)),
-        at(now_ns)
-    );
+    let hourly_edge = raw_hours_sql(&tbl, &t, last_start.max(first_hour_ns), now_ns);
     let mut hours = Hours::new();
     add_hours(&mut hours, &query.sql(&hourly_rollup).await?.batches)?;
     add_hours(&mut hours, &query.sql(&hourly_edge).await?.batches)?;
@@ -483,6 +469,19 @@ async fn from_rollup(
         })
         .collect();
     Ok((summaries, hours))
+}
+
+/// Checks and healthy checks per service and hour over the raw rows of
+/// `tbl` (quoted; `t` its quoted time column) from `from_ns` through
+/// `now_ns`: the rows `add_hours` reads.
+fn raw_hours_sql(tbl: &str, t: &str, from_ns: i64, now_ns: i64) -> String {
+    format!(
+        "SELECT CAST(service_name AS VARCHAR) AS service_name,
+           CAST(date_trunc('hour', {t}) AS BIGINT) AS hour,
+           count(*) AS checks, count(*) FILTER (WHERE status = 'healthy') AS healthy
+         FROM {tbl} WHERE {t} >= to_timestamp_nanos({from_ns}) AND {t} <= to_timestamp_nanos({now_ns})
+         GROUP BY 1, 2"
+    )
 }
 
 /// Adds rows of (service_name, hour, checks, healthy) to `hours`.
