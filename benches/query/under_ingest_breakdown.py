@@ -10,8 +10,8 @@ Around every query it reads, from outside the server:
 
   wall_s          the query over HTTP, as the client sees it
   engine_s        the engine's own time (`weir_query_seconds_sum` in /metrics)
-  http_s          wall - engine: reading the request, encoding and sending
-                  the answer (the HTTP server runs on the ingest threads)
+  http_s          wall - engine: the client sending the request, the
+                  server reading it and encoding and sending the answer
   query_cpu_s     CPU time of the query threads (`weir-query`)
   query_wait_s    time those threads were runnable but waiting for a CPU
                   (/proc/PID/task/TID/schedstat, summed over the threads)
