@@ -20,9 +20,9 @@ Around every query it reads, from outside the server:
 
 Prints one JSON line per setting with the medians. A setting is
 `NAME=FLAGS`; FLAGS go to `weir serve`, and the pseudo-flag
-`--sched-idle` moves every server thread but the query threads to
-SCHED_IDLE with chrt once the load runs (a what-if: Weir has no such
-setting).
+`--sched-idle` moves every server thread but the query threads and the
+main thread to SCHED_IDLE with chrt once the load runs (a what-if: Weir
+has no such setting).
 
   BIN_DIR=target/release python3 benches/query/under_ingest_breakdown.py
 """
@@ -74,7 +74,8 @@ def stop(process):
 
 
 def loadgen(args, nice=0):
-    return subprocess.Popen(["nice", "-n", str(nice), f"{BIN}/loadgen", "--grpc", GRPC] + args, stdout=subprocess.PIPE)
+    return subprocess.Popen(["nice", "-n", str(nice), f"{BIN}/loadgen", "--grpc", GRPC] + args,
+                            stdout=subprocess.DEVNULL)
 
 
 def metric(name):
@@ -82,8 +83,14 @@ def metric(name):
     return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " "))
 
 
+def cpu_seconds(stat):
+    """User + system CPU time from the text of a /proc stat file."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def threads(pid):
-    """(name, cpu seconds, run-queue wait seconds) of each thread of pid."""
+    """(tid, name, cpu seconds, run-queue wait seconds) of each thread of pid."""
     out = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -94,16 +101,13 @@ def threads(pid):
         except OSError:
             continue  # the thread ended meanwhile
         name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        out.append((tid, name, (int(fields[11]) + int(fields[12])) / TICK, wait_ns / 1e9))
+        out.append((tid, name, cpu_seconds(stat), wait_ns / 1e9))
     return out
 
 
 def process_cpu(pid):
     with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+        return cpu_seconds(f.read())
 
 
 def sample(server_pid, client_pid):
@@ -122,26 +126,25 @@ def timed_query(server_pid, client_pid):
     before = sample(server_pid, client_pid)
     started = time.perf_counter()
     req = urllib.request.Request(f"{HTTP}/api/v1/sql", data=SQL.encode(), headers={"accept": "application/json"})
-    rows = json.loads(urllib.request.urlopen(req).read())
+    urllib.request.urlopen(req).read()
     wall = time.perf_counter() - started
     after = sample(server_pid, client_pid)
     d = {k: after[k] - before[k] for k in before}
     return {"wall_s": wall, "engine_s": d["engine"], "http_s": wall - d["engine"], "query_cpu_s": d["query_cpu"],
-            "query_wait_s": d["query_wait"], "ingest_cpu_s": d["ingest_cpu"], "loadgen_cpu_s": d["loadgen_cpu"],
-            "rows": len(rows)}
+            "query_wait_s": d["query_wait"], "ingest_cpu_s": d["ingest_cpu"], "loadgen_cpu_s": d["loadgen_cpu"]}
 
 
 def medians(runs):
-    return {k: round(statistics.median(r[k] for r in runs), 4) for k in runs[0] if k != "rows"}
+    return {k: round(statistics.median(r[k] for r in runs), 4) for k in runs[0]}
 
 
 def main():
     work = tempfile.mkdtemp(prefix="weir-breakdown.")
     data = os.path.join(work, "data")
+    server = client = None
     try:
         server = start_weir(data, ["--ingest-nice", "0"])
-        stored = loadgen(["--rows", str(ROWS), "--span-hours", "24", "--end-ns", str(END_NS)])
-        stored.communicate()
+        loadgen(["--rows", str(ROWS), "--span-hours", "24", "--end-ns", str(END_NS)]).wait()
         urllib.request.urlopen(urllib.request.Request(f"{HTTP}/api/v1/persist", data=b"")).read()
         stop(server)
         for setting in SETTINGS:
@@ -173,6 +176,11 @@ def main():
                               "idle": idle_m, "during_ingest": busy_m,
                               "during_ingest_wall_runs_s": [round(r["wall_s"], 3) for r in busy]}), flush=True)
     finally:
+        # A failure part way leaves no server or load generator behind.
+        for process in (client, server):
+            if process and process.poll() is None:
+                process.kill()
+                process.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
