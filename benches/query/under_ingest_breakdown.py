@@ -15,14 +15,16 @@ Around every query it reads, from outside the server:
   query_cpu_s     CPU time of the query threads (`weir-query`)
   query_wait_s    time those threads were runnable but waiting for a CPU
                   (/proc/PID/task/TID/schedstat, summed over the threads)
+  api_cpu_s       CPU time of the front-end threads (`weir-api`: HTTP and
+                  Postgres) meanwhile
   ingest_cpu_s    CPU time of every other server thread meanwhile
   loadgen_cpu_s   CPU time of the load generator meanwhile
 
 Prints one JSON line per setting with the medians. A setting is
 `NAME=FLAGS`; FLAGS go to `weir serve`, and the pseudo-flag
-`--sched-idle` moves every server thread but the query threads and the
-main thread to SCHED_IDLE with chrt once the load runs (a what-if: Weir
-has no such setting).
+`--sched-idle` moves every server thread but the query threads, the
+front-end threads and the main thread to SCHED_IDLE with chrt once the
+load runs (a what-if: Weir has no such setting).
 
   BIN_DIR=target/release python3 benches/query/under_ingest_breakdown.py
 """
@@ -53,6 +55,9 @@ END_NS = int(time.time()) // 3600 * 3600 * 10**9
 NOW = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(END_NS // 10**9))
 SQL = open(os.path.join(ROOT, "tests", "sql", "reference_uptime.sql")).read().replace("NOW()", f"TIMESTAMP '{NOW}'")
 TICK = os.sysconf("SC_CLK_TCK")
+# The threads that serve queries, at the process's priority: the query
+# engine's, the front ends' and the main thread.
+FRONT_THREADS = ("weir-query", "weir-api", "weir")
 
 
 def start_weir(data, flags):
@@ -117,7 +122,8 @@ def sample(server_pid, client_pid):
         "engine": metric("weir_query_seconds_sum"),
         "query_cpu": sum(t[2] for t in query),
         "query_wait": sum(t[3] for t in query),
-        "ingest_cpu": sum(t[2] for t in ts if t[1] != "weir-query"),
+        "api_cpu": sum(t[2] for t in ts if t[1] == "weir-api"),
+        "ingest_cpu": sum(t[2] for t in ts if t[1] not in FRONT_THREADS),
         "loadgen_cpu": process_cpu(client_pid) if client_pid else 0.0,
     }
 
@@ -131,7 +137,8 @@ def timed_query(server_pid, client_pid):
     after = sample(server_pid, client_pid)
     d = {k: after[k] - before[k] for k in before}
     return {"wall_s": wall, "engine_s": d["engine"], "http_s": wall - d["engine"], "query_cpu_s": d["query_cpu"],
-            "query_wait_s": d["query_wait"], "ingest_cpu_s": d["ingest_cpu"], "loadgen_cpu_s": d["loadgen_cpu"]}
+            "query_wait_s": d["query_wait"], "api_cpu_s": d["api_cpu"], "ingest_cpu_s": d["ingest_cpu"],
+            "loadgen_cpu_s": d["loadgen_cpu"]}
 
 
 def medians(runs):
@@ -161,7 +168,7 @@ def main():
             time.sleep(1)
             if sched_idle:
                 for tid, thread, _, _ in threads(server.pid):
-                    if thread not in ("weir-query", "weir"):
+                    if thread not in FRONT_THREADS:
                         subprocess.run(["chrt", "--idle", "-p", "0", tid], check=True)
             time.sleep(max(WARMUP - 1, 0))
             busy = [timed_query(server.pid, client.pid) for _ in range(RUNS)]

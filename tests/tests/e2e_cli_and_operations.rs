@@ -778,14 +778,15 @@ async fn ingest_threads_yield_the_cpu_to_query_threads() {
     );
 
     let threads = thread_nice_values(server.pid().unwrap());
-    for expected in ["weir-query", "tokio-rt-worker", "weir-wal"] {
+    for expected in ["weir-query", "weir-api", "tokio-rt-worker", "weir-wal"] {
         let exists = threads.iter().any(|(name, _)| name == expected);
         assert!(exists, "no {expected} thread: {threads:?}");
     }
-    // Query threads keep the process's priority (as does the main thread,
-    // which only polls the listeners); every other thread yields.
+    // Query threads and the threads serving HTTP and Postgres requests keep
+    // the process's priority (as does the main thread, which only polls the
+    // listeners); every other thread yields.
     for (name, nice) in &threads {
-        let expected = if name == "weir-query" || name == "weir" {
+        let expected = if ["weir-query", "weir-api", "weir"].contains(&name.as_str()) {
             0
         } else {
             7

@@ -11,6 +11,12 @@
 //! hold while they wait for the WAL or for buffer space; a stream waits for
 //! admission before it reads its next message, which pushes back on the
 //! client through HTTP/2 flow control instead of queueing in the server.
+//!
+//! A write's CPU work (decoding, pipelines) runs on the blocking pool of
+//! the runtime the write path was made on — the ingest runtime, whose
+//! threads run at `ingest_nice` — whichever thread the request arrived
+//! on: HTTP requests are served by threads at the process's own priority,
+//! for the queries that come that way.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -82,6 +88,9 @@ pub struct WritePath {
     metrics: Arc<WriteMetrics>,
     inflight: Arc<Semaphore>,
     inflight_units: u32,
+    /// Where CPU work runs; the caller's runtime when `None` (a write path
+    /// made outside one).
+    blocking: Option<tokio::runtime::Handle>,
 }
 
 /// How far a raw body goes before it is handed back.
@@ -124,6 +133,18 @@ impl WritePath {
             metrics: Arc::new(WriteMetrics::default()),
             inflight: Arc::new(Semaphore::new(units)),
             inflight_units: units as u32,
+            blocking: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// Runs CPU work on the write path's blocking pool.
+    fn spawn_blocking<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> tokio::task::JoinHandle<R> {
+        match &self.blocking {
+            Some(runtime) => runtime.spawn_blocking(work),
+            None => tokio::task::spawn_blocking(work),
         }
     }
 
@@ -187,8 +208,9 @@ impl WritePath {
     ) -> Result<Ingested> {
         let now_ns = now_ns();
         let store = self.store.clone();
-        let decoded =
-            tokio::task::spawn_blocking(move || decode(now_ns, &StoreTables(&store))).await;
+        let decoded = self
+            .spawn_blocking(move || decode(now_ns, &StoreTables(&store)))
+            .await;
         let decoded = match decoded {
             Ok(Ok(decoded)) => decoded,
             Ok(Err(e)) => {
@@ -247,13 +269,14 @@ impl WritePath {
         now_ns: i64,
     ) -> Result<Vec<TableBatch>> {
         let pipelines = Arc::clone(&self.pipelines);
-        let (result, dead_letters) = tokio::task::spawn_blocking(move || {
-            let mut dead_letters = Vec::new();
-            let result = pipelines.run(batches, now_ns, &mut dead_letters);
-            (result, dead_letters)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
+        let (result, dead_letters) = self
+            .spawn_blocking(move || {
+                let mut dead_letters = Vec::new();
+                let result = pipelines.run(batches, now_ns, &mut dead_letters);
+                (result, dead_letters)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
         self.write_dead_letters(dead_letters).await;
         result
     }
@@ -297,26 +320,27 @@ impl WritePath {
         let store = self.store.clone();
         let (source, content_type, body) =
             (source.to_string(), content_type.to_string(), body.to_vec());
-        let (result, dead_letters) = tokio::task::spawn_blocking(move || {
-            let mut dead_letters = Vec::new();
-            let time_column_for = |table: &str| store.time_column_for(table);
-            let run = match how {
-                Raw::Ingest => Pipelines::ingest_raw,
-                Raw::AdaptOnly => Pipelines::adapt,
-            };
-            let result = run(
-                &pipelines,
-                &source,
-                &content_type,
-                &body,
-                now_ns,
-                &time_column_for,
-                &mut dead_letters,
-            );
-            (result, dead_letters)
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
+        let (result, dead_letters) = self
+            .spawn_blocking(move || {
+                let mut dead_letters = Vec::new();
+                let time_column_for = |table: &str| store.time_column_for(table);
+                let run = match how {
+                    Raw::Ingest => Pipelines::ingest_raw,
+                    Raw::AdaptOnly => Pipelines::adapt,
+                };
+                let result = run(
+                    &pipelines,
+                    &source,
+                    &content_type,
+                    &body,
+                    now_ns,
+                    &time_column_for,
+                    &mut dead_letters,
+                );
+                (result, dead_letters)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("pipeline task: {e}")))?;
         self.write_dead_letters(dead_letters).await;
         result
     }

@@ -21,6 +21,7 @@ mod config;
 mod error;
 mod flight;
 mod flight_sql;
+mod front_ends;
 mod grpc;
 mod http;
 mod otlp;
@@ -150,9 +151,12 @@ pub async fn serve(
         ))
     });
 
+    // HTTP and Postgres requests are read and answered on threads of their
+    // own (see `front_ends`); gRPC, which carries most writes, on these.
+    let front_ends = front_ends::FrontEnds::start()?;
     let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
-    let http_listener = bind(config.http_listen, "HTTP").await?;
-    let pg_listener = bind(config.pg_listen, "Postgres").await?;
+    let http_listener = front_ends.bind(config.http_listen, "HTTP").await?;
+    let pg_listener = front_ends.bind(config.pg_listen, "Postgres").await?;
     let otlp_grpc_listener = match config.otlp_grpc_listen {
         Some(addr) => Some(bind(addr, "OTLP gRPC").await?),
         None => None,
@@ -170,7 +174,6 @@ pub async fn serve(
         tls: certs.is_some(),
     };
     let grpc_conns = grpc_incoming(grpc_listener, grpc_tls.clone(), "gRPC", stop_rx.clone());
-    let http_conns = http_incoming(http_listener, http_tls.clone(), "HTTP", stop_rx.clone())?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -206,16 +209,24 @@ pub async fn serve(
         .add_service(otlp_logs)
         .add_service(otlp_traces)
         .serve_with_incoming_shutdown(grpc_conns, wait_for_stop(stop_rx.clone()));
-    let http_server = axum::serve(
-        http_conns,
-        http::router(Arc::clone(&http_state)).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(wait_for_stop(stop_rx.clone()));
+    let http_server = {
+        let router = http::router(Arc::clone(&http_state))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let (local, tls, stop) = (addrs.http, http_tls.clone(), stop_rx.clone());
+        // Made where it runs: the accept loop registers each connection
+        // with the runtime it runs on.
+        async move {
+            let conns = http_incoming(http_listener, local, tls, "HTTP", stop.clone());
+            axum::serve(conns, router)
+                .with_graceful_shutdown(wait_for_stop(stop))
+                .await
+        }
+    };
 
     let mut tasks = vec![
         spawn_listener("gRPC", grpc_server),
-        spawn_listener("HTTP", async move { http_server.await }),
-        spawn_listener(
+        front_ends.spawn_listener("HTTP", http_server),
+        front_ends.spawn_listener(
             "Postgres",
             postgres::PgFrontEnd::new(Arc::clone(&query), Arc::clone(&auth), pg_tls).serve(
                 pg_listener,
@@ -238,8 +249,9 @@ pub async fn serve(
         ));
     }
     if let Some(listener) = otlp_http_listener {
+        let local = local_addr(&listener)?;
         let server = axum::serve(
-            http_incoming(listener, http_tls.clone(), "OTLP HTTP", stop_rx.clone())?,
+            http_incoming(listener, local, http_tls.clone(), "OTLP HTTP", stop_rx.clone()),
             http::otlp_router(Arc::clone(&http_state))
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
@@ -350,17 +362,17 @@ type HttpIncoming = axum::serve::TapIo<tls::HttpListener, fn(&mut tls::Conn)>;
 /// address).
 fn http_incoming(
     listener: TcpListener,
+    local: SocketAddr,
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     what: &'static str,
     stop: watch::Receiver<bool>,
-) -> Result<HttpIncoming> {
+) -> HttpIncoming {
     use axum::serve::ListenerExt as _;
-    let local = local_addr(&listener)?;
     let ready = tls::accept_loop(listener, tls, what, stop);
     // `tap_io` (a no-op) is what makes axum hand the peer's address to
     // handlers for a listener of ours.
     fn untouched(_: &mut tls::Conn) {}
-    Ok(tls::HttpListener::new(ready, local).tap_io(untouched as fn(&mut tls::Conn)))
+    tls::HttpListener::new(ready, local).tap_io(untouched as fn(&mut tls::Conn))
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
@@ -371,15 +383,20 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
 }
 
 /// Runs a listener's server until it stops; a server that fails is logged.
-fn spawn_listener<E: std::fmt::Display>(
+fn spawn_listener<E: std::fmt::Display + 'static>(
     what: &'static str,
     server: impl Future<Output = std::result::Result<(), E>> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(e) = server.await {
-            warn!(error = %e, "the {what} server failed");
-        }
-    })
+    tokio::spawn(log_failure(what, server))
+}
+
+async fn log_failure<E: std::fmt::Display>(
+    what: &'static str,
+    server: impl Future<Output = std::result::Result<(), E>>,
+) {
+    if let Err(e) = server.await {
+        warn!(error = %e, "the {what} server failed");
+    }
 }
 
 pub(crate) async fn wait_for_stop(mut stop: watch::Receiver<bool>) {
