@@ -298,9 +298,9 @@ pub struct ServeArgs {
     pub shutdown_grace: Option<String>,
 
     /// The nice value (0–19) of the threads that take writes, log, persist
-    /// and compact; query threads keep the process's own. While a query
-    /// runs, ingest yields it the CPU and clients wait for acks a little
-    /// longer; 0 shares the CPU evenly. Linux only. Default 10.
+    /// and compact; the threads that serve queries keep the process's own.
+    /// While a query runs, ingest yields it the CPU and clients wait for
+    /// acks a little longer; 0 shares the CPU evenly. Linux only. Default 19.
     #[arg(long, env = "WEIR_INGEST_NICE", value_name = "N")]
     pub ingest_nice: Option<i32>,
 
@@ -922,7 +922,7 @@ impl ServeArgs {
                 "shutdown_grace",
                 self.shutdown_grace.as_deref().unwrap_or("10s"),
             )?,
-            ingest_nice: nice("ingest_nice", self.ingest_nice.unwrap_or(10))?,
+            ingest_nice: nice("ingest_nice", self.ingest_nice.unwrap_or(19))?,
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             log_filter: self.log_filter.unwrap_or_else(|| "info".to_string()),
             plugins,

@@ -74,3 +74,103 @@ impl Drop for FrontEnds {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use crate::{BoundAddrs, ServeArgs};
+
+    /// Long enough for a loaded CI machine; a request that waits on the
+    /// stalled ingest thread never answers at all.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// A new connection to `addr`, `request` sent on it.
+    fn send(addr: std::net::SocketAddr, request: &[u8]) -> TcpStream {
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.set_read_timeout(Some(PATIENCE)).unwrap();
+        conn.write_all(request).unwrap();
+        conn
+    }
+
+    fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> String {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: weir\r\nconnection: close\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut answer = String::new();
+        // A read timeout ends it early, with what came so far.
+        let _ = send(addr, request.as_bytes()).read_to_string(&mut answer);
+        answer
+    }
+
+    /// Every thread of the ingest runtime (here, its only one) blocked, as
+    /// its workers are, in effect, when decoding at full speed at a low
+    /// priority: health, metrics, SQL over HTTP and a Postgres connection
+    /// are still answered, because their sockets are not that runtime's.
+    #[test]
+    fn http_and_postgres_answer_while_the_ingest_runtime_is_stalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let loopback = "127.0.0.1:0".parse().ok();
+        let config = ServeArgs {
+            data_dir: Some(dir.path().to_path_buf()),
+            grpc_listen: loopback,
+            http_listen: loopback,
+            pg_listen: loopback,
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        let (bound_tx, bound) = mpsc::channel::<(BoundAddrs, tokio::runtime::Handle)>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let ingest = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let handle = ingest.handle().clone();
+            ingest.block_on(crate::serve(
+                config,
+                async move {
+                    let _ = stopped.await;
+                },
+                move |addrs| bound_tx.send((addrs, handle)).unwrap(),
+            ))
+        });
+        let (addrs, ingest) = bound.recv_timeout(PATIENCE).unwrap();
+
+        let (release, stalled) = mpsc::channel::<()>();
+        let (blocked_tx, blocked) = mpsc::channel::<()>();
+        ingest.spawn(async move {
+            blocked_tx.send(()).unwrap();
+            // Blocks the runtime's one thread until released.
+            let _ = stalled.recv();
+        });
+        blocked.recv_timeout(PATIENCE).unwrap();
+
+        let health = http(addrs.http, "GET", "/health/ready", "");
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let metrics = http(addrs.http, "GET", "/metrics", "");
+        assert!(metrics.contains("weir_queries"), "{metrics}");
+        let answer = http(addrs.http, "POST", "/api/v1/sql", "SELECT 41 + 1 AS answer");
+        assert!(answer.contains(r#"[{"answer":42}]"#), "{answer}");
+        // A startup message (protocol 3.0, user weir): the server's first
+        // answer is an authentication message, 'R'.
+        let mut startup = Vec::new();
+        let params = b"user\0weir\0\0";
+        startup.extend_from_slice(&(8 + params.len() as i32).to_be_bytes());
+        startup.extend_from_slice(&196_608_i32.to_be_bytes());
+        startup.extend_from_slice(params);
+        let mut first = [0];
+        let read = send(addrs.pg, &startup).read_exact(&mut first);
+        assert!(read.is_ok() && first == *b"R", "{read:?} {first:?}");
+
+        release.send(()).unwrap();
+        stop.send(()).unwrap();
+        server.join().unwrap().unwrap();
+    }
+}
