@@ -251,7 +251,13 @@ pub async fn serve(
     if let Some(listener) = otlp_http_listener {
         let local = local_addr(&listener)?;
         let server = axum::serve(
-            http_incoming(listener, local, http_tls.clone(), "OTLP HTTP", stop_rx.clone()),
+            http_incoming(
+                listener,
+                local,
+                http_tls.clone(),
+                "OTLP HTTP",
+                stop_rx.clone(),
+            ),
             http::otlp_router(Arc::clone(&http_state))
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
