@@ -14,7 +14,8 @@
 //! `weir_pipeline::WritePath`), `postgres` and `flight_sql` (the query
 //! front ends), `auth` (tokens, scopes, who may do what on every
 //! listener), `tls` (certificates and the accept loops, TLS or not),
-//! `status` (errors → status codes, only there), `request_id`.
+//! `front_ends` (the threads HTTP and Postgres are served on, apart from
+//! ingest's), `status` (errors → status codes, only there), `request_id`.
 
 pub mod auth;
 mod config;
