@@ -1,23 +1,30 @@
-//! The threads that read and answer HTTP and Postgres requests
-//! (`weir-api`), apart from the ingest runtime's.
+//! The threads that read and answer requests on the gRPC, HTTP and
+//! Postgres listeners (`weir-api`), apart from the ingest runtime's.
 //!
 //! A tokio socket is read by the I/O driver of the runtime it was
 //! registered with, whatever thread polls it, and a runtime's workers poll
 //! their driver only between tasks. Under full-speed ingest the ingest
 //! runtime's workers are always busy decoding, at `ingest_nice`: measured
 //! with `perf sched` (benches/README.md), an HTTP query's connection waited
-//! 70–140 ms there before its request was even read. So each front end's
-//! listener is bound here, and its accept loop and connections run here,
-//! on workers that are idle between requests. A write that arrives this
-//! way still decodes on the ingest runtime's blocking pool (see
-//! `weir_pipeline::WritePath`); a query runs on the query engine's threads.
+//! 70–140 ms there before its request was even read. So each listener
+//! that queries come through is bound here, and its accept loop and
+//! connections run here, on workers that are idle between requests. Writes
+//! still do their work on the ingest runtime: a gRPC write method runs
+//! there whole ([`WritesOnIngest`]), decoding included; an HTTP write
+//! decodes on its blocking pool (see `weir_pipeline::WritePath`). A query
+//! runs on the query engine's threads. What stays here is reading and
+//! writing the sockets: HTTP/2 framing and TLS for every request.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use futures::future::BoxFuture;
 use tokio::net::TcpListener;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
+use tracing::warn;
 
 use crate::{Error, Result};
 
@@ -75,12 +82,123 @@ impl Drop for FrontEnds {
     }
 }
 
+/// Whether a gRPC method writes: these run on the ingest runtime, every
+/// other method (Flight SQL, the monitor's API, health, reflection) here.
+/// A write service added later runs here, at the process's priority, until
+/// it is listed.
+fn writes(path: &str) -> bool {
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    match service {
+        "weir.v1.WriteService"
+        | "opentelemetry.proto.collector.metrics.v1.MetricsService"
+        | "opentelemetry.proto.collector.logs.v1.LogsService"
+        | "opentelemetry.proto.collector.trace.v1.TraceService" => true,
+        // Writes a table, or binds a prepared query's parameters.
+        "arrow.flight.protocol.FlightService" => method == "DoPut",
+        _ => false,
+    }
+}
+
+/// A tower layer for the gRPC server on these threads: a method that
+/// writes ([`writes`]) runs on the ingest runtime, decoding and handler
+/// alike, so that writes stay at `ingest_nice`; the tasks a handler spawns
+/// go there too.
+#[derive(Clone)]
+pub(crate) struct WritesOnIngest(pub(crate) Handle);
+
+impl<S> tower_layer::Layer<S> for WritesOnIngest {
+    type Service = WritesOnIngestService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WritesOnIngestService {
+            ingest: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct WritesOnIngestService<S> {
+    ingest: Handle,
+    inner: S,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for WritesOnIngestService<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, std::result::Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The clone that was polled ready serves this call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !writes(request.uri().path()) {
+            return Box::pin(inner.call(request));
+        }
+        let path = request.uri().path().to_string();
+        let call = AbortOnDrop(self.ingest.spawn(inner.call(request)));
+        Box::pin(async move {
+            match call.await {
+                Ok(answer) => answer,
+                // A panic in a handler stays in its task, as it would here.
+                Err(e) => {
+                    warn!(method = %path, error = %e, "a gRPC write failed inside");
+                    Ok(
+                        tonic::Status::internal("the write failed with an internal error")
+                            .into_http(),
+                    )
+                }
+            }
+        })
+    }
+}
+
+/// A task that is aborted when nothing waits for it any more: a request
+/// dropped here (the client went away) is dropped there too.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::sync::mpsc;
     use std::time::Duration;
+
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    use weir_proto::v1::WriteRequest;
+    use weir_proto::v1::write_service_client::WriteServiceClient;
 
     use crate::{BoundAddrs, ServeArgs};
 
@@ -110,10 +228,12 @@ mod tests {
 
     /// Every thread of the ingest runtime (here, its only one) blocked, as
     /// its workers are, in effect, when decoding at full speed at a low
-    /// priority: health, metrics, SQL over HTTP and a Postgres connection
-    /// are still answered, because their sockets are not that runtime's.
+    /// priority: health, metrics, SQL over HTTP, a Postgres connection and
+    /// a gRPC health check are still answered, because their sockets are
+    /// not that runtime's; a gRPC write waits for the ingest runtime, where
+    /// it runs, and is answered once that runs again.
     #[test]
-    fn http_and_postgres_answer_while_the_ingest_runtime_is_stalled() {
+    fn queries_are_answered_while_the_ingest_runtime_is_stalled() {
         let dir = tempfile::tempdir().unwrap();
         let loopback = "127.0.0.1:0".parse().ok();
         let config = ServeArgs {
@@ -169,7 +289,37 @@ mod tests {
         let read = send(addrs.pg, &startup).read_exact(&mut first);
         assert!(read.is_ok() && first == *b"R", "{read:?} {first:?}");
 
+        let client = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let grpc = format!("http://{}", addrs.grpc);
+        let health = client.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(grpc.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut health = HealthClient::new(channel);
+            tokio::time::timeout(PATIENCE, health.check(HealthCheckRequest::default())).await
+        });
+        let status = health.unwrap().unwrap().into_inner().status;
+        assert_eq!(status, ServingStatus::Serving as i32);
+        let mut writer = client.block_on(WriteServiceClient::connect(grpc)).unwrap();
+        let write = client.spawn(async move { writer.write(WriteRequest::default()).await });
+        // Not answered while the runtime it runs on is stalled (a wrong
+        // routing would answer at once)...
+        client.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
+        assert!(
+            !write.is_finished(),
+            "a gRPC write ran off the ingest runtime"
+        );
         release.send(()).unwrap();
+        // ...and answered by the write path once it runs.
+        let written = client.block_on(async { tokio::time::timeout(PATIENCE, write).await });
+        let answer = written.unwrap().unwrap().unwrap().into_inner();
+        assert_eq!(answer.rows_written, 0);
+
         stop.send(()).unwrap();
         server.join().unwrap().unwrap();
     }

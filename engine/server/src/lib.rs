@@ -14,8 +14,8 @@
 //! `weir_pipeline::WritePath`), `postgres` and `flight_sql` (the query
 //! front ends), `auth` (tokens, scopes, who may do what on every
 //! listener), `tls` (certificates and the accept loops, TLS or not),
-//! `front_ends` (the threads HTTP and Postgres are served on, apart from
-//! ingest's), `status` (errors → status codes, only there), `request_id`.
+//! `front_ends` (the threads the gRPC, HTTP and Postgres listeners are
+//! served on, apart from ingest's), `status` (errors → status codes, only there), `request_id`.
 
 pub mod auth;
 mod config;
@@ -152,10 +152,11 @@ pub async fn serve(
         ))
     });
 
-    // HTTP and Postgres requests are read and answered on threads of their
-    // own (see `front_ends`); gRPC, which carries most writes, on these.
+    // Requests are read and answered on threads of their own (see
+    // `front_ends`); the work of a write comes back to these.
+    let ingest = tokio::runtime::Handle::current();
     let front_ends = front_ends::FrontEnds::start()?;
-    let grpc_listener = bind(config.grpc_listen, "gRPC").await?;
+    let grpc_listener = front_ends.bind(config.grpc_listen, "gRPC").await?;
     let http_listener = front_ends.bind(config.http_listen, "HTTP").await?;
     let pg_listener = front_ends.bind(config.pg_listen, "Postgres").await?;
     let otlp_grpc_listener = match config.otlp_grpc_listen {
@@ -174,7 +175,6 @@ pub async fn serve(
         pg: local_addr(&pg_listener)?,
         tls: certs.is_some(),
     };
-    let grpc_conns = grpc_incoming(grpc_listener, grpc_tls.clone(), "gRPC", stop_rx.clone());
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -197,8 +197,9 @@ pub async fn serve(
     let write_service =
         WriteServiceServer::new(grpc::WriteApi::new(write_path, config.write_limits))
             .max_decoding_message_size(config.max_message_bytes);
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_router = tonic::transport::Server::builder()
         .layer(auth::grpc::AuthLayer(Arc::clone(&auth)))
+        .layer(front_ends::WritesOnIngest(ingest))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(write_service)
@@ -208,14 +209,22 @@ pub async fn serve(
         .add_service(flight_service)
         .add_service(otlp_metrics)
         .add_service(otlp_logs)
-        .add_service(otlp_traces)
-        .serve_with_incoming_shutdown(grpc_conns, wait_for_stop(stop_rx.clone()));
+        .add_service(otlp_traces);
+    // Each server is made where it runs: an accept loop registers each
+    // connection with the runtime it runs on.
+    let grpc_server = {
+        let (tls, stop) = (grpc_tls.clone(), stop_rx.clone());
+        async move {
+            let conns = grpc_incoming(grpc_listener, tls, "gRPC", stop.clone());
+            grpc_router
+                .serve_with_incoming_shutdown(conns, wait_for_stop(stop))
+                .await
+        }
+    };
     let http_server = {
         let router = http::router(Arc::clone(&http_state))
             .into_make_service_with_connect_info::<SocketAddr>();
         let (local, tls, stop) = (addrs.http, http_tls.clone(), stop_rx.clone());
-        // Made where it runs: the accept loop registers each connection
-        // with the runtime it runs on.
         async move {
             let conns = http_incoming(http_listener, local, tls, "HTTP", stop.clone());
             axum::serve(conns, router)
@@ -225,7 +234,7 @@ pub async fn serve(
     };
 
     let mut tasks = vec![
-        spawn_listener("gRPC", grpc_server),
+        front_ends.spawn_listener("gRPC", grpc_server),
         front_ends.spawn_listener("HTTP", http_server),
         front_ends.spawn_listener(
             "Postgres",
