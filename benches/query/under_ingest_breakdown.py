@@ -141,6 +141,15 @@ def timed_query(server_pid, client_pid):
             "loadgen_cpu_s": d["loadgen_cpu"]}
 
 
+def clean_up(work, *processes):
+    """A failure part way leaves no server, load generator or data behind."""
+    for process in processes:
+        if process and process.poll() is None:
+            process.kill()
+            process.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def medians(runs):
     return {k: round(statistics.median(r[k] for r in runs), 4) for k in runs[0]}
 
@@ -183,12 +192,7 @@ def main():
                               "idle": idle_m, "during_ingest": busy_m,
                               "during_ingest_wall_runs_s": [round(r["wall_s"], 3) for r in busy]}), flush=True)
     finally:
-        # A failure part way leaves no server or load generator behind.
-        for process in (client, server):
-            if process and process.poll() is None:
-                process.kill()
-                process.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(work, client, server)
 
 
 if __name__ == "__main__":

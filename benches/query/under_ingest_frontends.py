@@ -16,7 +16,6 @@ front end with both medians and their ratio.
 
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -101,11 +100,7 @@ def main():
                                   "ratio": round(busy_s / idle_s, 2), "rows": sorted(rows),
                                   "during_ingest_runs_s": [round(t, 3) for t, _ in busy[n]]}), flush=True)
     finally:
-        for process in (client, server):
-            if process and process.poll() is None:
-                process.kill()
-                process.wait()
-        shutil.rmtree(work, ignore_errors=True)
+        bench.clean_up(work, client, server)
 
 
 if __name__ == "__main__":
