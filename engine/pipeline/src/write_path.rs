@@ -15,8 +15,8 @@
 //! A write's CPU work (decoding, pipelines) runs on the blocking pool of
 //! the runtime the write path was made on — the ingest runtime, whose
 //! threads run at `ingest_nice` — whichever thread the request arrived
-//! on: HTTP requests are served by threads at the process's own priority,
-//! for the queries that come that way.
+//! on: requests are read by threads at the process's own priority (the
+//! server's front ends), for the queries that come that way.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
