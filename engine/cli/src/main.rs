@@ -109,10 +109,9 @@ async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
 /// `weir serve`. The runtime's threads take writes, log, persist and compact,
 /// so they run at `ingest_nice`. Queries run on the query engine's own
 /// threads, and requests are read and answered on the front ends'
-/// (`weir-api`);
-/// both are started from this (the main) thread while it polls `serve`, and
-/// a new thread inherits its creator's nice value, so theirs stays the
-/// process's own and a query takes the CPU first.
+/// (`weir-api`); both are started from this (the main) thread while it
+/// polls `serve`, and a new thread inherits its creator's nice value, so
+/// theirs stays the process's own and a query takes the CPU first.
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.resolve()?;
     let ingest_nice = config.ingest_nice;

@@ -87,10 +87,7 @@ impl Drop for FrontEnds {
 /// A write service added later runs here, at the process's priority, until
 /// it is listed.
 fn writes(path: &str) -> bool {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path, ""));
+    let (service, method) = crate::auth::grpc::service_and_method(path);
     match service {
         "weir.v1.WriteService"
         | "opentelemetry.proto.collector.metrics.v1.MetricsService"
@@ -151,14 +148,15 @@ where
         if !writes(request.uri().path()) {
             return Box::pin(inner.call(request));
         }
-        let path = request.uri().path().to_string();
+        // A cheap clone (shared bytes), for the log should the call fail.
+        let uri = request.uri().clone();
         let call = AbortOnDrop(self.ingest.spawn(inner.call(request)));
         Box::pin(async move {
             match call.await {
                 Ok(answer) => answer,
                 // A panic in a handler stays in its task, as it would here.
                 Err(e) => {
-                    warn!(method = %path, error = %e, "a gRPC write failed inside");
+                    warn!(method = %uri.path(), error = %e, "a gRPC write failed inside");
                     Ok(
                         tonic::Status::internal("the write failed with an internal error")
                             .into_http(),

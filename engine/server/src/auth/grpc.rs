@@ -27,10 +27,7 @@ pub enum Access {
 /// The access a method (`/package.Service/Method`) needs. Methods not
 /// listed need `admin`: a service added later is closed until it is placed.
 pub fn access(path: &str) -> Access {
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path, ""));
+    let (service, method) = service_and_method(path);
     match service {
         "grpc.health.v1.Health"
         | "grpc.reflection.v1.ServerReflection"
@@ -48,6 +45,14 @@ pub fn access(path: &str) -> Access {
         },
         _ => Access::Scope(Scope::Admin),
     }
+}
+
+/// A gRPC method's path (`/package.Service/Method`) split in two; a path
+/// without a method is all service.
+pub fn service_and_method(path: &str) -> (&str, &str) {
+    path.trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""))
 }
 
 /// The gRPC status for an authentication failure.
